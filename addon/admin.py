@@ -1,0 +1,121 @@
+"""Endpoints the balancer answers itself: `GET /` (health), `GET /providers`, `POST /providers/reload`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mitmproxy import http
+
+from .config import ConfigError, ProviderConfig
+from .errors import error_body
+from .health import HealthBoard
+from .providers import Providers, describe
+
+log = logging.getLogger("balancer")
+
+
+def public_url(url: str) -> str:
+    """A URL without any user:password part."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, Any]:
+    """What `GET /providers` shows of one provider: never a credential."""
+    health = board.get(provider.name)
+    remaining = board.cooldown_remaining(provider.name)
+    return {
+        "name": provider.name,
+        "type": provider.type,
+        "base_url": public_url(provider.base_url),
+        "auth_type": provider.auth_type,
+        "big_model": provider.big_model,
+        "small_model": provider.small_model,
+        "enabled": provider.enabled,
+        "healthy": provider.enabled and remaining <= 0,
+        "cooldown_remaining": round(remaining, 1),
+        "requests": health.requests,
+        "failures": health.failures,
+        "consecutive_failures": health.consecutive_failures,
+        "last_error": health.last_error,
+        "last_error_at": health.last_error_at,
+    }
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> http.Response:
+    body = json.dumps(payload, indent=2).encode() + b"\n"
+    return http.Response.make(status, body, {"content-type": "application/json", **(headers or {})})
+
+
+class AdminApi:
+    ROUTES = {"/": ("GET", "health"), "/providers": ("GET", "list"), "/providers/reload": ("POST", "reload")}
+
+    def __init__(self, providers: Providers):
+        self.providers = providers
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        route = self.ROUTES.get(flow.request.path.split("?", 1)[0])
+        if route is None:
+            return
+        method, action = route
+        if flow.request.method == "HEAD" and method == "GET":
+            pass
+        elif flow.request.method != method:
+            flow.response = http.Response.make(
+                405,
+                error_body("invalid_request_error", f"{flow.request.path} accepts {method} only"),
+                {"content-type": "application/json", "allow": method},
+            )
+            return
+        flow.response = getattr(self, action)()
+        flow.metadata["balancer"] = {"admin": action}
+
+    def health(self) -> http.Response:
+        board = self.providers.board
+        statuses = [provider_status(p, board) for p in self.providers.config.providers]
+        usable = [s["name"] for s in statuses if s["healthy"]]
+        payload = {
+            "status": "ok" if usable else "unavailable",
+            "providers": len(statuses),
+            "usable": usable,
+            "config": self.providers.loaded.source,
+        }
+        return _json(200 if usable else 503, payload)
+
+    def list(self) -> http.Response:
+        board = self.providers.board
+        return _json(
+            200,
+            {
+                "config": self.providers.loaded.source,
+                "providers": [provider_status(p, board) for p in self.providers.config.providers],
+            },
+        )
+
+    def reload(self) -> http.Response:
+        try:
+            loaded = self.providers.reload()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            message = f"{exc}\n(the running configuration is kept)"
+            return http.Response.make(
+                400, error_body("invalid_request_error", message), {"content-type": "application/json"}
+            )
+        return _json(
+            200,
+            {
+                "reloaded": True,
+                "summary": describe(loaded),
+                "providers": [p.name for p in loaded.config.providers],
+                "warnings": loaded.warnings,
+            },
+        )

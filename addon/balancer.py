@@ -1,0 +1,21 @@
+"""The script mitmproxy loads: `mitmdump -s addon/balancer.py --mode reverse:https://api.anthropic.com`.
+
+It only wires the addon's parts together; each lives in its own module under `addon/`.
+"""
+
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+# mitmproxy re-runs this script when it changes: drop our cached modules so that edits to them load too.
+for _name in [m for m in sys.modules if m == "addon" or m.startswith("addon.")]:
+    del sys.modules[_name]
+
+from addon.admin import AdminApi  # noqa: E402
+from addon.gateway import Gateway  # noqa: E402
+from addon.providers import Providers  # noqa: E402
+
+providers = Providers()
+addons = [providers, AdminApi(providers), Gateway(providers)]

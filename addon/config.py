@@ -1,0 +1,227 @@
+"""The providers file: schema, `${ENV}` substitution, validation and the built-in default.
+
+Pure functions and pydantic models only; the mitmproxy side lives in `addon/providers.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# A value of "passthrough" in these places means "do not replace": the seed format's spelling.
+PASSTHROUGH = "passthrough"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """The providers file cannot be used; the message names the file, the key and the problem."""
+
+
+class _Lenient(BaseModel):
+    # Unknown keys are kept (and reported as warnings) so that files written for other versions still load.
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+
+class ProviderConfig(_Lenient):
+    name: str = Field(min_length=1)
+    type: Literal["anthropic", "openai"] = "anthropic"
+    base_url: str
+    auth_type: Literal["api_key", "auth_token", "passthrough"] = "api_key"
+    auth_value: str = ""
+    big_model: str | None = None
+    small_model: str | None = None
+    enabled: bool = True
+    # Seed key: an HTTP(S) proxy for this provider's connections.
+    proxy: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"must not carry a query string or fragment, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("http", "https", "socks5", "socks5h"):
+            raise ValueError(f"must be an http://, https:// or socks5:// URL, got {value!r}")
+        return value or None
+
+    @field_validator("big_model", "small_model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        # Empty or "passthrough": forward the model the client asked for.
+        if not value or value == PASSTHROUGH:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _credential(self) -> ProviderConfig:
+        if self.auth_value == PASSTHROUGH:  # seed spelling of "use the client's credential"
+            self.auth_type = "passthrough"
+        if self.auth_type == "passthrough":
+            self.auth_value = ""
+        elif not self.auth_value:
+            raise ValueError(f"auth_value is required when auth_type is {self.auth_type!r}")
+        return self
+
+
+class Settings(_Lenient):
+    failure_cooldown: float = Field(default=60.0, ge=0)
+    request_timeout: float = Field(default=60.0, gt=0)
+    stream_idle_timeout: float = Field(default=300.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Seed keys with no effect here, accepted so that seed files load unchanged.
+    app_name: str | None = None
+    app_version: str | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class BalancerConfig(_Lenient):
+    providers: list[ProviderConfig] = Field(min_length=1)
+    settings: Settings = Field(default_factory=Settings)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BalancerConfig:
+        seen: set[str] = set()
+        for provider in self.providers:
+            if provider.name in seen:
+                raise ValueError(f"provider name {provider.name!r} is used twice; names must be unique")
+            seen.add(provider.name)
+        return self
+
+
+@dataclass
+class LoadedConfig:
+    config: BalancerConfig
+    source: str  # the file path, or "built-in default"
+    warnings: list[str] = field(default_factory=list)
+
+
+DEFAULT_SOURCE = "built-in default"
+
+
+def builtin_default() -> BalancerConfig:
+    """No providers file: a transparent proxy to Anthropic that uses the client's own credential."""
+    return BalancerConfig(
+        providers=[
+            ProviderConfig(
+                name="anthropic",
+                type="anthropic",
+                base_url="https://api.anthropic.com",
+                auth_type="passthrough",
+            )
+        ]
+    )
+
+
+def substitute_env(data: Any, environ: dict[str, str] | os._Environ = os.environ, where: str = "") -> Any:
+    """Replace `${VAR}` (and `${VAR:-default}`) in every string value; an unset variable is an error."""
+    if isinstance(data, dict):
+        return {k: substitute_env(v, environ, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [substitute_env(v, environ, f"{where}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, str):
+        return data
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = environ.get(name)
+        if value is None:
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable {name} is not set (referenced as ${{{name}}})")
+        return value
+
+    return _ENV_REF.sub(replace, data)
+
+
+def _location(loc: tuple[Any, ...], data: Any) -> str:
+    """`('providers', 1, 'auth_type')` -> `providers[1] (name 'beta').auth_type`."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                out += f" (name {node['name']!r})"
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "top level"
+
+
+def format_validation_error(error: ValidationError, data: Any) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "required key is missing"
+        elif "input" in item and item["type"] not in ("model_type", "list_type", "dict_type"):
+            message += f" (got {item['input']!r})" if not isinstance(item["input"], (dict, list)) else ""
+        lines.append(f"{_location(loc, data)}: {message}")
+    return "\n".join(lines)
+
+
+def _unknown_keys(config: BalancerConfig, data: dict[str, Any]) -> list[str]:
+    warnings = [f"unknown top-level key {k!r} ignored" for k in (config.model_extra or {})]
+    warnings += [f"settings: unknown key {k!r} ignored" for k in (config.settings.model_extra or {})]
+    for i, provider in enumerate(config.providers):
+        warnings += [f"providers[{i}] ({provider.name}): unknown key {k!r} ignored" for k in provider.model_extra or {}]
+    return warnings
+
+
+def parse_config(text: str, source: str, environ: dict[str, str] | os._Environ = os.environ) -> LoadedConfig:
+    """Validate the text of a providers file. Raises ConfigError with a message meant for a person."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty; it needs a 'providers' list")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with a 'providers' list, got {type(data).__name__}")
+    try:
+        data = substitute_env(data, environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        config = BalancerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration:\n{format_validation_error(exc, data)}") from None
+    return LoadedConfig(config=config, source=source, warnings=_unknown_keys(config, data))
+
+
+def load_config(path: str | Path, environ: dict[str, str] | os._Environ = os.environ) -> LoadedConfig:
+    """Read the providers file; a missing file gives the built-in default."""
+    path = Path(path)
+    if not path.exists():
+        return LoadedConfig(config=builtin_default(), source=DEFAULT_SOURCE)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the file: {exc}") from None
+    return parse_config(text, str(path), environ)

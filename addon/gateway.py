@@ -1,0 +1,270 @@
+"""API requests (`/v1/...`) go to providers: tried in turn, the answer streamed back through the relay."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from mitmproxy import ctx, http
+
+from .config import ProviderConfig
+from .errors import error_body
+from .failover import Exhausted, Success, attempt_in_turn
+from .model_echo import echo_model_in_body, echo_model_in_stream
+from .model_map import ModelChoice, choose_model
+from .providers import Providers
+from .relay import PATH_PREFIX, Parked, RelayServer
+from .routing import plan_attempts
+from .upstream import CLIENT_CREDENTIALS, HOP_BY_HOP, ClientPool, upstream_headers, upstream_url, with_model
+
+log = logging.getLogger("balancer")
+
+PROVIDER_HEADER = "x-balancer-provider"
+REDACTED = "[redacted]"
+
+# Kinds of API request: messages are balanced with failover and health accounting; the rest are forwarded
+# with failover but never count against a provider.
+MESSAGES, COUNT_TOKENS, OTHER_API = "messages", "count_tokens", "api"
+
+
+def route_of(method: str, path: str) -> tuple[str | None, str | None]:
+    """(kind, None) for a request the gateway serves, (None, error) for a wrong method, (None, None) otherwise."""
+    route = path.split("?", 1)[0]
+    if route in ("/v1/messages", "/v1/messages/count_tokens"):
+        if method != "POST":
+            return None, f"{route} accepts POST only"
+        return (MESSAGES if route == "/v1/messages" else COUNT_TOKENS), None
+    if route.startswith("/v1/"):
+        return OTHER_API, None
+    return None, None
+
+
+def error_response(status: int, error_type: str, message: str, **headers: str) -> http.Response:
+    return http.Response.make(
+        status, error_body(error_type, message), {"content-type": "application/json", PROVIDER_HEADER: "none", **headers}
+    )
+
+
+@dataclass
+class FlowRecord:
+    """What the balancer did with one flow (kept in `flow.metadata["balancer"]`, shown by mitmweb)."""
+
+    kind: str
+    requested_model: str | None
+    stream: bool
+    started: float = field(default_factory=time.perf_counter)
+    provider: str | None = None
+    model: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    token: str | None = None
+    sent: dict[str, Any] | None = None  # the request as the provider received it (credentials redacted)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "requested_model": self.requested_model,
+            "provider": self.provider,
+            "model": self.model,
+            "stream": self.stream,
+            "attempts": self.attempts,
+        }
+
+
+def _parse_json_object(flow: http.HTTPFlow) -> tuple[dict[str, Any] | None, bytes, str | None]:
+    try:
+        body = flow.request.get_content(strict=True) or b""
+    except ValueError:
+        return None, b"", "the request body's content-encoding could not be decoded"
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None, body, "the request body is not valid JSON"
+    if not isinstance(parsed, dict):
+        return None, body, "the request body must be a JSON object"
+    return parsed, body, None
+
+
+class Gateway:
+    def __init__(self, providers: Providers):
+        self.providers = providers
+        self.relay = RelayServer()
+        self.pool = ClientPool()
+        # Flows whose answer is being relayed, by flow id (flow.metadata only holds plain data).
+        self._records: dict[str, FlowRecord] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def running(self) -> None:
+        await self.relay.start()
+
+    async def done(self) -> None:
+        await self.relay.stop()
+        await self.pool.aclose()
+
+    async def _sync_pool(self) -> None:
+        verify = not ctx.options.ssl_insecure if "ssl_insecure" in ctx.options else True
+        await self.pool.reconfigure(verify, self.providers.settings.stream_idle_timeout)
+
+    # -- hooks -----------------------------------------------------------------------------------------------
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        kind, wrong_method = route_of(flow.request.method, flow.request.path)
+        if wrong_method:
+            flow.response = error_response(405, "invalid_request_error", wrong_method, allow="POST")
+            return
+        if kind is None:
+            flow.response = error_response(
+                404,
+                "not_found_error",
+                f"{flow.request.method} {flow.request.path.split('?', 1)[0]} is not served by the balancer "
+                "(API requests go to /v1/...; see GET /providers)",
+            )
+            return
+        if self.providers.startup_error:
+            flow.response = error_response(
+                503, "api_error", f"the balancer has no usable configuration: {self.providers.startup_error}"
+            )
+            return
+        await self._sync_pool()
+        await self._dispatch(flow, kind)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        record = self._records.get(flow.id)
+        if record is None or record.token is None or flow.response is None:
+            return
+        if record.stream and flow.response.headers.get("content-type", "").startswith("text/event-stream"):
+            flow.response.stream = True
+        # From here on the flow shows the request as the provider received it, not the hop to the relay.
+        sent = record.sent or {}
+        flow.request.url = sent["url"]
+        flow.request.headers = http.Headers([(k.encode(), v.encode()) for k, v in sent["headers"]])
+        flow.request.raw_content = sent["body"]
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._records.pop(flow.id, None)
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        record = self._records.pop(flow.id, None)
+        if record is not None and record.token is not None:
+            await self.relay.discard(record.token)
+
+    # -- dispatching -----------------------------------------------------------------------------------------
+    async def _dispatch(self, flow: http.HTTPFlow, kind: str) -> None:
+        parsed: dict[str, Any] | None = None
+        body = flow.request.raw_content or b""
+        requested: str | None = None
+        if kind != OTHER_API:
+            parsed, body, problem = _parse_json_object(flow)
+            if problem is None and not isinstance(parsed.get("model"), str):
+                problem = "model: a string naming the model is required"
+            if problem:
+                flow.response = error_response(400, "invalid_request_error", problem)
+                return
+            requested = parsed["model"]
+        stream = kind == MESSAGES and bool(parsed and parsed.get("stream") is True)
+        record = FlowRecord(kind=kind, requested_model=requested, stream=stream)
+
+        settings = self.providers.settings
+        # Only Anthropic-type providers are served by this version.
+        plan = plan_attempts(self.providers.config.providers, self.providers.board, types=("anthropic",))
+        choices: dict[str, ModelChoice] = {}
+        client_headers = [(k, v) for k, v in flow.request.headers.items(multi=True)]
+        path = flow.request.path
+
+        def build(provider: ProviderConfig) -> httpx.Request:
+            content = body
+            if parsed is not None and requested is not None:
+                choice = choices[provider.name] = choose_model(requested, provider)
+                content = with_model(body, parsed, choice.model)
+            headers = upstream_headers(client_headers, provider, stream)
+            return httpx.Request(flow.request.method, upstream_url(provider, path), headers=headers, content=content)
+
+        result = await attempt_in_turn(
+            plan, build, self.pool, self.providers.board, settings, penalize=kind == MESSAGES
+        )
+        record.attempts = [
+            {"provider": a.provider, "outcome": a.outcome, "ms": round(a.ms, 1), "failed": a.failed}
+            for a in result.attempts
+        ]
+        if isinstance(result, Exhausted):
+            self._answer_exhausted(flow, record, result)
+        else:
+            choice = choices.get(result.provider.name)
+            if choice is not None and not choice.tier_known and choice.model != requested:
+                log.warning("model %r matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
+                            requested, result.provider.name, choice.model)
+            await self._relay(flow, record, result, choice)
+        flow.metadata["balancer"] = record.as_metadata()
+        log.info(self._summary(flow, record))
+
+    def _answer_exhausted(self, flow: http.HTTPFlow, record: FlowRecord, result: Exhausted) -> None:
+        board = self.providers.board
+        waits = [board.cooldown_remaining(p.name) for p in self.providers.config.providers if p.enabled]
+        retry_after = max(1, math.ceil(min(waits))) if waits else 1
+        flow.response = error_response(
+            503,
+            "overloaded_error" if result.overloaded else "api_error",
+            result.summary(),
+            **{"retry-after": str(retry_after)},
+        )
+        flow.comment = result.summary()
+
+    async def _relay(self, flow: http.HTTPFlow, record: FlowRecord, result: Success, choice: ModelChoice | None) -> None:
+        response = result.response
+        if not flow.live or flow.error:  # the client left while providers were tried
+            await response.aclose()
+            return
+        record.provider = result.provider.name
+        record.model = choice.model if choice else None
+        content_type = response.headers.get("content-type", "")
+        is_sse = content_type.startswith("text/event-stream")
+        chunks = response.aiter_bytes()
+        if choice is not None and record.requested_model and choice.model != record.requested_model:
+            if is_sse:
+                chunks = echo_model_in_stream(chunks, record.requested_model)
+            elif content_type.startswith("application/json"):
+                chunks = echo_model_in_body(chunks, record.requested_model)
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-encoding", PROVIDER_HEADER)
+        ]
+        headers.append((PROVIDER_HEADER, result.provider.name))
+        parked = Parked(response.status_code, headers, chunks, response.aclose, is_sse=is_sse)
+        record.token = self.relay.park(parked)
+        self._records[flow.id] = record
+
+        sent = result.request
+        record.sent = {
+            "url": str(sent.url),
+            "headers": [
+                (k, REDACTED if k.lower() in CLIENT_CREDENTIALS else v) for k, v in sent.headers.multi_items()
+            ],
+            "body": sent.content,
+        }
+        port = self.relay.port or await self.relay.start()
+        flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
+        flow.request.path = PATH_PREFIX + record.token
+        # The relay does not need the body again.
+        flow.request.raw_content = b""
+        flow.request.headers["content-length"] = "0"
+        for name in ("content-encoding", "transfer-encoding"):
+            flow.request.headers.pop(name, None)
+        failed = [a for a in result.attempts if a.failed]
+        flow.comment = f"served by {result.provider.name}" + (
+            " after " + "; ".join(f"{a.provider}: {a.outcome}" for a in failed) if failed else ""
+        )
+
+    def _summary(self, flow: http.HTTPFlow, record: FlowRecord) -> str:
+        attempts = ", ".join(f"{a['provider']} {a['outcome']} {a['ms']:.0f}ms" for a in record.attempts) or "none"
+        target = f"{record.provider}/{record.model}" if record.provider else "no provider"
+        elapsed = (time.perf_counter() - record.started) * 1000
+        return (
+            f"{record.kind} {record.requested_model or flow.request.path} -> {target}"
+            f"{' stream' if record.stream else ''} | attempts: {attempts} | {elapsed:.0f}ms to headers"
+        )

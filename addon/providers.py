@@ -1,0 +1,92 @@
+"""The `providers` option: loads and reloads the providers file and holds the providers' health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mitmproxy import ctx, exceptions
+
+from .config import BalancerConfig, ConfigError, LoadedConfig, Settings, builtin_default, load_config, DEFAULT_SOURCE
+from .health import HealthBoard
+
+log = logging.getLogger("balancer")
+
+# mitmproxy options the balancer needs whatever the command line says.
+REQUIRED_OPTIONS = {
+    # Reverse mode's default ("eager") connects to the reverse target before any hook runs.
+    "connection_strategy": "lazy",
+}
+
+
+class Providers:
+    def __init__(self) -> None:
+        self.board = HealthBoard()
+        self.loaded = LoadedConfig(config=builtin_default(), source=DEFAULT_SOURCE)
+        # Set when the file could not be loaded at start-up: nothing is served until a reload succeeds.
+        self.startup_error: str | None = None
+        self._loaded_once = False
+
+    @property
+    def config(self) -> BalancerConfig:
+        return self.loaded.config
+
+    @property
+    def settings(self) -> Settings:
+        return self.loaded.config.settings
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "providers",
+            str,
+            "providers.yaml",
+            "Path of the providers file. Without the file, a built-in default forwards to api.anthropic.com "
+            "with the client's own credential.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        for name, value in REQUIRED_OPTIONS.items():
+            if name in ctx.options and getattr(ctx.options, name) != value:
+                ctx.options.update(**{name: value})
+        if "providers" in updated:
+            try:
+                self.apply(load_config(ctx.options.providers))
+            except ConfigError as exc:
+                if self._loaded_once:  # a later `set providers=...`: refuse it, keep what runs
+                    raise exceptions.OptionsError(str(exc)) from None
+                # At start-up, an error in the log makes mitmdump/mitmweb exit with it (no traceback).
+                self.startup_error = str(exc)
+                log.error("cannot load the providers file: %s", exc)
+
+    def reload(self) -> LoadedConfig:
+        """Re-read the file. On error the running configuration is kept and ConfigError is raised."""
+        loaded = load_config(ctx.options.providers)
+        self.apply(loaded)
+        return loaded
+
+    def apply(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.startup_error = None
+        self._loaded_once = True
+        self.board.retain(p.name for p in loaded.config.providers)
+        logging.getLogger("balancer").setLevel(loaded.config.settings.log_level)
+        for noisy in ("httpx", "httpcore", "hpack"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        for warning in loaded.warnings:
+            log.warning("%s: %s", loaded.source, warning)
+        log.info("%s", describe(loaded))
+        unsupported = [p.name for p in loaded.config.providers if p.enabled and p.type == "openai"]
+        if unsupported:
+            log.warning(
+                "OpenAI-type providers are not served by this version and will be skipped: %s",
+                ", ".join(unsupported),
+            )
+
+
+def describe(loaded: LoadedConfig) -> str:
+    providers: Sequence = loaded.config.providers
+    enabled = [p.name for p in providers if p.enabled]
+    return (
+        f"providers from {loaded.source}: {len(enabled)} of {len(providers)} enabled"
+        + (f" ({', '.join(enabled)})" if enabled else "")
+    )

@@ -1,0 +1,183 @@
+"""A loopback HTTP/1.1 server that hands a provider's already-open response to mitmproxy, chunk by chunk.
+
+mitmproxy cannot retry a flow or give it a new upstream after the fact, so the addon makes the provider
+attempts itself. Once a provider has answered acceptably, its response is *parked* here under a random
+single-use token and the flow is pointed at `http://127.0.0.1:<port>/relay/<token>`; mitmproxy then
+streams that to the client like any upstream answer. A parked response nobody claims is closed after a TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from .errors import sse_error_event
+
+log = logging.getLogger("balancer.relay")
+
+PATH_PREFIX = "/relay/"
+_MAX_HEAD = 64 * 1024
+
+
+@dataclass
+class Parked:
+    status: int
+    headers: list[tuple[str, str]]
+    body: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]  # releases the provider connection
+    is_sse: bool = False
+    created: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                await self.close()
+            except Exception:  # closing a broken connection must not take anything else down
+                log.debug("closing a parked response failed", exc_info=True)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
+
+
+class RelayServer:
+    def __init__(self, ttl: float = 30.0):
+        self.ttl = ttl
+        self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._parked: dict[str, Parked] = {}
+        self._active: dict[str, Parked] = {}  # being written out right now
+        self._reaper: asyncio.Task | None = None
+        self._starting: asyncio.Lock | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> int:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._server is None:
+                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=_MAX_HEAD)
+                self.port = self._server.sockets[0].getsockname()[1]
+                self._reaper = asyncio.create_task(self._reap_forever())
+        assert self.port is not None
+        return self.port
+
+    async def stop(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            self._reaper = None
+        if self._server:
+            self._server.close()
+            self._server = None
+            self.port = None
+        for token in list(self._parked) + list(self._active):
+            await self.discard(token)
+
+    # -- parking ---------------------------------------------------------------------------------------------
+    def park(self, parked: Parked) -> str:
+        token = secrets.token_urlsafe(18)
+        self._parked[token] = parked
+        return token
+
+    async def discard(self, token: str) -> None:
+        """Close a parked or in-progress response (the client went away)."""
+        parked = self._parked.pop(token, None) or self._active.pop(token, None)
+        if parked:
+            await parked.aclose()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._parked) + len(self._active)
+
+    async def reap(self) -> None:
+        now = time.monotonic()
+        for token, parked in list(self._parked.items()):
+            if now - parked.created > self.ttl:
+                log.warning("closing a provider response nobody collected within %.0fs", self.ttl)
+                await self.discard(token)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.ttl / 3))
+            await self.reap()
+
+    # -- serving ---------------------------------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    return
+                target, length = _parse_head(head)
+                if length:
+                    await reader.readexactly(length)  # the flow's body was emptied; tolerate one anyway
+                token = target[len(PATH_PREFIX) :] if target.startswith(PATH_PREFIX) else ""
+                parked = self._parked.pop(token, None)
+                if parked is None:
+                    writer.write(
+                        b"HTTP/1.1 410 Gone\r\ncontent-type: text/plain\r\ncontent-length: 24\r\n\r\n"
+                        b"unknown or expired token"
+                    )
+                    await writer.drain()
+                    continue
+                self._active[token] = parked
+                try:
+                    keep_alive = await self._write(parked, writer)
+                finally:
+                    self._active.pop(token, None)
+                    await parked.aclose()
+                if not keep_alive:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def _write(self, parked: Parked, writer: asyncio.StreamWriter) -> bool:
+        """Write status, headers and the body as chunks arrive. False: the connection must be dropped."""
+        head = [f"HTTP/1.1 {parked.status} {_reason(parked.status)}\r\n"]
+        head += [f"{name}: {value}\r\n" for name, value in parked.headers]
+        head.append("transfer-encoding: chunked\r\n\r\n")
+        writer.write("".join(head).encode("latin-1", errors="replace"))
+        try:
+            async for chunk in parked.body:
+                if chunk:
+                    writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    await writer.drain()
+        except (ConnectionError, RuntimeError):
+            raise ConnectionResetError("client side of the relay went away") from None
+        except Exception as exc:  # the provider broke off mid-body
+            if not parked.is_sse or parked.closed:
+                log.info("provider response broke off: %s", type(exc).__name__)
+                return False
+            event = sse_error_event("api_error", "the provider's stream broke off before the end")
+            writer.write(b"%x\r\n%b\r\n" % (len(event), event))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+
+def _parse_head(head: bytes) -> tuple[str, int]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    target = parts[1] if len(parts) >= 2 else ""
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                length = 0
+    return target, length

@@ -1,0 +1,63 @@
+"""Server-sent events: splitting a byte stream into events wherever the chunk boundaries fall."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+@dataclass
+class SSEEvent:
+    event: str | None
+    data: str
+    raw: bytes  # the event's bytes including its terminating blank line
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def parse_event(raw: bytes) -> SSEEvent:
+    event: str | None = None
+    data: list[str] = []
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        if not line or line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    return SSEEvent(event=event, data="\n".join(data), raw=raw)
+
+
+def format_event(event: str, data: Any) -> bytes:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+class SSESplitter:
+    """Feed raw chunks, get back complete events; an event split across chunks (even mid-UTF-8) waits."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self._buffer += chunk
+        events = []
+        start = 0
+        for match in _BOUNDARY.finditer(self._buffer):
+            raw = self._buffer[start : match.end()]
+            start = match.end()
+            if raw.strip():
+                events.append(parse_event(raw))
+        self._buffer = self._buffer[start:]
+        return events
+
+    def pending(self) -> bytes:
+        """Bytes of an unfinished event (a stream that ended without its blank line)."""
+        return self._buffer

@@ -1,0 +1,140 @@
+"""Talking to providers: the request a provider receives, how its answer is classified, and the HTTP clients."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from .config import ProviderConfig
+
+# Never forwarded in either direction (RFC 9110 7.6.1 plus what the client library recomputes).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+CLIENT_CREDENTIALS = frozenset({"x-api-key", "authorization"})
+
+# Statuses after which the same request goes to the next provider (the provider is failing, not the request).
+FAILOVER_STATUSES = frozenset({408, 429})
+
+
+def should_fail_over(status: int) -> bool:
+    return status in FAILOVER_STATUSES or status >= 500
+
+
+def upstream_url(provider: ProviderConfig, path_and_query: str) -> str:
+    """`https://host/api` + `/v1/messages?beta=true` -> `https://host/api/v1/messages?beta=true`."""
+    return provider.base_url + path_and_query
+
+
+def upstream_headers(
+    client_headers: Iterable[tuple[str, str]], provider: ProviderConfig, stream: bool
+) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop ones and its credentials, plus the provider's credential."""
+    passthrough = provider.auth_type == "passthrough"
+    out = []
+    for name, value in client_headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname == "accept-encoding":
+            continue
+        if lname in CLIENT_CREDENTIALS and not passthrough:
+            continue
+        out.append((name, value))
+    if provider.auth_type == "api_key":
+        out.append(("x-api-key", provider.auth_value))
+    elif provider.auth_type == "auth_token":
+        out.append(("authorization", f"Bearer {provider.auth_value}"))
+    # A stream is relayed event by event: ask for it uncompressed so nothing sits in a decompressor.
+    out.append(("accept-encoding", "identity" if stream else "gzip, deflate"))
+    return out
+
+
+def with_model(body: bytes, parsed: dict[str, Any], model: str) -> bytes:
+    """The body with `model` replaced; the original bytes when it already names that model."""
+    if parsed.get("model") == model:
+        return body
+    return json.dumps({**parsed, "model": model}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A short, credential-free reason for a transport failure (httpx wraps the operating system's reason)."""
+    chain = _chain(exc)
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error: {getattr(cause, 'reason', None) or cause}"
+        if isinstance(cause, socket.gaierror):
+            return f"DNS error: {cause.strerror or cause}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection closed: {text}"
+    if isinstance(exc, httpx.ConnectError):
+        return f"connect error: {text}"
+    return f"{type(exc).__name__}: {text}"
+
+
+class ClientPool:
+    """One shared async HTTP client per outgoing proxy setting; connections are pooled across all flows."""
+
+    def __init__(self, verify: bool | str | ssl.SSLContext = True, idle_timeout: float = 300.0):
+        self._verify = verify
+        self._idle_timeout = idle_timeout
+        self._clients: dict[str | None, httpx.AsyncClient] = {}
+
+    def get(self, proxy: str | None) -> httpx.AsyncClient:
+        client = self._clients.get(proxy)
+        if client is None:
+            client = httpx.AsyncClient(
+                http2=True,
+                verify=self._verify,
+                proxy=proxy,
+                # The header deadline (request_timeout) is enforced by the caller; this is the read idle limit.
+                timeout=httpx.Timeout(connect=None, read=self._idle_timeout, write=60.0, pool=None),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._clients[proxy] = client
+        return client
+
+    async def reconfigure(self, verify: bool | str | ssl.SSLContext, idle_timeout: float) -> None:
+        if verify != self._verify or idle_timeout != self._idle_timeout:
+            await self.aclose()
+            self._verify, self._idle_timeout = verify, idle_timeout
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()

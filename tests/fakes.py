@@ -1,0 +1,272 @@
+"""Local fake providers on 127.0.0.1, scriptable to answer, stream slowly, refuse, hang, reset or fail.
+
+A FakeProvider serves Anthropic's `/v1/messages` (and count_tokens). Each request takes the next scripted
+behaviour (`fake.then(Status(529), Message())`), or the default one when the script is empty, and is recorded
+(`fake.requests`) so that tests can assert what the provider received.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def anthropic_message(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": "msg_fake0001",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 5},
+    }
+
+
+def anthropic_stream_events(model: str, pieces: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    message = anthropic_message(model, "")
+    message["content"] = []
+    message["stop_reason"] = None
+    message["usage"] = {"input_tokens": 12, "output_tokens": 1}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("ping", {"type": "ping"}),
+    ]
+    for piece in pieces:
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "text_delta", "text": piece}}))
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                           "usage": {"output_tokens": len(pieces)}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class Behavior:
+    def run(self, handler: _Handler, request: Received, fake: FakeProvider) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Message(Behavior):
+    """A normal answer: JSON for `stream: false`, an SSE stream for `stream: true`."""
+
+    text: str = "Hello"
+    model: str | None = None  # None: echo the model the request named
+
+    def run(self, handler, request, fake):
+        body = request.json() if request.body else {}
+        model = self.model or body.get("model", "unknown")
+        if request.path.startswith("/v1/messages/count_tokens"):
+            handler.reply(200, {"input_tokens": 42})
+        elif body.get("stream"):
+            handler.stream([sse(e, d) for e, d in anthropic_stream_events(model, [self.text])])
+        else:
+            handler.reply(200, anthropic_message(model, self.text), {"request-id": "req_fake"})
+
+
+@dataclass
+class Stream(Behavior):
+    """A streamed answer in pieces; after `gate_after` events it waits for `gate` (or `gate_timeout`)."""
+
+    pieces: list[str] = field(default_factory=lambda: ["Hel", "lo"])
+    gate: threading.Event | None = None
+    gate_after: int = 1
+    gate_timeout: float = 20.0
+    gate_timed_out: bool | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, handler, request, fake):
+        model = request.json().get("model", "unknown")
+        events = [sse(e, d) for e, d in anthropic_stream_events(model, self.pieces)]
+        handler.start_stream(200)
+        try:
+            for i, event in enumerate(events):
+                if self.gate is not None and i == self.gate_after:
+                    self.gate_timed_out = not self.gate.wait(self.gate_timeout)
+                handler.write_chunk(event)
+            handler.end_stream()
+        finally:
+            self.finished.set()
+
+
+@dataclass
+class Status(Behavior):
+    """An error status with an Anthropic-shaped (or given) body."""
+
+    status: int
+    body: dict[str, Any] | bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def run(self, handler, request, fake):
+        body = self.body
+        if body is None:
+            kind = {429: "rate_limit_error", 529: "overloaded_error", 503: "overloaded_error",
+                    400: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error",
+                    401: "authentication_error"}.get(self.status, "api_error")
+            body = {"type": "error", "error": {"type": kind, "message": f"fake {self.status}"}}
+        handler.reply(self.status, body, self.headers)
+
+
+@dataclass
+class Hang(Behavior):
+    """Reads the request and never answers (until released or the fake stops)."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, handler, request, fake):
+        while not self.release.wait(0.05) and not fake.stopping.is_set():
+            pass
+        handler.close_connection = True
+
+
+class Reset(Behavior):
+    """Reads the request and resets the connection (RST) without a response."""
+
+    def run(self, handler, request, fake):
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.close_connection = True
+        handler.connection.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        fake = self.server.fake
+        behavior = fake.next_behavior(request)
+        behavior.run(self, request, fake)
+
+    do_POST = do_GET = _handle
+
+    def reply(self, status: int, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def start_stream(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("cache-control", "no-cache")
+        self.end_headers()
+        self.wfile.flush()
+
+    def write_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def stream(self, events: list[bytes]) -> None:
+        self.start_stream(200)
+        for event in events:
+            self.write_chunk(event)
+        self.end_stream()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeProvider
+
+
+class FakeProvider:
+    def __init__(self, default: Behavior | None = None, tls: ssl.SSLContext | None = None):
+        self.default = default or Message()
+        self.script: deque[Behavior] = deque()
+        self.requests: list[Received] = []
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self.scheme = "https" if tls else "http"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def then(self, *behaviors: Behavior) -> FakeProvider:
+        self.script.extend(behaviors)
+        return self
+
+    def next_behavior(self, request: Received) -> Behavior:
+        with self._lock:
+            self.requests.append(request)
+            return self.script.popleft() if self.script else self.default
+
+    @property
+    def message_requests(self) -> list[Received]:
+        return [r for r in self.requests if r.path.split("?")[0] == "/v1/messages"]
+
+    def start(self) -> FakeProvider:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> FakeProvider:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
