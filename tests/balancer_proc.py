@@ -35,10 +35,17 @@ def anthropic_provider(name: str, url: str, **extra: Any) -> dict[str, Any]:
 
 
 class BalancerProcess:
-    def __init__(self, workdir: Path, providers_file: Path | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        workdir: Path,
+        providers_file: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        command: list[str] | None = None,
+    ):
         self.workdir = workdir
         self.providers_file = providers_file or workdir / "providers.yaml"
         self.extra_args = extra_args
+        self.command = command  # instead of the default mitmdump command line
         self.log_lines: list[str] = []
         self.port: int | None = None
         self._proc: subprocess.Popen[str] | None = None
@@ -53,8 +60,26 @@ class BalancerProcess:
     def log(self) -> str:
         return "\n".join(self.log_lines)
 
+    def run_to_exit(self, timeout: float = 60.0) -> int:
+        """For a command expected to fail at start-up: its exit code (output in `log`)."""
+        self.start_process()
+        try:
+            return self.wait_exit(timeout)
+        finally:
+            self.stop()
+
     def start(self, timeout: float = 60.0) -> BalancerProcess:
-        cmd = [
+        self.start_process()
+        deadline = time.monotonic() + timeout
+        assert self._proc is not None
+        while not self._listening.wait(0.1):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mitmdump did not start listening; its output:\n{self.log}")
+        return self
+
+    def start_process(self) -> None:
+        cmd = self.command or [
             str(MITMDUMP), "-s", str(ADDON),
             "--mode", "reverse:https://api.anthropic.com",
             "--listen-host", "127.0.0.1", "--listen-port", "0",
@@ -66,12 +91,6 @@ class BalancerProcess:
         )
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + timeout
-        while not self._listening.wait(0.1):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"mitmdump did not start listening; its output:\n{self.log}")
-        return self
 
     def _read_output(self) -> None:
         assert self._proc and self._proc.stdout

@@ -1,0 +1,164 @@
+"""Failover through the real mitmdump: every failure class, streamed and not; cooldowns; exhaustion."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import anthropic
+import httpx
+import pytest
+
+from balancer_proc import anthropic_provider
+from fakes import FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
+from tls import self_signed_server_context
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+FAILURES = {
+    "refused": None,  # the provider's port has nothing listening
+    "reset": Reset,
+    "timeout": Hang,
+    **{f"http-{code}": (lambda code=code: Status(code)) for code in (408, 429, 500, 502, 503, 504, 529)},
+}
+
+
+def ask(client: anthropic.Anthropic, stream: bool) -> tuple[str, str]:
+    """(provider header, text) of one request, streamed through the SDK's accumulator or not."""
+    if stream:
+        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as s:
+            message = s.get_final_message()
+            provider = s.response.headers["x-balancer-provider"]
+    else:
+        raw = client.messages.with_raw_response.create(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES)
+        message, provider = raw.parse(), raw.headers["x-balancer-provider"]
+    return provider, "".join(block.text for block in message.content)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("failure", list(FAILURES))
+def test_first_failure_fails_over_and_cools_the_provider_down(balancer, client, unique, failure, stream):
+    make = FAILURES[failure]
+    with FakeProvider(default=make() if make else Message()) as bad, FakeProvider(Message("from b")) as good:
+        bad_url = bad.url if make else f"http://127.0.0.1:{closed_port()}"
+        balancer.use(
+            [anthropic_provider(f"a-{unique}", bad_url), anthropic_provider(f"b-{unique}", good.url)],
+            request_timeout=1, failure_cooldown=600,
+        )
+        assert ask(client, stream) == (f"b-{unique}", "from b")
+
+        status = balancer.provider_status(f"a-{unique}")
+        assert status["healthy"] is False
+        assert 590 < status["cooldown_remaining"] <= 600
+        assert status["failures"] == 1
+        expected = {"refused": "connection refused", "reset": "connection", "timeout": "no response headers within 1s"}
+        assert expected.get(failure, f"HTTP {failure.removeprefix('http-')}") in status["last_error"]
+
+        # While it cools down, requests go straight to the next provider.
+        sent_to_bad = len(bad.requests)
+        assert ask(client, stream) == (f"b-{unique}", "from b")
+        assert len(bad.requests) == sent_to_bad
+        assert balancer.provider_status(f"b-{unique}")["failures"] == 0
+
+
+def test_stream_after_failover_is_still_live(balancer, client, unique):
+    gate = threading.Event()
+    behavior = Stream(pieces=["live", "!"], gate=gate, gate_after=1)
+    with FakeProvider(Status(529)) as bad, FakeProvider(behavior) as good:
+        balancer.use([anthropic_provider(f"a-{unique}", bad.url), anthropic_provider(f"b-{unique}", good.url)])
+        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream:
+            events = iter(stream)
+            assert next(events).type == "message_start"
+            assert not behavior.finished.is_set()
+            gate.set()
+            final = stream.get_final_message()
+        assert behavior.gate_timed_out is False
+        assert final.content[0].text == "live!"
+        assert len(bad.requests) == 1
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_client_errors_are_returned_and_do_not_count(balancer, client, unique, status, stream):
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad request {status}"}}
+    with FakeProvider(Status(status, body)) as first, FakeProvider() as second:
+        balancer.use([anthropic_provider(f"a-{unique}", first.url), anthropic_provider(f"b-{unique}", second.url)])
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            ask(client, stream)
+        assert caught.value.status_code == status
+        assert caught.value.body == body
+        assert second.requests == []
+        health = balancer.provider_status(f"a-{unique}")
+        assert (health["healthy"], health["failures"], health["last_error"]) == (True, 0, None)
+
+
+def test_tls_failure_fails_over(balancer, client, unique, tmp_path):
+    context = self_signed_server_context(tmp_path)
+    with FakeProvider(tls=context) as untrusted, FakeProvider(Message("from b")) as good:
+        balancer.use([anthropic_provider(f"a-{unique}", untrusted.url), anthropic_provider(f"b-{unique}", good.url)])
+        assert ask(client, stream=False) == (f"b-{unique}", "from b")
+        assert "TLS error" in balancer.provider_status(f"a-{unique}")["last_error"]
+
+
+def test_all_failing_gives_503_in_anthropic_shape(balancer, client, unique):
+    with FakeProvider(Status(529)) as overloaded:
+        refused = f"http://127.0.0.1:{closed_port()}"
+        balancer.use([anthropic_provider(f"a-{unique}", overloaded.url), anthropic_provider(f"b-{unique}", refused)],
+                     failure_cooldown=600)
+        response = httpx.post(balancer.url + "/v1/messages", json={"model": "claude-sonnet-4", "max_tokens": 8,
+                                                                    "messages": MESSAGES}, timeout=10)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["x-balancer-provider"] == "none"
+        assert 590 <= int(response.headers["retry-after"]) <= 600
+        error = response.json()
+        assert error["type"] == "error"
+        assert error["error"]["type"] == "overloaded_error"
+        message = error["error"]["message"]
+        assert f"a-{unique}: HTTP 529 overloaded_error" in message
+        assert f"b-{unique}: connection refused" in message
+
+        # Now both cool down: the next request is refused at once, saying why, without touching the providers.
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            ask(client, stream=True)
+        assert caught.value.status_code == 503
+        assert "cooling down" in caught.value.message
+        assert len(overloaded.requests) == 1
+        assert httpx.get(balancer.url + "/", timeout=10).status_code == 503
+
+
+def test_all_refused_is_an_api_error(balancer, unique):
+    balancer.use([anthropic_provider(f"a-{unique}", f"http://127.0.0.1:{closed_port()}")])
+    response = httpx.post(balancer.url + "/v1/messages", json={"model": "claude-sonnet-4", "max_tokens": 8,
+                                                                "messages": MESSAGES}, timeout=10)
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "api_error"
+
+
+def test_provider_comes_back_after_its_cooldown(balancer, client, unique):
+    with FakeProvider(Message("from a")) as first, FakeProvider(Message("from b")) as second:
+        first.then(Status(500))
+        balancer.use([anthropic_provider(f"a-{unique}", first.url), anthropic_provider(f"b-{unique}", second.url)],
+                     failure_cooldown=0.5)
+        assert ask(client, stream=False) == (f"b-{unique}", "from b")
+        deadline = time.monotonic() + 10
+        while not balancer.provider_status(f"a-{unique}")["healthy"]:
+            assert time.monotonic() < deadline, "the provider never left its cooldown"
+            time.sleep(0.05)
+        assert ask(client, stream=False) == (f"a-{unique}", "from a")
+
+
+def test_disabled_provider_is_never_used(balancer, client, unique):
+    with FakeProvider() as disabled, FakeProvider(Message("from b")) as enabled:
+        balancer.use([anthropic_provider(f"a-{unique}", disabled.url, enabled=False),
+                      anthropic_provider(f"b-{unique}", enabled.url)])
+        assert ask(client, stream=False) == (f"b-{unique}", "from b")
+        assert disabled.requests == []
+
+
+def test_count_tokens_failures_do_not_cool_down(balancer, client, unique):
+    with FakeProvider(Status(500)) as first, FakeProvider() as second:
+        balancer.use([anthropic_provider(f"a-{unique}", first.url), anthropic_provider(f"b-{unique}", second.url)])
+        assert client.messages.count_tokens(model="claude-sonnet-4", messages=MESSAGES).input_tokens == 42
+        health = balancer.provider_status(f"a-{unique}")
+        assert (health["healthy"], health["failures"]) == (True, 0)
