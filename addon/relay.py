@@ -102,7 +102,7 @@ class RelayServer:
     async def reap(self) -> None:
         now = time.monotonic()
         for token, parked in list(self._parked.items()):
-            if now - parked.created > self.ttl:
+            if now - parked.created >= self.ttl:
                 log.warning("closing a provider response nobody collected within %.0fs", self.ttl)
                 await self.discard(token)
 

@@ -55,7 +55,7 @@ ensure_venv() {
     "$py" -m venv "$VENV"
     say "installing locked dependencies (requirements.lock)"
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --require-hashes \
-            --only-binary=:all: -r "$LOCK" >"$VENV/pip-install.log" 2>&1; then
+            --prefer-binary -r "$LOCK" >"$VENV/pip-install.log" 2>&1; then
         tail -n 30 "$VENV/pip-install.log" >&2
         say "dependency installation failed (full log: $VENV/pip-install.log)"
         rm -f "$stamp"

@@ -81,3 +81,13 @@ def test_scripts_are_executable(script):
     path = REPO / "scripts" / script
     assert path.stat().st_mode & 0o111
     assert path.read_text().startswith("#!/usr/bin/env bash")
+
+
+def test_the_example_providers_file_loads_without_warnings():
+    from addon.config import parse_config
+
+    text = (REPO / "providers.example.yaml").read_text()
+    loaded = parse_config(text, "providers.example.yaml", {"ANTHROPIC_API_KEY": "k1", "RELAY_ONE_TOKEN": "k2"})
+    assert loaded.warnings == []
+    assert [p.name for p in loaded.config.providers] == ["anthropic-official", "relay-one", "my-own-login"]
+    assert [p.auth_type for p in loaded.config.providers] == ["api_key", "auth_token", "passthrough"]

@@ -1,0 +1,133 @@
+"""The loopback relay on its own: a parked response is written out chunk by chunk, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from addon.relay import PATH_PREFIX, Parked, RelayServer
+
+
+class Body:
+    """A provider body whose chunks the test releases one at a time."""
+
+    def __init__(self, chunks: list[bytes], fail_after: int | None = None):
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.chunks = chunks
+        self.fail_after = fail_after
+        self.closed = asyncio.Event()
+
+    async def iterate(self) -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(self.chunks):
+            if self.fail_after is not None and i == self.fail_after:
+                raise httpx.ReadError("provider went away")
+            yield chunk
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+def parked(body: Body, is_sse: bool = True, status: int = 200) -> Parked:
+    headers = [("content-type", "text/event-stream" if is_sse else "application/json"), ("x-balancer-provider", "p")]
+    return Parked(status, headers, body.iterate(), body.close, is_sse=is_sse)
+
+
+async def fetch(relay: RelayServer, token: str, client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post(f"http://127.0.0.1:{relay.port}{PATH_PREFIX}{token}", content=b"")
+
+
+@pytest.fixture
+def run():
+    def runner(coro):
+        return asyncio.run(asyncio.wait_for(coro, 20))
+    return runner
+
+
+def test_parked_response_is_served_once_then_gone(run):
+    async def scenario():
+        relay = RelayServer()
+        await relay.start()
+        body = Body([b"event: a\ndata: {}\n\n", b"event: b\ndata: {}\n\n"])
+        token = relay.park(parked(body))
+        async with httpx.AsyncClient() as client:
+            first = await fetch(relay, token, client)
+            again = await fetch(relay, token, client)  # same keep-alive connection
+        await relay.stop()
+        return first, again, body, relay
+
+    first, again, body, relay = run(scenario())
+    assert first.status_code == 200
+    assert first.headers["x-balancer-provider"] == "p"
+    assert first.headers["transfer-encoding"] == "chunked"
+    assert first.content == b"event: a\ndata: {}\n\nevent: b\ndata: {}\n\n"
+    assert again.status_code == 410
+    assert body.closed.is_set()
+    assert relay.open_count == 0
+
+
+def test_provider_breaking_off_mid_stream_ends_with_an_error_event(run):
+    async def scenario():
+        relay = RelayServer()
+        await relay.start()
+        body = Body([b"event: message_start\ndata: {}\n\n", b"never sent"], fail_after=1)
+        token = relay.park(parked(body))
+        async with httpx.AsyncClient() as client:
+            response = await fetch(relay, token, client)
+        await relay.stop()
+        return response
+
+    response = run(scenario())
+    text = response.text
+    assert text.startswith("event: message_start")
+    assert text.endswith("\n\n")
+    assert "event: error" in text and '"type": "api_error"' in text
+
+
+def test_non_stream_body_breaking_off_drops_the_connection(run):
+    async def scenario():
+        relay = RelayServer()
+        await relay.start()
+        token = relay.park(parked(Body([b'{"partial":', b"x"], fail_after=1), is_sse=False))
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.HTTPError):
+                await fetch(relay, token, client)
+        await relay.stop()
+
+    run(scenario())
+
+
+def test_unclaimed_responses_are_closed_after_the_ttl(run):
+    async def scenario():
+        relay = RelayServer(ttl=0.0)
+        await relay.start()
+        body = Body([b"x"])
+        relay.park(parked(body))
+        await asyncio.sleep(0)  # the parked entry is now older than a TTL of zero
+        await relay.reap()
+        count = relay.open_count
+        await relay.stop()
+        return body, count
+
+    body, count = run(scenario())
+    assert count == 0
+    assert body.closed.is_set()
+
+
+def test_discard_closes_a_parked_response(run):
+    async def scenario():
+        relay = RelayServer()
+        await relay.start()
+        body = Body([b"x"])
+        token = relay.park(parked(body))
+        await relay.discard(token)
+        async with httpx.AsyncClient() as client:
+            response = await fetch(relay, token, client)
+        await relay.stop()
+        return body, response
+
+    body, response = run(scenario())
+    assert body.closed.is_set()
+    assert response.status_code == 410
