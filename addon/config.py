@@ -27,7 +27,7 @@ class ConfigError(Exception):
 
 class _Lenient(BaseModel):
     # Unknown keys are kept (and reported as warnings) so that files written for other versions still load.
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
 
 class ProviderConfig(_Lenient):
@@ -145,9 +145,9 @@ def substitute_env(data: Any, environ: dict[str, str] | os._Environ = os.environ
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         value = environ.get(name)
+        if default is not None and not value:  # like the shell: `:-` also covers a set but empty variable
+            return default
         if value is None:
-            if default is not None:
-                return default
             raise ConfigError(f"{where}: environment variable {name} is not set (referenced as ${{{name}}})")
         return value
 
@@ -177,7 +177,7 @@ def format_validation_error(error: ValidationError, data: Any) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             message = "required key is missing"
-        elif "input" in item and item["type"] not in ("model_type", "list_type", "dict_type"):
+        elif "input" in item and "got " not in message and item["type"] not in ("model_type", "list_type", "dict_type"):
             message += f" (got {item['input']!r})" if not isinstance(item["input"], (dict, list)) else ""
         lines.append(f"{_location(loc, data)}: {message}")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass
@@ -23,7 +24,8 @@ class SSEEvent:
 def parse_event(raw: bytes) -> SSEEvent:
     event: str | None = None
     data: list[str] = []
-    for line in raw.decode("utf-8", errors="replace").splitlines():
+    # Only CR, LF and CRLF end an SSE line (str.splitlines would also split on U+2028 inside JSON).
+    for line in _LINE_END.split(raw.decode("utf-8", errors="replace")):
         if not line or line.startswith(":"):
             continue
         name, _, value = line.partition(":")

@@ -73,11 +73,18 @@ def with_model(body: bytes, parsed: dict[str, Any], model: str) -> bytes:
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes, and the members of any exception group among them (anyio raises a group
+    of per-address errors when a host has several addresses)."""
     chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(chain) < 8:
+    pending: list[BaseException] = [exc]
+    while pending and len(chain) < 16:
+        current = pending.pop(0)
         chain.append(current)
-        current = current.__cause__ or current.__context__
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        cause = current.__cause__ or current.__context__
+        if cause is not None:
+            pending.append(cause)
     return chain
 
 
