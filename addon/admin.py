@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,9 +42,15 @@ def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, A
         "enabled": provider.enabled,
         "healthy": provider.enabled and remaining <= 0,
         "cooldown_remaining": round(remaining, 1),
+        "cooldown_reason": health.cooldown_reason if remaining > 0 else None,
+        "probing": health.probing,
+        "priority": provider.priority,
+        "weight": provider.weight,
         "requests": health.requests,
         "failures": health.failures,
+        "failures_by_class": dict(health.failures_by_class),
         "consecutive_failures": health.consecutive_failures,
+        "latency_ms": round(health.latency_ms, 1) if health.latency_ms is not None else None,
         "last_error": health.last_error,
         "last_error_at": health.last_error_at,
     }
@@ -57,8 +64,10 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> h
 class AdminApi:
     ROUTES = {"/": ("GET", "health"), "/providers": ("GET", "list"), "/providers/reload": ("POST", "reload")}
 
-    def __init__(self, providers: Providers):
+    def __init__(self, providers: Providers, runtime_status: Callable[[], dict[str, Any]] | None = None):
         self.providers = providers
+        # Extra top-level fields for GET /providers from the parts that move traffic (open streams, ...).
+        self.runtime_status = runtime_status or dict
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
@@ -93,10 +102,14 @@ class AdminApi:
 
     def list(self) -> http.Response:
         board = self.providers.board
+        settings = self.providers.settings
         return _json(
             200,
             {
                 "config": self.providers.loaded.source,
+                "strategy": settings.strategy,
+                "affinity": settings.affinity_in_force,
+                **self.runtime_status(),
                 "providers": [provider_status(p, board) for p in self.providers.config.providers],
             },
         )

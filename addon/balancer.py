@@ -18,4 +18,5 @@ from addon.gateway import Gateway  # noqa: E402
 from addon.providers import Providers  # noqa: E402
 
 providers = Providers()
-addons = [providers, AdminApi(providers), Gateway(providers)]
+gateway = Gateway(providers)
+addons = [providers, AdminApi(providers, gateway.runtime_status), gateway]

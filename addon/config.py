@@ -41,6 +41,9 @@ class ProviderConfig(_Lenient):
     enabled: bool = True
     # Seed key: an HTTP(S) proxy for this provider's connections.
     proxy: str | None = None
+    # Routing: lower `priority` numbers are tried first (ties keep file order); `weight` for strategy weighted.
+    priority: int = 0
+    weight: float = Field(default=1.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -82,12 +85,29 @@ class Settings(_Lenient):
     failure_cooldown: float = Field(default=60.0, ge=0)
     request_timeout: float = Field(default=60.0, gt=0)
     stream_idle_timeout: float = Field(default=300.0, gt=0)
+    # Repeated failures: each consecutive one multiplies the cooldown by `cooldown_growth`, up to `max_cooldown`.
+    cooldown_growth: float = Field(default=2.0, ge=1)
+    max_cooldown: float = Field(default=600.0, ge=0)
+    # A provider whose own credential is refused (401/403) stays out this long, or until the next reload.
+    auth_failure_cooldown: float = Field(default=3600.0, ge=0)
+    # When every provider is cooling down: try the one whose cooldown ends first, or refuse with 503.
+    all_cooling: Literal["try_soonest", "refuse"] = "try_soonest"
+    strategy: Literal["priority", "round_robin", "weighted", "random", "least_latency"] = "priority"
+    # Keep one Claude Code session on one provider (its prompt cache keeps hitting). Default: on for every
+    # strategy but priority (which is consistent anyway).
+    affinity: Literal["session", "none"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     # Seed keys with no effect here, accepted so that seed files load unchanged.
     app_name: str | None = None
     app_version: str | None = None
+
+    @property
+    def affinity_in_force(self) -> str:
+        if self.affinity is not None:
+            return self.affinity
+        return "none" if self.strategy == "priority" else "session"
 
     @field_validator("log_level", mode="before")
     @classmethod

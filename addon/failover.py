@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
 
 from .config import ProviderConfig, Settings
-from .health import HealthBoard
+from .health import (
+    AUTH,
+    OVERLOADED,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    TIMEOUT,
+    TRANSPORT,
+    HealthBoard,
+    cooldown_seconds,
+)
 from .routing import Plan
+from .stream_guard import StreamFailure
 from .upstream import ClientPool, describe_exception, should_fail_over
 
-OVERLOAD_STATUSES = frozenset({429, 503, 529})
 ERROR_BODY_LIMIT = 16 * 1024
+# A retry-after beyond this is taken as this (a misconfigured provider must not vanish for days).
+RETRY_AFTER_CEILING = 24 * 3600.0
+
+# Opens the body of an acceptable answer: returns the chunks to relay, or raises StreamFailure when the
+# answer turns out to be a failure before anything reached the client (the stream's commit point).
+BodyOpener = Callable[[ProviderConfig, httpx.Response, float], Awaitable[AsyncIterator[bytes]]]
 
 
 @dataclass
@@ -25,14 +41,19 @@ class AttemptRecord:
     outcome: str  # "200", "HTTP 529 overloaded_error: Overloaded", "connection refused", ...
     ms: float
     failed: bool
-    overloaded: bool = False
+    kind: str | None = None  # failure class (health.py), None when not failed
+
+    @property
+    def overloaded(self) -> bool:
+        return self.kind in (OVERLOADED, RATE_LIMITED)
 
 
 @dataclass
 class Success:
     provider: ProviderConfig
     request: httpx.Request
-    response: httpx.Response  # headers read, body still streaming
+    response: httpx.Response  # headers read
+    body: AsyncIterator[bytes]  # the rest, to relay
     attempts: list[AttemptRecord]
 
 
@@ -54,6 +75,36 @@ class Exhausted:
         if not parts:
             return "no enabled provider can serve this request"
         return "all providers failed: " + "; ".join(parts)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from `retry-after`: a number of seconds, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CEILING)
+
+
+def failure_class(status: int, detail: str) -> str:
+    if status in (401, 403):
+        return AUTH
+    if status == 429:
+        return RATE_LIMITED
+    if status in (503, 529) or "overloaded" in detail:
+        return OVERLOADED
+    return SERVER_ERROR
 
 
 async def error_summary(response: httpx.Response) -> str:
@@ -82,6 +133,17 @@ async def error_summary(response: httpx.Response) -> str:
     return text[:160]
 
 
+async def _plain_body(provider: ProviderConfig, response: httpx.Response, deadline: float) -> AsyncIterator[bytes]:
+    return response.aiter_bytes()
+
+
+def _is_failover_status(provider: ProviderConfig, status: int) -> bool:
+    # A refused credential fails over, unless it is the client's own (passthrough): that is the client's to see.
+    if status in (401, 403):
+        return provider.auth_type != "passthrough"
+    return should_fail_over(status)
+
+
 async def attempt_in_turn(
     plan: Plan,
     build_request: Callable[[ProviderConfig], httpx.Request],
@@ -89,36 +151,65 @@ async def attempt_in_turn(
     board: HealthBoard,
     settings: Settings,
     penalize: bool = True,
+    open_body: BodyOpener = _plain_body,
 ) -> Success | Exhausted:
-    """Send to each usable provider in order. A transport error, no headers within `request_timeout`, or a
-    failover status moves on (and, with `penalize`, cools the provider down); any other answer is returned
-    with its body unread."""
+    """Send to each usable provider in order. A transport error, no headers within `request_timeout`, a
+    failover status, or a failure before the stream's commit point moves on (and, with `penalize`, cools
+    the provider down); any other answer is returned with its body ready to relay."""
     attempts: list[AttemptRecord] = []
     for provider in plan.usable:
         request = build_request(provider)
         client = pool.get(provider.proxy)
-        board.record_attempt(provider.name)
+        if penalize:
+            board.record_attempt(provider.name)
         started = time.perf_counter()
-        overloaded = False
+        deadline = time.monotonic() + settings.request_timeout
+        retry_after: float | None = None
         try:
             response = await asyncio.wait_for(client.send(request, stream=True), settings.request_timeout)
         except TimeoutError:
-            reason = f"no response headers within {settings.request_timeout:g}s"
+            reason, kind = f"no response headers within {settings.request_timeout:g}s", TIMEOUT
         except (httpx.HTTPError, OSError) as exc:
             reason = describe_exception(exc)
+            kind = TIMEOUT if isinstance(exc, httpx.TimeoutException) else TRANSPORT
         else:
             status = response.status_code
-            if not should_fail_over(status):
-                if status < 400:
-                    board.record_success(provider.name)
-                ms = (time.perf_counter() - started) * 1000
-                attempts.append(AttemptRecord(provider.name, str(status), ms, failed=False))
-                return Success(provider=provider, request=request, response=response, attempts=attempts)
-            detail = await error_summary(response)
-            reason = f"HTTP {status}" + (f" {detail}" if detail else "")
-            overloaded = status in OVERLOAD_STATUSES or "overloaded" in detail
+            if not _is_failover_status(provider, status):
+                try:
+                    body = await open_body(provider, response, deadline) if status < 300 else response.aiter_bytes()
+                except StreamFailure as failure:
+                    await response.aclose()
+                    reason, kind = failure.reason, failure.kind
+                else:
+                    ms = (time.perf_counter() - started) * 1000
+                    if penalize:
+                        if status < 400:
+                            board.record_success(provider.name, ms)
+                        else:
+                            board.record_neutral(provider.name)
+                    attempts.append(AttemptRecord(provider.name, str(status), ms, failed=False))
+                    return Success(provider, request, response, body, attempts)
+            else:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                detail = await error_summary(response)
+                reason = f"HTTP {status}" + (f" {detail}" if detail else "")
+                kind = failure_class(status, detail)
         ms = (time.perf_counter() - started) * 1000
-        attempts.append(AttemptRecord(provider.name, reason, ms, failed=True, overloaded=overloaded))
+        attempts.append(AttemptRecord(provider.name, reason, ms, failed=True, kind=kind))
         if penalize:
-            board.record_failure(provider.name, reason, settings.failure_cooldown)
+            record_failure(board, settings, provider.name, reason, kind, retry_after)
     return Exhausted(attempts=attempts, skipped=plan.skipped)
+
+
+def record_failure(
+    board: HealthBoard, settings: Settings, name: str, reason: str, kind: str, retry_after: float | None = None
+) -> None:
+    """Count a failure and start the provider's cooldown under the configured policy."""
+    if kind == AUTH:
+        cooldown = max(settings.auth_failure_cooldown, retry_after or 0.0)
+    else:
+        consecutive = board.get(name).consecutive_failures + 1
+        cooldown = cooldown_seconds(
+            settings.failure_cooldown, settings.cooldown_growth, settings.max_cooldown, consecutive, retry_after
+        )
+    board.record_failure(name, reason, cooldown, kind)

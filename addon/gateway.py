@@ -12,14 +12,16 @@ from typing import Any
 import httpx
 from mitmproxy import ctx, http
 
+from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
 from .errors import error_body
-from .failover import Exhausted, Success, attempt_in_turn
+from .failover import Exhausted, Success, attempt_in_turn, record_failure
 from .model_echo import echo_model_in_body, echo_model_in_stream
 from .model_map import ModelChoice, choose_model
 from .providers import Providers
 from .relay import PATH_PREFIX, Parked, RelayServer
-from .routing import plan_attempts
+from .routing import Router
+from .stream_guard import guarded, hold_until_content
 from .upstream import CLIENT_CREDENTIALS, HOP_BY_HOP, ClientPool, upstream_headers, upstream_url, with_model
 
 log = logging.getLogger("balancer")
@@ -94,8 +96,13 @@ class Gateway:
         self.providers = providers
         self.relay = RelayServer()
         self.pool = ClientPool()
+        self.router = Router()
+        self.affinity = SessionAffinity()
         # Flows whose answer is being relayed, by flow id (flow.metadata only holds plain data).
         self._records: dict[str, FlowRecord] = {}
+
+    def runtime_status(self) -> dict[str, Any]:
+        return {"open_streams": self.relay.open_count, "sessions": len(self.affinity)}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def running(self) -> None:
@@ -170,11 +177,17 @@ class Gateway:
         record = FlowRecord(kind=kind, requested_model=requested, stream=stream)
 
         settings = self.providers.settings
-        # Only Anthropic-type providers are served by this version.
-        plan = plan_attempts(self.providers.config.providers, self.providers.board, types=("anthropic",))
-        choices: dict[str, ModelChoice] = {}
+        board = self.providers.board
         client_headers = [(k, v) for k, v in flow.request.headers.items(multi=True)]
+        affinity_key = session_key(parsed, client_headers) if settings.affinity_in_force == "session" else None
+        # Only Anthropic-type providers are served by this version.
+        plan = self.router.plan(
+            self.providers.config.providers, board, settings, types=("anthropic",),
+            preferred=self.affinity.provider_for(affinity_key),
+        )
+        choices: dict[str, ModelChoice] = {}
         path = flow.request.path
+        penalize = kind == MESSAGES
 
         def build(provider: ProviderConfig) -> httpx.Request:
             content = body
@@ -184,11 +197,22 @@ class Gateway:
             headers = upstream_headers(client_headers, provider, stream)
             return httpx.Request(flow.request.method, upstream_url(provider, path), headers=headers, content=content)
 
-        result = await attempt_in_turn(
-            plan, build, self.pool, self.providers.board, settings, penalize=kind == MESSAGES
-        )
+        async def open_body(provider: ProviderConfig, response: httpx.Response, deadline: float):
+            chunks = response.aiter_bytes()
+            if not (stream and response.headers.get("content-type", "").startswith("text/event-stream")):
+                return chunks
+            held = await hold_until_content(chunks, deadline)
+
+            def on_failure(reason: str, failure_kind: str) -> None:
+                log.warning("%s failed after its stream was committed: %s", provider.name, reason)
+                if penalize:
+                    record_failure(board, self.providers.settings, provider.name, reason, failure_kind)
+
+            return guarded(held, chunks, on_failure, settings.stream_idle_timeout)
+
+        result = await attempt_in_turn(plan, build, self.pool, board, settings, penalize, open_body)
         record.attempts = [
-            {"provider": a.provider, "outcome": a.outcome, "ms": round(a.ms, 1), "failed": a.failed}
+            {"provider": a.provider, "outcome": a.outcome, "ms": round(a.ms, 1), "failed": a.failed, "class": a.kind}
             for a in result.attempts
         ]
         if isinstance(result, Exhausted):
@@ -198,6 +222,8 @@ class Gateway:
             if choice is not None and not choice.tier_known and choice.model != requested:
                 log.warning("model %r matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
                             requested, result.provider.name, choice.model)
+            if penalize:
+                self.affinity.remember(affinity_key, result.provider.name)
             await self._relay(flow, record, result, choice)
         flow.metadata["balancer"] = record.as_metadata()
         log.info(self._summary(flow, record))
@@ -223,7 +249,7 @@ class Gateway:
         record.model = choice.model if choice else None
         content_type = response.headers.get("content-type", "")
         is_sse = content_type.startswith("text/event-stream")
-        chunks = response.aiter_bytes()
+        chunks = result.body
         if choice is not None and record.requested_model and choice.model != record.requested_model:
             if is_sse:
                 chunks = echo_model_in_stream(chunks, record.requested_model)

@@ -1,20 +1,46 @@
-"""Per-provider health: failures, cooldowns and the last error, kept across reloads by provider name."""
+"""Per-provider health: failures by class, cooldowns that grow, probes, latency; kept across reloads by name."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# Failure classes (how a provider failed), as counted in `failures_by_class` and shown by GET /providers.
+TRANSPORT = "transport"  # refused, reset, TLS, DNS
+TIMEOUT = "timeout"  # no headers (or no first content) in time
+RATE_LIMITED = "rate_limited"  # 429
+OVERLOADED = "overloaded"  # 503, 529, an overloaded_error event
+SERVER_ERROR = "server_error"  # other 5xx, 408
+AUTH = "auth"  # 401/403 with the provider's own credential
+STREAM_ERROR = "stream_error"  # an error event, a break or an idle stream
+
+# Reading order of a latency sample into the moving average (the rest is history).
+LATENCY_WEIGHT = 0.3
 
 
 @dataclass
 class ProviderHealth:
     requests: int = 0  # attempts sent to this provider
-    failures: int = 0  # attempts that failed over (all time)
+    failures: int = 0  # attempts that failed (all time)
+    failures_by_class: dict[str, int] = field(default_factory=dict)
     consecutive_failures: int = 0
     cooldown_until: float = 0.0  # monotonic clock
+    cooldown_reason: str | None = None
+    cooldown_class: str | None = None
     last_error: str | None = None
     last_error_at: float | None = None  # wall clock (epoch seconds)
+    probing: bool = False  # a request is testing whether the provider is back
+    latency_ms: float | None = None  # moving average of time to first byte (to first content for streams)
+
+
+def cooldown_seconds(
+    base: float, growth: float, ceiling: float, consecutive: int, retry_after: float | None = None
+) -> float:
+    """`base`, multiplied by `growth` for every further consecutive failure, capped at `ceiling` (never below
+    `base`), and never shorter than the provider's own `retry-after`."""
+    grown = base * growth ** max(0, consecutive - 1)
+    return max(min(grown, max(ceiling, base)), retry_after or 0.0)
 
 
 class HealthBoard:
@@ -35,21 +61,55 @@ class HealthBoard:
     def is_cooling_down(self, name: str) -> bool:
         return self.cooldown_remaining(name) > 0
 
-    def record_attempt(self, name: str) -> None:
-        self.get(name).requests += 1
+    def is_available(self, name: str) -> bool:
+        """Not cooling down, and not being probed by another request right now."""
+        return not self.is_cooling_down(name) and not self.get(name).probing
 
-    def record_failure(self, name: str, reason: str, cooldown: float) -> None:
+    def record_attempt(self, name: str) -> bool:
+        """Count an attempt. True when it is a probe: the first one after failures, which other requests
+        wait for rather than piling onto a provider that may still be down."""
+        health = self.get(name)
+        health.requests += 1
+        if health.consecutive_failures > 0:
+            health.probing = True
+        return health.probing
+
+    def record_failure(self, name: str, reason: str, cooldown: float, kind: str = TRANSPORT) -> None:
         health = self.get(name)
         health.failures += 1
+        health.failures_by_class[kind] = health.failures_by_class.get(kind, 0) + 1
         health.consecutive_failures += 1
         health.last_error = reason
         health.last_error_at = self._wall()
-        health.cooldown_until = max(health.cooldown_until, self._clock() + cooldown)
+        health.probing = False
+        until = self._clock() + cooldown
+        if until >= health.cooldown_until:
+            health.cooldown_until = until
+            health.cooldown_reason = reason
+            health.cooldown_class = kind
 
-    def record_success(self, name: str) -> None:
+    def record_success(self, name: str, latency_ms: float | None = None) -> None:
         health = self.get(name)
         health.consecutive_failures = 0
         health.cooldown_until = 0.0
+        health.cooldown_reason = health.cooldown_class = None
+        health.probing = False
+        if latency_ms is not None:
+            previous = health.latency_ms
+            health.latency_ms = latency_ms if previous is None else (
+                previous + LATENCY_WEIGHT * (latency_ms - previous))
+
+    def record_neutral(self, name: str) -> None:
+        """The provider answered, but the answer says nothing about its health (a client error)."""
+        self.get(name).probing = False
+
+    def forgive_auth_failures(self) -> None:
+        """After a reload: credentials may have been fixed, so auth cooldowns end."""
+        for health in self._health.values():
+            if health.cooldown_class == AUTH:
+                health.cooldown_until = 0.0
+                health.cooldown_reason = health.cooldown_class = None
+                health.consecutive_failures = 0
 
     def retain(self, names: Iterable[str]) -> None:
         """After a reload: forget providers that no longer exist, keep the state of the others."""

@@ -69,6 +69,7 @@ class Providers:
         self.startup_error = None
         self._loaded_once = True
         self.board.retain(p.name for p in loaded.config.providers)
+        self.board.forgive_auth_failures()
         logging.getLogger("balancer").setLevel(loaded.config.settings.log_level)
         for noisy in ("httpx", "httpcore", "hpack"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,30 +1,101 @@
-"""The order in which providers are tried for one request."""
+"""The order in which providers are tried for one request: strategy, priority tiers, affinity, cooldowns."""
 
 from __future__ import annotations
 
+import itertools
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import ProviderConfig
-from .health import HealthBoard
+from .config import ProviderConfig, Settings
+from .health import AUTH, HealthBoard
 
 
 @dataclass(frozen=True)
 class Plan:
-    usable: list[ProviderConfig]  # to try, in order
+    usable: list[ProviderConfig]  # to try, in order; nobody twice
     skipped: list[tuple[ProviderConfig, str]]  # enabled but left out, with the reason
 
 
-def plan_attempts(providers: list[ProviderConfig], board: HealthBoard, types: tuple[str, ...] | None = None) -> Plan:
-    """Priority order: enabled providers in file order, those cooling down left out."""
-    usable: list[ProviderConfig] = []
-    skipped: list[tuple[ProviderConfig, str]] = []
-    for provider in providers:
-        if not provider.enabled or (types is not None and provider.type not in types):
-            continue
-        remaining = board.cooldown_remaining(provider.name)
-        if remaining > 0:
-            last = board.get(provider.name).last_error or "a failure"
-            skipped.append((provider, f"cooling down for {remaining:.0f}s after {last}"))
-        else:
-            usable.append(provider)
+def _ordered_tier(
+    tier: list[ProviderConfig], strategy: str, board: HealthBoard, rng: random.Random, turn: int
+) -> list[ProviderConfig]:
+    if strategy == "round_robin" and tier:
+        shift = turn % len(tier)
+        return tier[shift:] + tier[:shift]
+    if strategy == "random":
+        return rng.sample(tier, len(tier))
+    if strategy == "weighted":
+        # Weighted order without replacement: each provider draws u^(1/weight); highest first.
+        return sorted(tier, key=lambda p: rng.random() ** (1.0 / p.weight), reverse=True)
+    if strategy == "least_latency":
+        # Providers with no measurement yet go first, so that every provider gets measured.
+        return sorted(tier, key=lambda p: board.get(p.name).latency_ms or 0.0)
+    return list(tier)  # priority: file order
+
+
+def order_providers(
+    providers: Sequence[ProviderConfig],
+    strategy: str,
+    board: HealthBoard,
+    rng: random.Random,
+    turn: int = 0,
+) -> list[ProviderConfig]:
+    """Tiers by `priority` number (lower first, file order kept within a number), the strategy within a tier."""
+    ordered: list[ProviderConfig] = []
+    for _, tier in itertools.groupby(sorted(providers, key=lambda p: p.priority), key=lambda p: p.priority):
+        ordered += _ordered_tier(list(tier), strategy, board, rng, turn)
+    return ordered
+
+
+def _skip_reason(provider: ProviderConfig, board: HealthBoard) -> str:
+    health = board.get(provider.name)
+    remaining = board.cooldown_remaining(provider.name)
+    if remaining > 0:
+        return f"cooling down for {remaining:.0f}s after {health.cooldown_reason or health.last_error or 'a failure'}"
+    return "a probe request is testing it"
+
+
+def plan_attempts(
+    providers: Sequence[ProviderConfig],
+    board: HealthBoard,
+    types: tuple[str, ...] | None = None,
+    settings: Settings | None = None,
+    preferred: str | None = None,
+    rng: random.Random | None = None,
+    turn: int = 0,
+) -> Plan:
+    settings = settings or Settings()
+    candidates = [p for p in providers if p.enabled and (types is None or p.type in types)]
+    ordered = order_providers(candidates, settings.strategy, board, rng or random.Random(), turn)
+    usable = [p for p in ordered if board.is_available(p.name)]
+    skipped = [(p, _skip_reason(p, board)) for p in ordered if not board.is_available(p.name)]
+    if preferred is not None:
+        usable.sort(key=lambda p: p.name != preferred)  # stable: the session's provider first, rest as planned
+    if not usable and skipped and settings.all_cooling == "try_soonest":
+        # A brief global blip must not become minutes of 503s: try whoever comes back first (a credential
+        # that was refused will not come back by waiting).
+        waiting = [p for p, _ in skipped if board.get(p.name).cooldown_class != AUTH]
+        if waiting:
+            soonest = min(waiting, key=lambda p: board.cooldown_remaining(p.name))
+            usable = [soonest]
+            skipped = [(p, reason) for p, reason in skipped if p is not soonest]
     return Plan(usable=usable, skipped=skipped)
+
+
+class Router:
+    """Holds what routing remembers between requests: the round-robin turn and a random generator."""
+
+    def __init__(self, seed: int | None = None):
+        self._turns = itertools.count()
+        self.rng = random.Random(seed)
+
+    def plan(
+        self,
+        providers: Sequence[ProviderConfig],
+        board: HealthBoard,
+        settings: Settings,
+        types: tuple[str, ...] | None = None,
+        preferred: str | None = None,
+    ) -> Plan:
+        return plan_attempts(providers, board, types, settings, preferred, self.rng, next(self._turns))

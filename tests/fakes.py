@@ -65,6 +65,10 @@ def anthropic_stream_events(model: str, pieces: list[str]) -> list[tuple[str, di
     return events
 
 
+# Index of the first content_block_delta in the fake's streams (message_start, content_block_start, ping, delta).
+FIRST_DELTA = 3
+
+
 def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 

@@ -360,12 +360,12 @@ def test_parse_config_uses_the_given_source_name() -> None:
 
 
 def test_unknown_keys_are_warnings_not_errors(tmp_path: Path) -> None:
-    text = PROVIDER + "    priority: 3\nsettings:\n  colour: blue\nextra_section: {}\n"
+    text = PROVIDER + "    colour: red\nsettings:\n  colour: blue\nextra_section: {}\n"
     loaded = load_text(tmp_path, text)
     assert loaded.config.providers[0].name == "x"
     assert len(loaded.warnings) == 3
     joined = "\n".join(loaded.warnings)
-    assert "'priority'" in joined and "providers[0]" in joined
+    assert "providers[0] (x): unknown key 'colour'" in joined
     assert "'colour'" in joined and "settings" in joined
     assert "'extra_section'" in joined
 

@@ -122,12 +122,12 @@ def test_bad_request_bodies_get_a_clear_400(balancer, fakes, unique, body, probl
 
 
 def test_unknown_keys_are_reported_not_rejected(balancer, fakes, unique):
-    provider = {**anthropic_provider(f"a-{unique}", fakes[0].url), "weight": 3}
-    balancer.write_providers([provider], strategy="priority")
+    provider = {**anthropic_provider(f"a-{unique}", fakes[0].url), "colour": "red"}
+    balancer.write_providers([provider], flavour="vanilla")
     response = balancer.reload()
     assert response.status_code == 200
     warnings = response.json()["warnings"]
-    assert any("'weight'" in w for w in warnings) and any("'strategy'" in w for w in warnings)
+    assert any("'colour'" in w for w in warnings) and any("'flavour'" in w for w in warnings)
 
 
 def test_refused_port_helper_really_refuses():

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from balancer_proc import anthropic_provider
-from fakes import FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
+from fakes import FIRST_DELTA, FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
 from tls import self_signed_server_context
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -63,12 +63,13 @@ def test_first_failure_fails_over_and_cools_the_provider_down(balancer, client, 
 
 def test_stream_after_failover_is_still_live(balancer, client, unique):
     gate = threading.Event()
-    behavior = Stream(pieces=["live", "!"], gate=gate, gate_after=1)
+    behavior = Stream(pieces=["live", "!"], gate=gate, gate_after=FIRST_DELTA + 1)
     with FakeProvider(Status(529)) as bad, FakeProvider(behavior) as good:
         balancer.use([anthropic_provider(f"a-{unique}", bad.url), anthropic_provider(f"b-{unique}", good.url)])
         with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream:
             events = iter(stream)
             assert next(events).type == "message_start"
+            assert next(e for e in events if e.type == "content_block_delta").delta.text == "live"
             assert not behavior.finished.is_set()
             gate.set()
             final = stream.get_final_message()
@@ -104,7 +105,7 @@ def test_all_failing_gives_503_in_anthropic_shape(balancer, client, unique):
     with FakeProvider(Status(529)) as overloaded:
         refused = f"http://127.0.0.1:{closed_port()}"
         balancer.use([anthropic_provider(f"a-{unique}", overloaded.url), anthropic_provider(f"b-{unique}", refused)],
-                     failure_cooldown=600)
+                     failure_cooldown=600, all_cooling="refuse")
         response = httpx.post(balancer.url + "/v1/messages", json={"model": "claude-sonnet-4", "max_tokens": 8,
                                                                     "messages": MESSAGES}, timeout=10)
         assert response.status_code == 503

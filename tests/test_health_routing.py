@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addon.config import ProviderConfig
+from addon.config import ProviderConfig, Settings
 from addon.health import HealthBoard, ProviderHealth
 from addon.routing import plan_attempts
 
@@ -205,7 +205,7 @@ def test_all_cooling_gives_no_usable_and_all_skipped(board: HealthBoard) -> None
     providers = [provider("a"), provider("b")]
     board.record_failure("a", "HTTP 429", cooldown=60)
     board.record_failure("b", "connection reset", cooldown=60)
-    plan = plan_attempts(providers, board)
+    plan = plan_attempts(providers, board, settings=Settings(all_cooling="refuse"))
     assert plan.usable == []
     assert names([p for p, _ in plan.skipped]) == ["a", "b"]
     assert "HTTP 429" in plan.skipped[0][1]

@@ -9,7 +9,7 @@ import anthropic
 import httpx
 
 from balancer_proc import anthropic_provider
-from fakes import FakeProvider, Stream
+from fakes import FIRST_DELTA, FakeProvider, Stream
 
 MESSAGES = [{"role": "user", "content": "Hi there"}]
 
@@ -127,21 +127,22 @@ def test_streaming_through_the_sdk_with_model_echo(balancer, fakes, client, uniq
 
 
 def test_first_event_reaches_the_client_before_the_provider_finishes(balancer, client, unique):
-    """The provider holds the rest of its stream until the client has seen the first event: a buffering
+    """The provider holds the rest of its stream until the client has seen the first content: a buffering
     balancer would deadlock here until the provider's gate times out."""
     gate = threading.Event()
-    behavior = Stream(pieces=["first", "second"], gate=gate, gate_after=1)
+    behavior = Stream(pieces=["first", "second"], gate=gate, gate_after=FIRST_DELTA + 1)
     with FakeProvider(default=behavior) as fake:
         balancer.use([anthropic_provider(f"a-{unique}", fake.url)])
         with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream:
             events = iter(stream)
-            first = next(events)
-            assert first.type == "message_start"
+            assert next(events).type == "message_start"
+            deltas = (e for e in events if e.type == "content_block_delta")
+            assert next(deltas).delta.text == "first"
             assert not behavior.finished.is_set()  # the provider is still in the middle of its stream
             gate.set()
-            text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+            rest = "".join(e.delta.text for e in deltas)
         assert behavior.gate_timed_out is False
-        assert text == "firstsecond"
+        assert rest == "second"
 
 
 def test_count_tokens_goes_to_a_provider(balancer, fakes, client, unique):

@@ -366,7 +366,7 @@ def test_exhausted_summary_lists_attempts_and_skips() -> None:
     skipped_provider = provider()
     exhausted = Exhausted(
         attempts=[
-            AttemptRecord("alpha", "HTTP 529 overloaded_error: Overloaded", 12.0, failed=True, overloaded=True),
+            AttemptRecord("alpha", "HTTP 529 overloaded_error: Overloaded", 12.0, failed=True, kind="overloaded"),
             AttemptRecord("beta", "connection refused", 1.0, failed=True),
         ],
         skipped=[(skipped_provider, "cooling down for 30s after HTTP 500")],

@@ -1,0 +1,124 @@
+"""A streamed answer's commit point, and a well-formed end whatever the provider does after it.
+
+Before the first content delta nothing has reached the client, so an `event: error` (e.g. `overloaded_error`
+with HTTP 200), a silent provider or a stream that breaks off can still fail over to the next provider: the
+opening events (`message_start`, `content_block_start`, `ping`) are held until the first content delta, then
+sent at once. After that point a failure ends the client's stream with an Anthropic `event: error` and never
+with a silently truncated stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from .errors import sse_error_event
+from .health import OVERLOADED, STREAM_ERROR, TIMEOUT
+from .sse import SSESplitter
+from .upstream import describe_exception
+
+# Events after which the answer is committed to this provider.
+_COMMIT_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
+
+
+class StreamFailure(Exception):
+    """The provider failed before the commit point: the request can go to the next provider."""
+
+    def __init__(self, reason: str, kind: str = STREAM_ERROR):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind  # a failure class from health.py
+
+
+def _error_event_failure(data: str) -> StreamFailure:
+    try:
+        error = json.loads(data).get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    kind = error.get("type", "error") if isinstance(error, dict) else "error"
+    message = error.get("message", "") if isinstance(error, dict) else ""
+    text = f"error event before content: {kind}" + (f": {message}" if message else "")
+    return StreamFailure(text[:200], OVERLOADED if kind in ("overloaded_error", "rate_limit_error") else STREAM_ERROR)
+
+
+async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> bytes:
+    """Read the opening events until the first content delta; return the raw bytes read so far.
+
+    Raises StreamFailure for an error event, an end or a break before any content, or no content by
+    `deadline` (a `time.monotonic()` value)."""
+    splitter = SSESplitter()
+    held: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StreamFailure("no content before the deadline", TIMEOUT)
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
+        except StopAsyncIteration:
+            raise StreamFailure("stream ended before any content") from None
+        except TimeoutError:
+            raise StreamFailure("no content before the deadline", TIMEOUT) from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
+        held.append(chunk)
+        for event in splitter.feed(chunk):
+            if event.event == "error":
+                raise _error_event_failure(event.data)
+            if event.event in _COMMIT_EVENTS:
+                return b"".join(held)
+
+
+class EndWatch:
+    """Watches committed stream bytes, cheaply, for `message_stop` and `error` events."""
+
+    _MARKS = (b"event: message_stop", b"event:message_stop", b"event: error", b"event:error")
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.saw_stop = False
+        self.saw_error = False
+        self.saw_overload = False
+
+    def feed(self, chunk: bytes) -> None:
+        window = self._tail + chunk
+        if b"message_stop" in window:
+            self.saw_stop = self.saw_stop or any(m in window for m in self._MARKS[:2])
+        if b"error" in window:
+            self.saw_error = self.saw_error or any(m in window for m in self._MARKS[2:])
+            self.saw_overload = self.saw_overload or b"overloaded_error" in window
+        self._tail = window[-24:]
+
+
+async def guarded(
+    held: bytes,
+    rest: AsyncIterator[bytes],
+    on_failure: Callable[[str, str], None],
+    idle_timeout: float,
+) -> AsyncIterator[bytes]:
+    """The held opening, then the rest of the stream; any failure after the commit point becomes an
+    Anthropic `event: error` at the end, and is reported through `on_failure(reason, failure_class)`."""
+    watch = EndWatch()
+    watch.feed(held)
+    yield held
+    failure: str | None = None
+    try:
+        async for chunk in rest:
+            watch.feed(chunk)
+            yield chunk
+    except httpx.ReadTimeout:
+        failure = f"the provider's stream was idle for more than {idle_timeout:g}s"
+    except (httpx.HTTPError, OSError) as exc:
+        failure = f"the provider's stream broke off: {describe_exception(exc)}"
+    if failure is None and watch.saw_error:
+        on_failure("error event mid-stream", OVERLOADED if watch.saw_overload else STREAM_ERROR)
+        return
+    if failure is None and not watch.saw_stop:
+        failure = "the provider's stream ended before message_stop"
+    if failure is not None:
+        on_failure(failure, STREAM_ERROR)
+        yield sse_error_event("api_error", failure)
