@@ -8,10 +8,12 @@ behaviour (`fake.then(Status(529), Message())`), or the default one when the scr
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import struct
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,6 +75,15 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+def stream_events(model: str = "m", pieces: list[str] | None = None) -> list[bytes]:
+    """A whole Anthropic stream as raw SSE events (`[:FIRST_DELTA]` is the opening before any content)."""
+    return [sse(e, d) for e, d in anthropic_stream_events(model, pieces or ["Hello"])]
+
+
+def error_event(kind: str = "overloaded_error", message: str = "Overloaded") -> bytes:
+    return sse("error", {"type": "error", "error": {"type": kind, "message": message}})
+
+
 class Behavior:
     def run(self, handler: _Handler, request: Received, fake: FakeProvider) -> None:
         raise NotImplementedError
@@ -119,6 +130,48 @@ class Stream(Behavior):
             handler.end_stream()
         finally:
             self.finished.set()
+
+
+@dataclass
+class RawStream(Behavior):
+    """Writes the given SSE events (HTTP 200), then ends as told: "end" (cleanly), "drop" (closes the
+    connection mid-body) or "stall" (writes nothing more until `release` is set or the other side hangs up;
+    `peer_closed` tells which)."""
+
+    events: list[bytes]
+    ending: str = "end"
+    release: threading.Event = field(default_factory=threading.Event)
+    peer_closed: threading.Event = field(default_factory=threading.Event)
+    stall_limit: float = 30.0
+
+    def run(self, handler, request, fake):
+        handler.start_stream(200)
+        for event in self.events:
+            handler.write_chunk(event)
+        if self.ending == "drop":
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if self.ending == "stall":
+            if wait_for_peer_close(handler.connection, self.release, self.stall_limit, fake.stopping):
+                self.peer_closed.set()
+            handler.close_connection = True
+            return
+        handler.end_stream()
+
+
+def wait_for_peer_close(conn: socket.socket, release: threading.Event, limit: float, stopping: threading.Event) -> bool:
+    """Wait until the peer closes the connection (True), or `release`/`stopping` is set or `limit` passes."""
+    deadline = time.monotonic() + limit
+    while not release.is_set() and not stopping.is_set() and time.monotonic() < deadline:
+        readable, _, _ = select.select([conn], [], [], 0.05)
+        if readable:
+            try:
+                if conn.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+    return False
 
 
 @dataclass
@@ -213,6 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 512
     fake: FakeProvider
 
 
