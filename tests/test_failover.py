@@ -93,12 +93,21 @@ def test_client_errors_are_returned_and_do_not_count(balancer, client, unique, s
         assert (health["healthy"], health["failures"], health["last_error"]) == (True, 0, None)
 
 
-def test_tls_failure_fails_over(balancer, client, unique, tmp_path):
-    context = self_signed_server_context(tmp_path)
-    with FakeProvider(tls=context) as untrusted, FakeProvider(Message("from b")) as good:
-        balancer.use([anthropic_provider(f"a-{unique}", untrusted.url), anthropic_provider(f"b-{unique}", good.url)])
-        assert ask(client, stream=False) == (f"b-{unique}", "from b")
-        assert "TLS error" in balancer.provider_status(f"a-{unique}")["last_error"]
+# A host name that can never resolve, and fails inside the local resolver without any query leaving the
+# machine (a DNS label is at most 63 characters).
+UNRESOLVABLE = "http://" + "x" * 64 + ".invalid"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("failure", ["tls", "dns"])
+def test_tls_and_dns_failures_fail_over(balancer, client, unique, tmp_path, failure, stream):
+    with FakeProvider(tls=self_signed_server_context(tmp_path)) as untrusted, FakeProvider(Message("from b")) as good:
+        bad_url = untrusted.url if failure == "tls" else UNRESOLVABLE
+        balancer.use([anthropic_provider(f"a-{unique}", bad_url), anthropic_provider(f"b-{unique}", good.url)])
+        assert ask(client, stream) == (f"b-{unique}", "from b")
+        health = balancer.provider_status(f"a-{unique}")
+        assert ("TLS error" if failure == "tls" else "DNS error") in health["last_error"]
+        assert health["failures_by_class"] == {"transport": 1}
 
 
 def test_all_failing_gives_503_in_anthropic_shape(balancer, client, unique):

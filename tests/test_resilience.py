@@ -39,33 +39,42 @@ def wait_until(condition, timeout: float = 15.0, what: str = "condition") -> Non
         time.sleep(0.02)
 
 
-def served_by(client: anthropic.Anthropic, **extra) -> tuple[str, str]:
+def served_by(client: anthropic.Anthropic, stream: bool = False, **extra) -> tuple[str, str]:
+    """(provider, text) of one request, streamed through the SDK's accumulator or not."""
+    if stream:
+        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES, **extra) as s:
+            return s.response.headers["x-balancer-provider"], s.get_final_message().content[0].text
     raw = client.messages.with_raw_response.create(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES, **extra)
     return raw.headers["x-balancer-provider"], raw.parse().content[0].text
 
 
+both_modes = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+
+
 # -- error classes -------------------------------------------------------------------------------------------
 
+@both_modes
 @pytest.mark.parametrize("status", [429, 503, 529])
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
-def test_retry_after_sets_the_minimum_cooldown(balancer, client, unique, status, form):
+def test_retry_after_sets_the_minimum_cooldown(balancer, client, unique, status, form, stream):
     value = "900" if form == "seconds" else email.utils.formatdate(time.time() + 900, usegmt=True)
     with FakeProvider(Status(status, headers={"retry-after": value})) as limited, FakeProvider(Message("b")) as ok:
         balancer.use([anthropic_provider(f"a-{unique}", limited.url), anthropic_provider(f"b-{unique}", ok.url)],
                      failure_cooldown=5)
-        assert served_by(client) == (f"b-{unique}", "b")
+        assert served_by(client, stream) == (f"b-{unique}", "b")
         health = balancer.provider_status(f"a-{unique}")
         assert 880 <= health["cooldown_remaining"] <= 900
         expected = "rate_limited" if status == 429 else "overloaded"
         assert health["failures_by_class"] == {expected: 1}
 
 
+@both_modes
 @pytest.mark.parametrize("status", [401, 403])
-def test_a_refused_provider_credential_fails_over_and_stays_out_until_reload(balancer, client, unique, status):
+def test_a_refused_provider_credential_fails_over_and_stays_out_until_reload(balancer, client, unique, status, stream):
     with FakeProvider(Status(status)) as refused, FakeProvider(Message("b")) as ok:
         providers = [anthropic_provider(f"a-{unique}", refused.url), anthropic_provider(f"b-{unique}", ok.url)]
         balancer.use(providers, failure_cooldown=1, auth_failure_cooldown=3600)
-        assert served_by(client) == (f"b-{unique}", "b")  # the client never sees a's auth error
+        assert served_by(client, stream) == (f"b-{unique}", "b")  # the client never sees a's auth error
         health = balancer.provider_status(f"a-{unique}")
         assert health["failures_by_class"] == {"auth": 1}
         assert health["cooldown_remaining"] > 3500
@@ -74,15 +83,16 @@ def test_a_refused_provider_credential_fails_over_and_stays_out_until_reload(bal
         refused.default = Message("a fixed")
         balancer.use(providers, failure_cooldown=1, auth_failure_cooldown=3600)  # e.g. after fixing the key
         assert balancer.provider_status(f"a-{unique}")["healthy"] is True
-        assert served_by(client) == (f"a-{unique}", "a fixed")
+        assert served_by(client, stream) == (f"a-{unique}", "a fixed")
 
 
-def test_passthrough_auth_errors_belong_to_the_client(balancer, client, unique):
+@both_modes
+def test_passthrough_auth_errors_belong_to_the_client(balancer, client, unique, stream):
     with FakeProvider(Status(401)) as own, FakeProvider() as other:
         balancer.use([{"name": f"a-{unique}", "base_url": own.url, "auth_type": "passthrough"},
                       anthropic_provider(f"b-{unique}", other.url)])
         with pytest.raises(anthropic.AuthenticationError):
-            served_by(client)
+            served_by(client, stream)
         assert other.requests == []
         assert balancer.provider_status(f"a-{unique}")["failures"] == 0
 
