@@ -21,8 +21,8 @@ def session_key(body: dict[str, Any] | None, headers: Iterable[tuple[str, str]])
     user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
     if isinstance(user_id, str) and user_id:
         try:
-            parsed = json.loads(user_id)
-        except ValueError:
+            parsed = json.loads(user_id) if user_id.lstrip().startswith("{") else None
+        except (ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str):
             return "session:" + parsed["session_id"]

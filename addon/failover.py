@@ -6,12 +6,13 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
 
 from .config import ProviderConfig, Settings
+from .exchange import Answer
 from .health import (
     AUTH,
     OVERLOADED,
@@ -30,9 +31,9 @@ ERROR_BODY_LIMIT = 16 * 1024
 # A retry-after beyond this is taken as this (a misconfigured provider must not vanish for days).
 RETRY_AFTER_CEILING = 24 * 3600.0
 
-# Opens the body of an acceptable answer: returns the chunks to relay, or raises StreamFailure when the
-# answer turns out to be a failure before anything reached the client (the stream's commit point).
-BodyOpener = Callable[[ProviderConfig, httpx.Response, float], Awaitable[AsyncIterator[bytes]]]
+# Opens an acceptable answer (provider, response, deadline) for relaying, or raises StreamFailure when it turns
+# out to be a failure before anything reached the client (the stream's commit point).
+AnswerOpener = Callable[[ProviderConfig, httpx.Response, float], Awaitable[Answer]]
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Success:
     provider: ProviderConfig
     request: httpx.Request
     response: httpx.Response  # headers read
-    body: AsyncIterator[bytes]  # the rest, to relay
+    answer: Answer  # what the client gets
     attempts: list[AttemptRecord]
 
 
@@ -86,12 +87,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         seconds = float(value)
     except ValueError:
         try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, OverflowError, AttributeError):
             return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_CEILING)
@@ -133,10 +131,6 @@ async def error_summary(response: httpx.Response) -> str:
     return text[:160]
 
 
-async def _plain_body(provider: ProviderConfig, response: httpx.Response, deadline: float) -> AsyncIterator[bytes]:
-    return response.aiter_bytes()
-
-
 def _is_failover_status(provider: ProviderConfig, status: int) -> bool:
     # A refused credential fails over, unless it is the client's own (passthrough): that is the client's to see.
     if status in (401, 403):
@@ -150,55 +144,86 @@ async def attempt_in_turn(
     pool: ClientPool,
     board: HealthBoard,
     settings: Settings,
+    open_answer: AnswerOpener,
     penalize: bool = True,
-    open_body: BodyOpener = _plain_body,
 ) -> Success | Exhausted:
     """Send to each usable provider in order. A transport error, no headers within `request_timeout`, a
     failover status, or a failure before the stream's commit point moves on (and, with `penalize`, cools
     the provider down); any other answer is returned with its body ready to relay."""
     attempts: list[AttemptRecord] = []
     for provider in plan.usable:
-        request = build_request(provider)
-        client = pool.get(provider.proxy)
         if penalize:
             board.record_attempt(provider.name)
-        started = time.perf_counter()
-        deadline = time.monotonic() + settings.request_timeout
-        retry_after: float | None = None
         try:
-            response = await asyncio.wait_for(client.send(request, stream=True), settings.request_timeout)
-        except TimeoutError:
-            reason, kind = f"no response headers within {settings.request_timeout:g}s", TIMEOUT
-        except (httpx.HTTPError, OSError) as exc:
-            reason = describe_exception(exc)
-            kind = TIMEOUT if isinstance(exc, httpx.TimeoutException) else TRANSPORT
-        else:
-            status = response.status_code
-            if not _is_failover_status(provider, status):
-                try:
-                    body = await open_body(provider, response, deadline) if status < 300 else response.aiter_bytes()
-                except StreamFailure as failure:
-                    await response.aclose()
-                    reason, kind = failure.reason, failure.kind
+            outcome = await _attempt(provider, build_request, pool, settings, open_answer)
+        except BaseException:
+            # Cancelled (or a bug): whatever happened, this attempt must not leave the provider marked as probed.
+            if penalize:
+                board.record_neutral(provider.name)
+            raise
+        if isinstance(outcome, Success):
+            ms = outcome.attempts[0].ms
+            if penalize:
+                if outcome.response.status_code < 400:
+                    board.record_success(provider.name, ms)
                 else:
-                    ms = (time.perf_counter() - started) * 1000
-                    if penalize:
-                        if status < 400:
-                            board.record_success(provider.name, ms)
-                        else:
-                            board.record_neutral(provider.name)
-                    attempts.append(AttemptRecord(provider.name, str(status), ms, failed=False))
-                    return Success(provider, request, response, body, attempts)
-            else:
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                detail = await error_summary(response)
-                reason = f"HTTP {status}" + (f" {detail}" if detail else "")
-                kind = failure_class(status, detail)
-        ms = (time.perf_counter() - started) * 1000
-        attempts.append(AttemptRecord(provider.name, reason, ms, failed=True, kind=kind))
+                    board.record_neutral(provider.name)
+            outcome.attempts[:0] = attempts
+            return outcome
+        record, retry_after = outcome
+        attempts.append(record)
         if penalize:
-            record_failure(board, settings, provider.name, reason, kind, retry_after)
+            record_failure(board, settings, provider.name, record.outcome, record.kind or TRANSPORT, retry_after)
     return Exhausted(attempts=attempts, skipped=plan.skipped)
+
+
+async def _attempt(
+    provider: ProviderConfig,
+    build_request: Callable[[ProviderConfig], httpx.Request],
+    pool: ClientPool,
+    settings: Settings,
+    open_answer: AnswerOpener,
+) -> Success | tuple[AttemptRecord, float | None]:
+    """One provider: a Success (whose only attempt record is this one), or the failure and its retry-after."""
+    request = build_request(provider)
+    # httpx's own limits as well as the header deadline below: a cancellation that lands while anyio is still
+    # connecting can be lost, and then these are what bound the attempt.
+    request.extensions["timeout"] = httpx.Timeout(
+        settings.request_timeout, read=settings.stream_idle_timeout
+    ).as_dict()
+    client = pool.get(provider.proxy)
+    started = time.perf_counter()
+    deadline = time.monotonic() + settings.request_timeout
+    retry_after: float | None = None
+    try:
+        response = await asyncio.wait_for(client.send(request, stream=True), settings.request_timeout)
+    except TimeoutError:
+        reason, kind = f"no response headers within {settings.request_timeout:g}s", TIMEOUT
+    except (httpx.HTTPError, OSError) as exc:
+        reason = describe_exception(exc)
+        kind = TIMEOUT if isinstance(exc, httpx.TimeoutException) else TRANSPORT
+    else:
+        status = response.status_code
+        if not _is_failover_status(provider, status):
+            try:
+                answer = await open_answer(provider, response, deadline)
+            except StreamFailure as failure:
+                await response.aclose()
+                reason, kind = failure.reason, failure.kind
+            except BaseException:
+                await response.aclose()
+                raise
+            else:
+                ms = (time.perf_counter() - started) * 1000
+                record = AttemptRecord(provider.name, str(status), ms, failed=False)
+                return Success(provider, request, response, answer, [record])
+        else:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            detail = await error_summary(response)
+            reason = f"HTTP {status}" + (f" {detail}" if detail else "")
+            kind = failure_class(status, detail)
+    ms = (time.perf_counter() - started) * 1000
+    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind), retry_after
 
 
 def record_failure(

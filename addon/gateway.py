@@ -12,17 +12,17 @@ from typing import Any
 import httpx
 from mitmproxy import ctx, http
 
+from . import anthropic_adapter
 from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
 from .errors import error_body
 from .failover import Exhausted, Success, attempt_in_turn, record_failure
-from .model_echo import echo_model_in_body, echo_model_in_stream
-from .model_map import ModelChoice, choose_model
+from .model_map import ModelChoice
 from .providers import Providers
 from .relay import PATH_PREFIX, Parked, RelayServer
 from .routing import Router
-from .stream_guard import guarded, hold_until_content
-from .upstream import CLIENT_CREDENTIALS, HOP_BY_HOP, ClientPool, upstream_headers, upstream_url, with_model
+from .exchange import Answer, Exchange
+from .upstream import CLIENT_CREDENTIALS, ClientPool
 
 log = logging.getLogger("balancer")
 
@@ -114,7 +114,7 @@ class Gateway:
 
     async def _sync_pool(self) -> None:
         verify = not ctx.options.ssl_insecure if "ssl_insecure" in ctx.options else True
-        await self.pool.reconfigure(verify, self.providers.settings.stream_idle_timeout)
+        await self.pool.reconfigure(verify)
 
     # -- hooks -----------------------------------------------------------------------------------------------
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -185,32 +185,28 @@ class Gateway:
             self.providers.config.providers, board, settings, types=("anthropic",),
             preferred=self.affinity.provider_for(affinity_key),
         )
-        choices: dict[str, ModelChoice] = {}
-        path = flow.request.path
         penalize = kind == MESSAGES
 
+        def on_committed_failure(provider: ProviderConfig, reason: str, failure_kind: str) -> None:
+            log.warning("%s failed after its stream was committed: %s", provider.name, reason)
+            if penalize:
+                record_failure(board, self.providers.settings, provider.name, reason, failure_kind)
+
+        exchange = Exchange(
+            kind=kind, method=flow.request.method, path=flow.request.path, client_headers=client_headers,
+            body=body, parsed=parsed, requested_model=requested, stream=stream,
+            idle_timeout=settings.stream_idle_timeout, on_committed_failure=on_committed_failure,
+        )
+        choices: dict[str, ModelChoice | None] = {}
+
         def build(provider: ProviderConfig) -> httpx.Request:
-            content = body
-            if parsed is not None and requested is not None:
-                choice = choices[provider.name] = choose_model(requested, provider)
-                content = with_model(body, parsed, choice.model)
-            headers = upstream_headers(client_headers, provider, stream)
-            return httpx.Request(flow.request.method, upstream_url(provider, path), headers=headers, content=content)
+            request, choices[provider.name] = anthropic_adapter.build_request(provider, exchange)
+            return request
 
-        async def open_body(provider: ProviderConfig, response: httpx.Response, deadline: float):
-            chunks = response.aiter_bytes()
-            if not (stream and response.headers.get("content-type", "").startswith("text/event-stream")):
-                return chunks
-            held = await hold_until_content(chunks, deadline)
+        async def open_answer(provider: ProviderConfig, response: httpx.Response, deadline: float) -> Answer:
+            return await anthropic_adapter.open_answer(provider, response, exchange, deadline, choices[provider.name])
 
-            def on_failure(reason: str, failure_kind: str) -> None:
-                log.warning("%s failed after its stream was committed: %s", provider.name, reason)
-                if penalize:
-                    record_failure(board, self.providers.settings, provider.name, reason, failure_kind)
-
-            return guarded(held, chunks, on_failure, settings.stream_idle_timeout)
-
-        result = await attempt_in_turn(plan, build, self.pool, board, settings, penalize, open_body)
+        result = await attempt_in_turn(plan, build, self.pool, board, settings, open_answer, penalize)
         record.attempts = [
             {"provider": a.provider, "outcome": a.outcome, "ms": round(a.ms, 1), "failed": a.failed, "class": a.kind}
             for a in result.attempts
@@ -247,21 +243,9 @@ class Gateway:
             return
         record.provider = result.provider.name
         record.model = choice.model if choice else None
-        content_type = response.headers.get("content-type", "")
-        is_sse = content_type.startswith("text/event-stream")
-        chunks = result.body
-        if choice is not None and record.requested_model and choice.model != record.requested_model:
-            if is_sse:
-                chunks = echo_model_in_stream(chunks, record.requested_model)
-            elif content_type.startswith("application/json"):
-                chunks = echo_model_in_body(chunks, record.requested_model)
-        headers = [
-            (k, v)
-            for k, v in response.headers.multi_items()
-            if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-encoding", PROVIDER_HEADER)
-        ]
-        headers.append((PROVIDER_HEADER, result.provider.name))
-        parked = Parked(response.status_code, headers, chunks, response.aclose, is_sse=is_sse)
+        answer = result.answer
+        headers = [*answer.headers, (PROVIDER_HEADER, result.provider.name)]
+        parked = Parked(answer.status, headers, answer.body, result.response.aclose, is_sse=answer.is_sse)
         record.token = self.relay.park(parked)
         self._records[flow.id] = record
 

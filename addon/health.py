@@ -39,7 +39,10 @@ def cooldown_seconds(
 ) -> float:
     """`base`, multiplied by `growth` for every further consecutive failure, capped at `ceiling` (never below
     `base`), and never shorter than the provider's own `retry-after`."""
-    grown = base * growth ** max(0, consecutive - 1)
+    try:
+        grown = base * growth ** max(0, consecutive - 1)
+    except OverflowError:  # a very long failure streak: the ceiling applies anyway
+        grown = float("inf")
     return max(min(grown, max(ceiling, base)), retry_after or 0.0)
 
 

@@ -6,11 +6,12 @@ holding one of those, and anything else as plain text (HTML tags removed).
 
 Status and type follow shared/notes/anthropic-openai.md, section 4. A context-window overflow becomes a 400
 `invalid_request_error` worded like Anthropic's, because Claude Code recognises exactly these texts:
-- `prompt is too long: M tokens > N maximum` (starts auto-compaction), whenever the prompt alone is too long or the
-  provider gives no breakdown;
-- `input length and \\`max_tokens\\` exceed context limit: M + C > N, decrease input length or \\`max_tokens\\` and
-  try again` when the provider says the prompt fits but prompt + completion does not (Claude Code then retries
-  with a smaller `max_tokens` instead of compacting a conversation that is not too long).
+- `prompt is too long: M tokens > N maximum` (starts auto-compaction) when the prompt alone is too long, and
+  `prompt is too long: <provider message>` when the provider flags an overflow without both numbers;
+- "input length and `max_tokens` exceed context limit: M + C > N, decrease input length or `max_tokens` and
+  try again" when the provider says the prompt fits but prompt + completion does not (Claude Code then retries
+  with a smaller `max_tokens` instead of compacting a conversation that is not too long); when the prompt fits and
+  the completion size is not given, the provider's message is passed on unchanged (still a 400).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import re
 from typing import Any
 
-from addon.errors import error_body
+from .errors import error_body
 
 MAX_MESSAGE_CHARS = 1000
 
@@ -53,9 +54,9 @@ _LIMIT_PATTERNS = [
     re.compile(r"(?:limit|maximum) (?:is |of )?" + _NUMBER + r" tokens", re.IGNORECASE),
 ]
 _PROMPT_PATTERNS = [
+    re.compile(r"resulted in " + _NUMBER + r" tokens", re.IGNORECASE),  # includes tools, unlike "in the messages"
     re.compile(_NUMBER + r" (?:tokens )?in the messages", re.IGNORECASE),
     re.compile(_NUMBER + r" (?:tokens )?of text input", re.IGNORECASE),
-    re.compile(r"resulted in " + _NUMBER + r" tokens", re.IGNORECASE),
     re.compile(r"request has " + _NUMBER + r" (?:input )?tokens", re.IGNORECASE),
     re.compile(r"prompt (?:contains|has|is) " + _NUMBER + r" tokens", re.IGNORECASE),
     re.compile(r"request \(" + _NUMBER + r" tokens\)", re.IGNORECASE),
@@ -65,6 +66,7 @@ _PROMPT_PATTERNS = [
 _COMPLETION_PATTERNS = [
     re.compile(_NUMBER + r" (?:tokens )?(?:in|for) the completion", re.IGNORECASE),
     re.compile(_NUMBER + r" (?:tokens )?in the output", re.IGNORECASE),
+    re.compile(r"max_(?:completion_)?tokens'? is too large: " + _NUMBER, re.IGNORECASE),
 ]
 
 
@@ -102,7 +104,11 @@ def error_fields(data: Any) -> tuple[str, str, str]:
         return _as_text(data), "", ""
     error = data.get("error")
     if isinstance(error, dict):
-        return _as_text(error.get("message") or error.get("detail")), _as_text(error.get("type")), _as_text(error.get("code"))
+        return (
+            _as_text(error.get("message") or error.get("detail")),
+            _as_text(error.get("type")),
+            _as_text(error.get("code")),
+        )
     if isinstance(error, str) and error:
         return error, "", _as_text(data.get("code"))
     if "detail" in data:
@@ -174,14 +180,16 @@ def _overflow_message(message: str, kind: str, code: str) -> str | None:
         return None
     limit = _first_number(_LIMIT_PATTERNS, message)
     prompt = _first_number(_PROMPT_PATTERNS, message)
-    completion = _first_number(_COMPLETION_PATTERNS, message)
-    if limit is not None and prompt is not None and completion is not None and prompt < limit:
+    if limit is not None and prompt is not None:
+        if prompt >= limit:
+            return f"prompt is too long: {prompt} tokens > {limit} maximum"
+        completion = _first_number(_COMPLETION_PATTERNS, message)
+        if completion is None:
+            return message  # the prompt fits; only max_tokens is too large, and compaction would not help
         return (
             f"input length and `max_tokens` exceed context limit: {prompt} + {completion} > {limit}, "
             "decrease input length or `max_tokens` and try again"
         )
-    if limit is not None and prompt is not None:
-        return f"prompt is too long: {prompt} tokens > {limit} maximum"
     if flagged or re.search(r"too long|too many|exceed|maximum context", message, re.IGNORECASE):
         return f"prompt is too long: {message}" if message else "prompt is too long"
     return None

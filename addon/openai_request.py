@@ -104,7 +104,7 @@ def openai_tool_name(name: str) -> str:
     """A deterministic name OpenAI accepts: the name itself if valid, else a readable prefix plus a hash."""
     if _VALID_NAME.match(name):
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:_NAME_HASH_CHARS]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_NAME_HASH_CHARS]
     prefix = _INVALID_NAME_CHARS.sub("_", name)[: OPENAI_NAME_LIMIT - _NAME_HASH_CHARS - 1]
     return f"{prefix}_{digest}"
 
@@ -167,7 +167,7 @@ def _user(metadata: Any) -> str | None:
         return None
     if _VALID_NAME.match(user_id) and len(user_id) <= USER_ID_LIMIT:
         return user_id
-    return hashlib.sha256(user_id.encode()).hexdigest()[:USER_ID_LIMIT]
+    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:USER_ID_LIMIT]
 
 
 # ---------------------------------------------------------------------------------------------------------------

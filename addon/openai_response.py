@@ -25,7 +25,7 @@ import re
 import uuid
 from typing import Any
 
-from addon.openai_request import ToolNames
+from .openai_request import ToolNames
 
 SIGNATURE_PREFIX = "openai-translated."
 INVALID_ARGUMENTS_KEY = "_raw_arguments"
@@ -107,7 +107,9 @@ def content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
         )
     return ""
 
@@ -137,9 +139,11 @@ def stop_reason(finish_reason: Any, has_tool_calls: bool, matched_stop: Any = No
     in `stop_reason`, which makes a real `stop_sequence` possible."""
     if has_tool_calls:
         return "tool_use", None
+    if finish_reason in ("tool_calls", "function_call"):
+        return "end_turn", None  # no call came through: a client waiting for tool_use blocks would find none
     if finish_reason == "stop" and isinstance(matched_stop, str) and matched_stop:
         return "stop_sequence", matched_stop
-    if finish_reason is None:
+    if not isinstance(finish_reason, str):
         return "end_turn", None
     return _STOP_REASONS.get(finish_reason, "end_turn"), None
 
@@ -222,7 +226,8 @@ def _text_blocks(message: dict, has_tool_calls: bool) -> list[dict]:
 
 
 def _tool_calls(message: dict) -> list[dict]:
-    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    raw_calls = message.get("tool_calls")
+    calls = [c for c in raw_calls if isinstance(c, dict)] if isinstance(raw_calls, list) else []
     legacy = message.get("function_call")
     if not calls and isinstance(legacy, dict):
         calls = [{"function": legacy}]

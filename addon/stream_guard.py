@@ -13,7 +13,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import httpx
 
@@ -74,23 +73,34 @@ async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> b
 
 
 class EndWatch:
-    """Watches committed stream bytes, cheaply, for `message_stop` and `error` events."""
+    """Watches committed stream bytes, cheaply, for `message_stop` and `error` events.
 
-    _MARKS = (b"event: message_stop", b"event:message_stop", b"event: error", b"event:error")
+    An event line starts right after a newline byte; JSON data never holds a raw newline, so generated text
+    that merely mentions "event: error" does not match."""
+
+    _STOP = (b"\nevent: message_stop", b"\nevent:message_stop")
+    _ERROR = (b"\nevent: error", b"\nevent:error")
 
     def __init__(self) -> None:
-        self._tail = b""
+        self._tail = b"\n"  # the stream's start counts as a line start
         self.saw_stop = False
         self.saw_error = False
         self.saw_overload = False
+        self._error_at: int | None = None  # bytes of the error event still to look through for its type
 
     def feed(self, chunk: bytes) -> None:
         window = self._tail + chunk
-        if b"message_stop" in window:
-            self.saw_stop = self.saw_stop or any(m in window for m in self._MARKS[:2])
-        if b"error" in window:
-            self.saw_error = self.saw_error or any(m in window for m in self._MARKS[2:])
-            self.saw_overload = self.saw_overload or b"overloaded_error" in window
+        if not self.saw_stop and b"message_stop" in window:
+            self.saw_stop = any(m in window for m in self._STOP)
+        if not self.saw_error and b"error" in window:
+            positions = [window.find(m) for m in self._ERROR if m in window]
+            if positions:
+                self.saw_error = True
+                self._error_at = min(positions)
+        if self._error_at is not None:
+            if b"overloaded_error" in window[self._error_at :]:
+                self.saw_overload = True
+            self._error_at = 0 if len(window) - self._error_at < 512 else None
         self._tail = window[-24:]
 
 
@@ -111,9 +121,11 @@ async def guarded(
             watch.feed(chunk)
             yield chunk
     except httpx.ReadTimeout:
-        failure = f"the provider's stream was idle for more than {idle_timeout:g}s"
+        if not watch.saw_stop:
+            failure = f"the provider's stream was idle for more than {idle_timeout:g}s"
     except (httpx.HTTPError, OSError) as exc:
-        failure = f"the provider's stream broke off: {describe_exception(exc)}"
+        if not watch.saw_stop:  # a connection dropped after the answer was complete is no failure
+            failure = f"the provider's stream broke off: {describe_exception(exc)}"
     if failure is None and watch.saw_error:
         on_failure("error event mid-stream", OVERLOADED if watch.saw_overload else STREAM_ERROR)
         return

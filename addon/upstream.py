@@ -65,6 +65,15 @@ def upstream_headers(
     return out
 
 
+def answer_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    """The provider's response headers worth passing on (the body is relayed decoded and re-chunked)."""
+    return [
+        (k, v)
+        for k, v in response.headers.multi_items()
+        if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-encoding", "x-balancer-provider")
+    ]
+
+
 def with_model(body: bytes, parsed: dict[str, Any], model: str) -> bytes:
     """The body with `model` replaced; the original bytes when it already names that model."""
     if parsed.get("model") == model:
@@ -115,9 +124,8 @@ def describe_exception(exc: BaseException) -> str:
 class ClientPool:
     """One shared async HTTP client per outgoing proxy setting; connections are pooled across all flows."""
 
-    def __init__(self, verify: bool | str | ssl.SSLContext = True, idle_timeout: float = 300.0):
+    def __init__(self, verify: bool | str | ssl.SSLContext = True):
         self._verify = verify
-        self._idle_timeout = idle_timeout
         self._clients: dict[str | None, httpx.AsyncClient] = {}
 
     def get(self, proxy: str | None) -> httpx.AsyncClient:
@@ -127,8 +135,8 @@ class ClientPool:
                 http2=True,
                 verify=self._verify,
                 proxy=proxy,
-                # The header deadline (request_timeout) is enforced by the caller; this is the read idle limit.
-                timeout=httpx.Timeout(connect=None, read=self._idle_timeout, write=60.0, pool=None),
+                # Every provider request carries its own timeouts (request_timeout, stream_idle_timeout).
+                timeout=httpx.Timeout(60.0),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
                 follow_redirects=False,
                 trust_env=False,
@@ -136,10 +144,10 @@ class ClientPool:
             self._clients[proxy] = client
         return client
 
-    async def reconfigure(self, verify: bool | str | ssl.SSLContext, idle_timeout: float) -> None:
-        if verify != self._verify or idle_timeout != self._idle_timeout:
+    async def reconfigure(self, verify: bool | str | ssl.SSLContext) -> None:
+        if verify != self._verify:
             await self.aclose()
-            self._verify, self._idle_timeout = verify, idle_timeout
+            self._verify = verify
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}

@@ -323,6 +323,29 @@ class FakeProvider:
         self.stop()
 
 
+class Blackhole:
+    """A loopback port where TCP connects hang (the accept queue is full and never drained), as with a provider
+    behind a firewall that drops packets."""
+
+    def __init__(self) -> None:
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(0)
+        self.port = self._server.getsockname()[1]
+        self._filler = socket.create_connection(("127.0.0.1", self.port))  # takes the only queue slot
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Blackhole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._filler.close()
+        self._server.close()
+
+
 def closed_port() -> int:
     """A loopback port with nothing listening (connections to it are refused)."""
     with socket.socket() as s:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from balancer_proc import anthropic_provider
-from fakes import FIRST_DELTA, FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
+from fakes import FIRST_DELTA, Blackhole, FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
 from tls import self_signed_server_context
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -91,6 +91,16 @@ def test_client_errors_are_returned_and_do_not_count(balancer, client, unique, s
         assert second.requests == []
         health = balancer.provider_status(f"a-{unique}")
         assert (health["healthy"], health["failures"], health["last_error"]) == (True, 0, None)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_connect_that_hangs_fails_over_within_request_timeout(balancer, client, unique, stream):
+    with Blackhole() as blackhole, FakeProvider(Message("from b")) as good:
+        balancer.use([anthropic_provider(f"a-{unique}", blackhole.url), anthropic_provider(f"b-{unique}", good.url)],
+                     request_timeout=1)
+        assert ask(client, stream) == (f"b-{unique}", "from b")
+        health = balancer.provider_status(f"a-{unique}")
+        assert health["failures_by_class"] == {"timeout": 1}
 
 
 # A host name that can never resolve, and fails inside the local resolver without any query leaving the

@@ -1,0 +1,47 @@
+"""Anthropic-type providers: the request as the client sent it (model mapped, credential replaced); the answer
+as the provider sent it (model echoed, stream held to its commit point and guarded after it)."""
+
+from __future__ import annotations
+
+import httpx
+
+from .config import ProviderConfig
+from .exchange import Answer, Exchange
+from .model_echo import echo_model_in_body, echo_model_in_stream
+from .model_map import ModelChoice, choose_model
+from .stream_guard import guarded, hold_until_content
+from .upstream import answer_headers, upstream_headers, upstream_url, with_model
+
+
+def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, ModelChoice | None]:
+    content, choice = exchange.body, None
+    if exchange.parsed is not None and exchange.requested_model is not None:
+        choice = choose_model(exchange.requested_model, provider)
+        content = with_model(exchange.body, exchange.parsed, choice.model)
+    headers = upstream_headers(exchange.client_headers, provider, exchange.stream)
+    request = httpx.Request(exchange.method, upstream_url(provider, exchange.path), headers=headers, content=content)
+    return request, choice
+
+
+async def open_answer(
+    provider: ProviderConfig, response: httpx.Response, exchange: Exchange, deadline: float, choice: ModelChoice | None
+) -> Answer:
+    """Raises StreamFailure when a stream fails before its first content (the request can still fail over)."""
+    content_type = response.headers.get("content-type", "")
+    is_sse = content_type.startswith("text/event-stream")
+    chunks = response.aiter_bytes()
+    if exchange.stream and is_sse and response.status_code < 300:
+        held = await hold_until_content(chunks, deadline)
+        chunks = guarded(
+            held,
+            chunks,
+            lambda reason, kind: exchange.on_committed_failure(provider, reason, kind),
+            exchange.idle_timeout,
+        )
+    requested = exchange.requested_model
+    if choice is not None and requested and choice.model != requested:
+        if is_sse:
+            chunks = echo_model_in_stream(chunks, requested)
+        elif content_type.startswith("application/json"):
+            chunks = echo_model_in_body(chunks, requested)
+    return Answer(response.status_code, answer_headers(response), chunks, is_sse)
