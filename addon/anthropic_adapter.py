@@ -5,19 +5,44 @@ from __future__ import annotations
 
 import httpx
 
+from typing import Any
+
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
 from .model_echo import echo_model_in_body, echo_model_in_stream
 from .model_map import ModelChoice, choose_model
 from .stream_guard import guarded, hold_until_content
+from .openai_response import SIGNATURE_PREFIX
 from .upstream import answer_headers, upstream_headers, upstream_url, with_model
+
+_SIGNATURE_BYTES = SIGNATURE_PREFIX.encode()
+
+
+def without_translated_thinking(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without thinking blocks that an OpenAI-type provider's answer produced earlier in the
+    conversation: their signatures are ours, and Anthropic rejects signatures it did not make."""
+    messages = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            kept = [
+                block for block in content
+                if not (isinstance(block, dict) and block.get("type") == "thinking"
+                        and str(block.get("signature", "")).startswith(SIGNATURE_PREFIX))
+            ]
+            message = {**message, "content": kept or [{"type": "text", "text": "(thinking)"}]}
+        messages.append(message)
+    return {**body, "messages": messages}
 
 
 def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, ModelChoice | None]:
     content, choice = exchange.body, None
     if exchange.parsed is not None and exchange.requested_model is not None:
         choice = choose_model(exchange.requested_model, provider)
-        content = with_model(exchange.body, exchange.parsed, choice.model)
+        if _SIGNATURE_BYTES in exchange.body:
+            content = with_model(b"", without_translated_thinking(exchange.parsed), choice.model, force=True)
+        else:
+            content = with_model(exchange.body, exchange.parsed, choice.model)
     headers = upstream_headers(exchange.client_headers, provider, exchange.stream)
     request = httpx.Request(exchange.method, upstream_url(provider, exchange.path), headers=headers, content=content)
     return request, choice

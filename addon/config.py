@@ -44,6 +44,13 @@ class ProviderConfig(_Lenient):
     # Routing: lower `priority` numbers are tried first (ties keep file order); `weight` for strategy weighted.
     priority: int = 0
     weight: float = Field(default=1.0, gt=0)
+    # Sent with every request to this provider (e.g. OpenRouter's HTTP-Referer / X-Title).
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    # OpenAI-type providers only: how the Chat Completions request is shaped for real-world providers.
+    max_tokens_cap: int | None = Field(default=None, gt=0)  # e.g. 8192 for DeepSeek
+    stream_options: bool = True  # send stream_options.include_usage (some providers reject it)
+    reasoning: Literal["none", "reasoning_effort", "openrouter", "deepseek"] = "reasoning_effort"
+    merge_system_messages: bool = False  # mid-conversation system messages go into the next user turn
 
     @field_validator("base_url")
     @classmethod

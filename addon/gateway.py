@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from mitmproxy import ctx, http
 
-from . import anthropic_adapter
+from . import anthropic_adapter, openai_adapter
 from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
 from .errors import error_body
@@ -28,6 +28,9 @@ log = logging.getLogger("balancer")
 
 PROVIDER_HEADER = "x-balancer-provider"
 REDACTED = "[redacted]"
+
+ADAPTERS = {"anthropic": anthropic_adapter, "openai": openai_adapter}
+MESSAGE_TYPES = ("anthropic", "openai")
 
 # Kinds of API request: messages are balanced with failover and health accounting; the rest are forwarded
 # with failover but never count against a provider.
@@ -180,9 +183,9 @@ class Gateway:
         board = self.providers.board
         client_headers = [(k, v) for k, v in flow.request.headers.items(multi=True)]
         affinity_key = session_key(parsed, client_headers) if settings.affinity_in_force == "session" else None
-        # Only Anthropic-type providers are served by this version.
+        # Messages go to every provider type; other endpoints exist only at Anthropic-type providers.
         plan = self.router.plan(
-            self.providers.config.providers, board, settings, types=("anthropic",),
+            self.providers.config.providers, board, settings, types=MESSAGE_TYPES if kind == MESSAGES else ("anthropic",),
             preferred=self.affinity.provider_for(affinity_key),
         )
         penalize = kind == MESSAGES
@@ -197,14 +200,15 @@ class Gateway:
             body=body, parsed=parsed, requested_model=requested, stream=stream,
             idle_timeout=settings.stream_idle_timeout, on_committed_failure=on_committed_failure,
         )
-        choices: dict[str, ModelChoice | None] = {}
+        states: dict[str, Any] = {}  # per provider: what its adapter decided when building the request
 
         def build(provider: ProviderConfig) -> httpx.Request:
-            request, choices[provider.name] = anthropic_adapter.build_request(provider, exchange)
+            request, states[provider.name] = ADAPTERS[provider.type].build_request(provider, exchange)
             return request
 
         async def open_answer(provider: ProviderConfig, response: httpx.Response, deadline: float) -> Answer:
-            return await anthropic_adapter.open_answer(provider, response, exchange, deadline, choices[provider.name])
+            adapter = ADAPTERS[provider.type]
+            return await adapter.open_answer(provider, response, exchange, deadline, states[provider.name])
 
         result = await attempt_in_turn(plan, build, self.pool, board, settings, open_answer, penalize)
         record.attempts = [
@@ -214,7 +218,8 @@ class Gateway:
         if isinstance(result, Exhausted):
             self._answer_exhausted(flow, record, result)
         else:
-            choice = choices.get(result.provider.name)
+            state = states.get(result.provider.name)
+            choice = state.choice if isinstance(state, openai_adapter.Translation) else state
             if choice is not None and not choice.tier_known and choice.model != requested:
                 log.warning("model %r matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
                             requested, result.provider.name, choice.model)

@@ -76,12 +76,6 @@ class Providers:
         for warning in loaded.warnings:
             log.warning("%s: %s", loaded.source, warning)
         log.info("%s", describe(loaded))
-        unsupported = [p.name for p in loaded.config.providers if p.enabled and p.type == "openai"]
-        if unsupported:
-            log.warning(
-                "OpenAI-type providers are not served by this version and will be skipped: %s",
-                ", ".join(unsupported),
-            )
 
 
 def describe(loaded: LoadedConfig) -> str:

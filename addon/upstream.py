@@ -74,9 +74,10 @@ def answer_headers(response: httpx.Response) -> list[tuple[str, str]]:
     ]
 
 
-def with_model(body: bytes, parsed: dict[str, Any], model: str) -> bytes:
-    """The body with `model` replaced; the original bytes when it already names that model."""
-    if parsed.get("model") == model:
+def with_model(body: bytes, parsed: dict[str, Any], model: str, force: bool = False) -> bytes:
+    """The body with `model` replaced; the original bytes when it already names that model (unless `force`:
+    `parsed` was changed and must be serialized)."""
+    if parsed.get("model") == model and not force:
         return body
     return json.dumps({**parsed, "model": model}, ensure_ascii=False, separators=(",", ":")).encode()
 

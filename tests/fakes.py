@@ -175,6 +175,33 @@ def wait_for_peer_close(conn: socket.socket, release: threading.Event, limit: fl
 
 
 @dataclass
+class Raw(Behavior):
+    """Any body as given (an OpenAI-style stream or JSON), written in `piece`-byte chunks when piece > 0."""
+
+    body: bytes
+    content_type: str = "text/event-stream"
+    status: int = 200
+    piece: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def run(self, handler, request, fake):
+        handler.send_response(self.status)
+        handler.send_header("content-type", self.content_type)
+        handler.send_header("transfer-encoding", "chunked")
+        for k, v in self.headers.items():
+            handler.send_header(k, v)
+        handler.end_headers()
+        step = self.piece or len(self.body) or 1
+        for start in range(0, len(self.body), step):
+            handler.write_chunk(self.body[start : start + step])
+        handler.end_stream()
+
+
+def openai_json(body: dict[str, Any], status: int = 200, **headers: str) -> Raw:
+    return Raw(json.dumps(body).encode(), content_type="application/json", status=status, headers=headers)
+
+
+@dataclass
 class Status(Behavior):
     """An error status with an Anthropic-shaped (or given) body."""
 

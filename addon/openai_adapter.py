@@ -1,0 +1,187 @@
+"""OpenAI-type providers: the Anthropic request translated to Chat Completions, the answer (streamed or not)
+translated back to Anthropic's messages, events and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from .config import ProviderConfig
+from .exchange import Answer, Exchange
+from .health import OVERLOADED, STREAM_ERROR, TIMEOUT
+from .model_map import ModelChoice, choose_model
+from .openai_errors import to_anthropic_error
+from .openai_request import OpenAIOptions, ToolNames, to_openai_request
+from .openai_response import OpenAIResponseError, to_anthropic_message
+from .openai_stream import StreamTranslator
+from .sse import SSESplitter
+from .stream_guard import StreamFailure
+from .upstream import describe_exception
+
+# Response headers of an OpenAI-type provider worth passing on to an Anthropic client.
+_PASSED_ON = ("retry-after", "x-request-id", "request-id", "openrouter-provider")
+
+
+@dataclass
+class Translation:
+    """What one attempt's request translation decided, needed to translate its answer."""
+
+    choice: ModelChoice
+    names: ToolNames
+
+
+def options_for(provider: ProviderConfig) -> OpenAIOptions:
+    return OpenAIOptions(
+        max_tokens_cap=provider.max_tokens_cap,
+        stream_options=provider.stream_options,
+        reasoning=provider.reasoning,
+        merge_system_messages=provider.merge_system_messages,
+    )
+
+
+def _bearer(provider: ProviderConfig, client_headers: list[tuple[str, str]]) -> str | None:
+    if provider.auth_type != "passthrough":
+        return f"Bearer {provider.auth_value}"
+    for name, value in client_headers:  # the client's own credential, in OpenAI's form
+        if name.lower() == "authorization":
+            return value
+        if name.lower() == "x-api-key":
+            return f"Bearer {value}"
+    return None
+
+
+def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, Translation]:
+    assert exchange.parsed is not None and exchange.requested_model is not None
+    choice = choose_model(exchange.requested_model, provider)
+    body, names = to_openai_request(exchange.parsed, choice.model, options_for(provider))
+    headers = {
+        "content-type": "application/json",
+        "accept": "text/event-stream" if exchange.stream else "application/json",
+        "accept-encoding": "identity" if exchange.stream else "gzip, deflate",
+    }
+    bearer = _bearer(provider, exchange.client_headers)
+    if bearer:
+        headers["authorization"] = bearer
+    headers.update(provider.extra_headers)
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    request = httpx.Request("POST", provider.base_url + "/chat/completions", headers=headers, content=content)
+    return request, Translation(choice, names)
+
+
+def _headers(response: httpx.Response, content_type: str) -> list[tuple[str, str]]:
+    passed = [(k, v) for k, v in response.headers.multi_items() if k.lower() in _PASSED_ON]
+    return [("content-type", content_type), *passed]
+
+
+def _error_reason(events: bytes) -> tuple[str, str]:
+    """(reason, failure class) from the Anthropic `event: error` a translator produced."""
+    for event in SSESplitter().feed(events):
+        if event.event == "error":
+            try:
+                error = json.loads(event.data)["error"]
+                kind, message = error.get("type", "api_error"), error.get("message", "")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                kind, message = "api_error", ""
+            return (f"error before content: {kind}: {message}"[:200],
+                    OVERLOADED if kind in ("overloaded_error", "rate_limit_error") else STREAM_ERROR)
+    return "stream ended before any content", STREAM_ERROR
+
+
+async def _read_all(response: httpx.Response) -> bytes:
+    return b"".join([chunk async for chunk in response.aiter_bytes()])
+
+
+async def open_answer(
+    provider: ProviderConfig, response: httpx.Response, exchange: Exchange, deadline: float, state: Translation
+) -> Answer:
+    """Raises StreamFailure when the answer fails before any content reached the client (fail over)."""
+    requested = exchange.requested_model or state.choice.model
+    if response.status_code >= 300:
+        status, body = to_anthropic_error(response.status_code, await _read_all(response))
+        return Answer(status, _headers(response, "application/json"), _single(body), is_sse=False)
+    if not exchange.stream:
+        raw = await _read_all(response)
+        try:
+            message = to_anthropic_message(json.loads(raw), requested, state.names)
+        except (ValueError, AttributeError, TypeError) as exc:
+            if isinstance(exc, OpenAIResponseError) or raw[:1] in (b"{", b"["):
+                status, body = to_anthropic_error(response.status_code, raw)
+                if status >= 500 or status == 429:
+                    raise StreamFailure(f"error in a 200 answer: HTTP {status}", OVERLOADED) from None
+                return Answer(status, _headers(response, "application/json"), _single(body), is_sse=False)
+            raise StreamFailure("the answer is not JSON", STREAM_ERROR) from None
+        return Answer(200, _headers(response, "application/json"), _single(json.dumps(message).encode()), False)
+    translator = StreamTranslator(requested, state.names)
+    chunks = response.aiter_bytes()
+    held = await _hold(translator, chunks, deadline)
+    body = _translated(
+        held, translator, chunks, lambda reason, kind: exchange.on_committed_failure(provider, reason, kind),
+        exchange.idle_timeout,
+    )
+    return Answer(200, _headers(response, "text/event-stream; charset=utf-8"), body, is_sse=True)
+
+
+async def _single(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def _hold(translator: StreamTranslator, chunks: AsyncIterator[bytes], deadline: float) -> bytes:
+    """Translate until the first content block (the commit point); a failure before it raises StreamFailure."""
+    out: list[bytes] = []
+    while not translator.started_content:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StreamFailure("no content before the deadline", TIMEOUT)
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
+        except StopAsyncIteration:
+            out.append(translator.finish())
+            produced = b"".join(out)
+            if b"event: error" in produced or not produced:
+                raise StreamFailure(*_error_reason(produced)) from None
+            return produced  # a complete answer without content blocks
+        except TimeoutError:
+            raise StreamFailure("no content before the deadline", TIMEOUT) from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
+        out.append(translator.feed(chunk))
+        if translator.done and not translator.started_content:
+            produced = b"".join(out)
+            if b"event: error" in produced:
+                raise StreamFailure(*_error_reason(produced))
+            return produced
+    return b"".join(out)
+
+
+async def _translated(held, translator, chunks, on_failure, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The held opening, then the provider's chunks translated as they come; any failure after the commit
+    point ends the stream with an Anthropic `event: error` and is reported through `on_failure`."""
+    if translator.done and b"event: error" in held:  # content, then an error, all in the first chunks
+        on_failure("error in the provider's stream", STREAM_ERROR)
+    yield held
+    if translator.done:
+        return
+    failure: str | None = None
+    try:
+        async for chunk in chunks:
+            out = translator.feed(chunk)
+            if translator.done and b"event: error" in out:  # the provider reported an error mid-stream
+                on_failure("error in the provider's stream", STREAM_ERROR)
+            if out:
+                yield out
+            if translator.done:
+                return
+    except httpx.ReadTimeout:
+        failure = f"the provider's stream was idle for more than {idle_timeout:g}s"
+    except (httpx.HTTPError, OSError) as exc:
+        failure = f"the provider's stream broke off: {describe_exception(exc)}"
+    tail = translator.fail(failure) if failure else translator.finish()
+    if failure or b"event: error" in tail:
+        on_failure(failure or "the provider's stream ended early", STREAM_ERROR)
+    if tail:
+        yield tail
