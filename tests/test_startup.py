@@ -87,7 +87,13 @@ def test_the_example_providers_file_loads_without_warnings():
     from addon.config import parse_config
 
     text = (REPO / "providers.example.yaml").read_text()
-    loaded = parse_config(text, "providers.example.yaml", {"ANTHROPIC_API_KEY": "k1", "RELAY_ONE_TOKEN": "k2"})
+    environ = {"ANTHROPIC_API_KEY": "k1", "RELAY_ONE_TOKEN": "k2", "OPENROUTER_API_KEY": "k3", "DEEPSEEK_API_KEY": "k4"}
+    loaded = parse_config(text, "providers.example.yaml", environ)
     assert loaded.warnings == []
-    assert [p.name for p in loaded.config.providers] == ["anthropic-official", "relay-one", "my-own-login"]
-    assert [p.auth_type for p in loaded.config.providers] == ["api_key", "auth_token", "passthrough"]
+    assert [p.name for p in loaded.config.providers] == [
+        "anthropic-official", "relay-one", "openrouter", "deepseek", "my-own-login"]
+    assert [p.auth_type for p in loaded.config.providers] == [
+        "api_key", "auth_token", "api_key", "api_key", "passthrough"]
+    openrouter = loaded.config.providers[2]
+    assert (openrouter.type, openrouter.reasoning, openrouter.extra_headers["X-Title"]) == (
+        "openai", "openrouter", "Claude Code via balancer")
