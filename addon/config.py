@@ -103,6 +103,10 @@ class Settings(_Lenient):
     # Keep one Claude Code session on one provider (its prompt cache keeps hitting). Default: on for every
     # strategy but priority (which is consistent anyway).
     affinity: Literal["session", "none"] | None = None
+    # POST /v1/messages/count_tokens: local (tiktoken, offline), upstream (the first healthy Anthropic-type
+    # provider's own count, exact), auto (upstream within count_tokens_timeout, else local).
+    count_tokens: Literal["local", "upstream", "auto"] = "auto"
+    count_tokens_timeout: float = Field(default=5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)

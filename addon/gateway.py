@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from .model_map import ModelChoice
 from .providers import Providers
 from .relay import PATH_PREFIX, Parked, RelayServer
 from .routing import Router
+from .token_count import count_input_tokens, warm_up
 from .exchange import Answer, Exchange
 from .upstream import CLIENT_CREDENTIALS, ClientPool
 
@@ -110,6 +112,7 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def running(self) -> None:
         await self.relay.start()
+        await asyncio.to_thread(warm_up)  # the token vocabulary, before the first count_tokens request
 
     async def done(self) -> None:
         await self.relay.stop()
@@ -189,6 +192,12 @@ class Gateway:
             preferred=self.affinity.provider_for(affinity_key),
         )
         penalize = kind == MESSAGES
+        if kind == COUNT_TOKENS:
+            if settings.count_tokens == "local" or (settings.count_tokens == "auto" and not plan.usable):
+                await self._count_locally(flow, record, parsed)
+                return
+            # A count is quick or not worth waiting for; it never cools a provider down (penalize is off).
+            settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout})
 
         def on_committed_failure(provider: ProviderConfig, reason: str, failure_kind: str) -> None:
             log.warning("%s failed after its stream was committed: %s", provider.name, reason)
@@ -215,6 +224,13 @@ class Gateway:
             {"provider": a.provider, "outcome": a.outcome, "ms": round(a.ms, 1), "failed": a.failed, "class": a.kind}
             for a in result.attempts
         ]
+        if kind == COUNT_TOKENS and settings.count_tokens == "auto" and (
+            isinstance(result, Exhausted) or result.response.status_code >= 400
+        ):
+            if isinstance(result, Success):
+                await result.response.aclose()
+            await self._count_locally(flow, record, parsed)
+            return
         if isinstance(result, Exhausted):
             self._answer_exhausted(flow, record, result)
         else:
@@ -226,6 +242,17 @@ class Gateway:
             if penalize:
                 self.affinity.remember(affinity_key, result.provider.name)
             await self._relay(flow, record, result, choice)
+        flow.metadata["balancer"] = record.as_metadata()
+        log.info(self._summary(flow, record))
+
+    async def _count_locally(self, flow: http.HTTPFlow, record: FlowRecord, parsed: dict[str, Any] | None) -> None:
+        # In a thread: a large request takes milliseconds to encode, and streams must not wait for it.
+        tokens = await asyncio.to_thread(count_input_tokens, parsed or {})
+        flow.response = http.Response.make(
+            200, json.dumps({"input_tokens": tokens}).encode(),
+            {"content-type": "application/json", PROVIDER_HEADER: "local"},
+        )
+        record.provider = "local"
         flow.metadata["balancer"] = record.as_metadata()
         log.info(self._summary(flow, record))
 
