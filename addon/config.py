@@ -108,6 +108,8 @@ class Settings(_Lenient):
     count_tokens: Literal["local", "upstream", "auto"] = "auto"
     count_tokens_timeout: float = Field(default=5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # Also write the log as JSON lines (one object per line, request fields under "request") to this file.
+    log_file: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     # Seed keys with no effect here, accepted so that seed files load unchanged.

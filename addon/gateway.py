@@ -21,14 +21,17 @@ from .failover import Exhausted, Success, attempt_in_turn, record_failure
 from .model_map import ModelChoice
 from .providers import Providers
 from .relay import PATH_PREFIX, Parked, RelayServer
+from .request_log import REQUEST_FIELD, summary_line
 from .routing import Router
 from .token_count import count_input_tokens, warm_up
+from .usage_watch import UsageWatch, watched
 from .exchange import Answer, Exchange
 from .upstream import CLIENT_CREDENTIALS, ClientPool
 
 log = logging.getLogger("balancer")
 
 PROVIDER_HEADER = "x-balancer-provider"
+DEBUG_PAYLOAD_LIMIT = 8192  # bytes of a request body shown at log_level DEBUG
 REDACTED = "[redacted]"
 
 ADAPTERS = {"anthropic": anthropic_adapter, "openai": openai_adapter}
@@ -61,24 +64,37 @@ def error_response(status: int, error_type: str, message: str, **headers: str) -
 class FlowRecord:
     """What the balancer did with one flow (kept in `flow.metadata["balancer"]`, shown by mitmweb)."""
 
+    request_id: str
     kind: str
-    requested_model: str | None
-    stream: bool
+    path: str
+    requested_model: str | None = None
+    stream: bool = False
     started: float = field(default_factory=time.perf_counter)
     provider: str | None = None
     model: str | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     token: str | None = None
     sent: dict[str, Any] | None = None  # the request as the provider received it (credentials redacted)
+    watch: UsageWatch | None = None
+    answered_at: float | None = None  # when the balancer answered by itself
 
-    def as_metadata(self) -> dict[str, Any]:
+    def as_metadata(self, status: int | str | None = None) -> dict[str, Any]:
+        now = time.perf_counter()
+        first_byte = self.watch.first_byte_at if self.watch else self.answered_at
         return {
+            "request_id": self.request_id,
             "kind": self.kind,
+            "path": self.path,
             "requested_model": self.requested_model,
             "provider": self.provider,
             "model": self.model,
             "stream": self.stream,
+            "status": status,
             "attempts": self.attempts,
+            "ttfb_ms": round((first_byte - self.started) * 1000, 1) if first_byte else None,
+            "total_ms": round((now - self.started) * 1000, 1),
+            "usage": dict(self.watch.usage) if self.watch and self.watch.usage else None,
+            "stop_reason": self.watch.stop_reason if self.watch else None,
         }
 
 
@@ -138,13 +154,16 @@ class Gateway:
                 "(API requests go to /v1/...; see GET /providers)",
             )
             return
+        record = self._records[flow.id] = FlowRecord(
+            request_id=flow.id[:8], kind=kind, path=flow.request.path.split("?", 1)[0]
+        )
         if self.providers.startup_error:
-            flow.response = error_response(
+            self._answer(flow, record, error_response(
                 503, "api_error", f"the balancer has no usable configuration: {self.providers.startup_error}"
-            )
+            ))
             return
         await self._sync_pool()
-        await self._dispatch(flow, kind)
+        await self._dispatch(flow, record)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         record = self._records.get(flow.id)
@@ -159,15 +178,34 @@ class Gateway:
         flow.request.raw_content = sent["body"]
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._records.pop(flow.id, None)
+        record = self._records.pop(flow.id, None)
+        if record is not None:
+            self._finish(flow, record, flow.response.status_code if flow.response else None)
 
     async def error(self, flow: http.HTTPFlow) -> None:
         record = self._records.pop(flow.id, None)
-        if record is not None and record.token is not None:
+        if record is None:
+            return
+        if record.token is not None:
             await self.relay.discard(record.token)
+        self._finish(flow, record, "client gone" if flow.error and "disconnect" in str(flow.error).lower() else "error")
+
+    def _finish(self, flow: http.HTTPFlow, record: FlowRecord, status: int | str | None) -> None:
+        """The flow is over: its metadata gets the final figures, and the log its one line."""
+        if record.watch is not None and isinstance(status, str):  # the body did not run to its end
+            record.watch.finish()
+        metadata = record.as_metadata(status)
+        flow.metadata["balancer"] = metadata
+        log.info(summary_line(metadata), extra={REQUEST_FIELD: metadata})
+
+    def _answer(self, flow: http.HTTPFlow, record: FlowRecord, response: http.Response) -> None:
+        """The balancer answers by itself (an error, a local count)."""
+        record.answered_at = time.perf_counter()
+        flow.response = response
 
     # -- dispatching -----------------------------------------------------------------------------------------
-    async def _dispatch(self, flow: http.HTTPFlow, kind: str) -> None:
+    async def _dispatch(self, flow: http.HTTPFlow, record: FlowRecord) -> None:
+        kind = record.kind
         parsed: dict[str, Any] | None = None
         body = flow.request.raw_content or b""
         requested: str | None = None
@@ -176,11 +214,11 @@ class Gateway:
             if problem is None and not isinstance(parsed.get("model"), str):
                 problem = "model: a string naming the model is required"
             if problem:
-                flow.response = error_response(400, "invalid_request_error", problem)
+                self._answer(flow, record, error_response(400, "invalid_request_error", problem))
                 return
             requested = parsed["model"]
         stream = kind == MESSAGES and bool(parsed and parsed.get("stream") is True)
-        record = FlowRecord(kind=kind, requested_model=requested, stream=stream)
+        record.requested_model, record.stream = requested, stream
 
         settings = self.providers.settings
         board = self.providers.board
@@ -242,30 +280,26 @@ class Gateway:
             if penalize:
                 self.affinity.remember(affinity_key, result.provider.name)
             await self._relay(flow, record, result, choice)
-        flow.metadata["balancer"] = record.as_metadata()
-        log.info(self._summary(flow, record))
 
     async def _count_locally(self, flow: http.HTTPFlow, record: FlowRecord, parsed: dict[str, Any] | None) -> None:
         # In a thread: a large request takes milliseconds to encode, and streams must not wait for it.
         tokens = await asyncio.to_thread(count_input_tokens, parsed or {})
-        flow.response = http.Response.make(
+        record.provider = "local"
+        self._answer(flow, record, http.Response.make(
             200, json.dumps({"input_tokens": tokens}).encode(),
             {"content-type": "application/json", PROVIDER_HEADER: "local"},
-        )
-        record.provider = "local"
-        flow.metadata["balancer"] = record.as_metadata()
-        log.info(self._summary(flow, record))
+        ))
 
     def _answer_exhausted(self, flow: http.HTTPFlow, record: FlowRecord, result: Exhausted) -> None:
         board = self.providers.board
         waits = [board.cooldown_remaining(p.name) for p in self.providers.config.providers if p.enabled]
         retry_after = max(1, math.ceil(min(waits))) if waits else 1
-        flow.response = error_response(
+        self._answer(flow, record, error_response(
             503,
             "overloaded_error" if result.overloaded else "api_error",
             result.summary(),
             **{"retry-after": str(retry_after)},
-        )
+        ))
         flow.comment = result.summary()
 
     async def _relay(self, flow: http.HTTPFlow, record: FlowRecord, result: Success, choice: ModelChoice | None) -> None:
@@ -277,11 +311,15 @@ class Gateway:
         record.model = choice.model if choice else None
         answer = result.answer
         headers = [*answer.headers, (PROVIDER_HEADER, result.provider.name)]
-        parked = Parked(answer.status, headers, answer.body, result.response.aclose, is_sse=answer.is_sse)
+        record.watch = UsageWatch(answer.is_sse)
+        body = watched(answer.body, record.watch)
+        parked = Parked(answer.status, headers, body, result.response.aclose, is_sse=answer.is_sse)
         record.token = self.relay.park(parked)
-        self._records[flow.id] = record
 
         sent = result.request
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("req %s sent to %s %s:\n%s", record.request_id, sent.method, sent.url,
+                      sent.content[:DEBUG_PAYLOAD_LIMIT].decode("utf-8", errors="replace"))
         record.sent = {
             "url": str(sent.url),
             "headers": [
@@ -300,13 +338,4 @@ class Gateway:
         failed = [a for a in result.attempts if a.failed]
         flow.comment = f"served by {result.provider.name}" + (
             " after " + "; ".join(f"{a.provider}: {a.outcome}" for a in failed) if failed else ""
-        )
-
-    def _summary(self, flow: http.HTTPFlow, record: FlowRecord) -> str:
-        attempts = ", ".join(f"{a['provider']} {a['outcome']} {a['ms']:.0f}ms" for a in record.attempts) or "none"
-        target = f"{record.provider}/{record.model}" if record.provider else "no provider"
-        elapsed = (time.perf_counter() - record.started) * 1000
-        return (
-            f"{record.kind} {record.requested_model or flow.request.path} -> {target}"
-            f"{' stream' if record.stream else ''} | attempts: {attempts} | {elapsed:.0f}ms to headers"
         )

@@ -9,6 +9,7 @@ from mitmproxy import ctx, exceptions
 
 from .config import BalancerConfig, ConfigError, LoadedConfig, Settings, builtin_default, load_config, DEFAULT_SOURCE
 from .health import HealthBoard
+from .request_log import LogFile
 
 log = logging.getLogger("balancer")
 
@@ -26,6 +27,7 @@ class Providers:
         # Set when the file could not be loaded at start-up: nothing is served until a reload succeeds.
         self.startup_error: str | None = None
         self._loaded_once = False
+        self.log_file = LogFile()
 
     @property
     def config(self) -> BalancerConfig:
@@ -58,6 +60,9 @@ class Providers:
                 self.startup_error = str(exc)
                 log.error("cannot load the providers file: %s", exc)
 
+    def done(self) -> None:
+        self.log_file.close()
+
     def reload(self) -> LoadedConfig:
         """Re-read the file. On error the running configuration is kept and ConfigError is raised."""
         loaded = load_config(ctx.options.providers)
@@ -71,6 +76,12 @@ class Providers:
         self.board.retain(p.name for p in loaded.config.providers)
         self.board.forgive_auth_failures()
         logging.getLogger("balancer").setLevel(loaded.config.settings.log_level)
+        if loaded.config.settings.log_level == "DEBUG" and "termlog_verbosity" in ctx.options:
+            ctx.options.update(termlog_verbosity="debug")  # else mitmproxy's terminal hides DEBUG lines
+        try:
+            self.log_file.use(loaded.config.settings.log_file)
+        except OSError as exc:
+            log.error("cannot write the log file %s: %s", loaded.config.settings.log_file, exc)
         for noisy in ("httpx", "httpcore", "hpack"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         for warning in loaded.warnings:

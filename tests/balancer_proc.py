@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -41,11 +42,13 @@ class BalancerProcess:
         providers_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
         command: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.workdir = workdir
         self.providers_file = providers_file or workdir / "providers.yaml"
         self.extra_args = extra_args
         self.command = command  # instead of the default mitmdump command line
+        self.env = env  # added to this process's environment
         self.log_lines: list[str] = []
         self.port: int | None = None
         self._proc: subprocess.Popen[str] | None = None
@@ -87,7 +90,8 @@ class BalancerProcess:
             *self.extra_args,
         ]
         self._proc = subprocess.Popen(
-            cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            cmd, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env={**os.environ, **self.env} if self.env else None,
         )
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
