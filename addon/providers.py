@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions
@@ -12,6 +14,8 @@ from .health import HealthBoard
 from .request_log import LogFile
 
 log = logging.getLogger("balancer")
+
+WATCH_INTERVAL = 1.0  # seconds between looks at the providers file
 
 # mitmproxy options the balancer needs whatever the command line says.
 REQUIRED_OPTIONS = {
@@ -27,6 +31,8 @@ class Providers:
         # Set when the file could not be loaded at start-up: nothing is served until a reload succeeds.
         self.startup_error: str | None = None
         self._loaded_once = False
+        self._seen: tuple[int, int, int] | None = None
+        self._watcher: asyncio.Task | None = None
         self.log_file = LogFile()
 
     @property
@@ -51,6 +57,7 @@ class Providers:
             if name in ctx.options and getattr(ctx.options, name) != value:
                 ctx.options.update(**{name: value})
         if "providers" in updated:
+            self._seen = _file_state(ctx.options.providers)
             try:
                 self.apply(load_config(ctx.options.providers))
             except ConfigError as exc:
@@ -60,11 +67,42 @@ class Providers:
                 self.startup_error = str(exc)
                 log.error("cannot load the providers file: %s", exc)
 
+    async def running(self) -> None:
+        self._seen = _file_state(ctx.options.providers)
+        self._watcher = asyncio.create_task(self._watch_file())
+
     def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         self.log_file.close()
+
+    async def _watch_file(self) -> None:
+        """Live reload: a change to the providers file is picked up within WATCH_INTERVAL seconds."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                self._check_file()
+            except Exception:  # the watcher must outlive any surprise
+                log.exception("watching the providers file failed")
+
+    def _check_file(self) -> None:
+        path = ctx.options.providers
+        state = _file_state(path)
+        if state == self._seen:
+            return
+        self._seen = state
+        if state is None:
+            log.warning("%s disappeared; the running configuration is kept", path)
+            return
+        try:
+            self.reload()
+        except ConfigError as exc:
+            log.error("%s changed but cannot be used; the running configuration is kept: %s", path, exc)
 
     def reload(self) -> LoadedConfig:
         """Re-read the file. On error the running configuration is kept and ConfigError is raised."""
+        self._seen = _file_state(ctx.options.providers)  # the watcher need not read this version again
         loaded = load_config(ctx.options.providers)
         self.apply(loaded)
         return loaded
@@ -87,6 +125,15 @@ class Providers:
         for warning in loaded.warnings:
             log.warning("%s: %s", loaded.source, warning)
         log.info("%s", describe(loaded))
+
+
+def _file_state(path: str) -> tuple[int, int, int] | None:
+    """What tells a changed file: modification time, size, inode (None when there is no file)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def describe(loaded: LoadedConfig) -> str:
