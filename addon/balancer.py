@@ -14,9 +14,21 @@ for _name in [m for m in sys.modules if m == "addon" or m.startswith("addon.")]:
     del sys.modules[_name]
 
 from addon.admin import AdminApi  # noqa: E402
+from addon.commands import BalancerCommands  # noqa: E402
+from addon.fallback import NotFound  # noqa: E402
 from addon.gateway import Gateway  # noqa: E402
+from addon.metrics import Metrics  # noqa: E402
+from addon.models_api import ModelsApi  # noqa: E402
 from addon.providers import Providers  # noqa: E402
 
 providers = Providers()
 gateway = Gateway(providers)
-addons = [providers, AdminApi(providers, gateway.runtime_status), gateway]
+addons = [
+    providers,
+    AdminApi(providers, gateway.runtime_status),
+    ModelsApi(providers),
+    gateway,
+    Metrics(providers),  # after the gateway: it counts flows once the gateway has finished them
+    BalancerCommands(providers, gateway.runtime_status),
+    NotFound(),  # last: whatever nothing above answered
+]

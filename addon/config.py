@@ -88,6 +88,17 @@ class ProviderConfig(_Lenient):
         return self
 
 
+# Claude model names offered by GET /v1/models by default (settings.models replaces the list).
+DEFAULT_MODELS = (
+    "claude-opus-5-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+    "claude-opus-4-8",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+)
+
+
 class Settings(_Lenient):
     failure_cooldown: float = Field(default=60.0, ge=0)
     request_timeout: float = Field(default=60.0, gt=0)
@@ -107,6 +118,8 @@ class Settings(_Lenient):
     # provider's own count, exact), auto (upstream within count_tokens_timeout, else local).
     count_tokens: Literal["local", "upstream", "auto"] = "auto"
     count_tokens_timeout: float = Field(default=5.0, gt=0)
+    # What GET /v1/models offers besides the providers' configured models (each is routed by its tier).
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # Also write the log as JSON lines (one object per line, request fields under "request") to this file.
     log_file: str | None = None

@@ -20,7 +20,7 @@ from .errors import error_body
 from .failover import Exhausted, Success, attempt_in_turn, record_failure
 from .model_map import ModelChoice
 from .providers import Providers
-from .relay import PATH_PREFIX, Parked, RelayServer
+from .relay import PATH_PREFIX, RELAYED, Parked, RelayServer
 from .request_log import REQUEST_FIELD, summary_line
 from .routing import Router
 from .token_count import count_input_tokens, warm_up
@@ -147,13 +147,7 @@ class Gateway:
             flow.response = error_response(405, "invalid_request_error", wrong_method, allow="POST")
             return
         if kind is None:
-            flow.response = error_response(
-                404,
-                "not_found_error",
-                f"{flow.request.method} {flow.request.path.split('?', 1)[0]} is not served by the balancer "
-                "(API requests go to /v1/...; see GET /providers)",
-            )
-            return
+            return  # not an API path: another addon's, or the fallback's 404
         record = self._records[flow.id] = FlowRecord(
             request_id=flow.id[:8], kind=kind, path=flow.request.path.split("?", 1)[0]
         )
@@ -330,6 +324,7 @@ class Gateway:
         port = self.relay.port or await self.relay.start()
         flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
         flow.request.path = PATH_PREFIX + record.token
+        flow.metadata[RELAYED] = True
         # The relay does not need the body again.
         flow.request.raw_content = b""
         flow.request.headers["content-length"] = "0"

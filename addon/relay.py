@@ -21,6 +21,8 @@ from .errors import sse_error_event
 log = logging.getLogger("balancer.relay")
 
 PATH_PREFIX = "/relay/"
+# flow.metadata key set on flows whose answer comes from the relay (no other addon answers them).
+RELAYED = "balancer_relayed"
 _MAX_HEAD = 64 * 1024
 
 

@@ -158,10 +158,10 @@ def test_count_tokens_goes_to_a_provider(balancer, fakes, client, unique):
 def test_other_api_paths_are_forwarded_to_the_provider(balancer, fakes, unique):
     first = fakes[0]
     balancer.use([anthropic_provider(f"a-{unique}", first.url)])
-    response = httpx.get(balancer.url + "/v1/models?limit=5", headers={"x-api-key": "c"}, timeout=10)
+    response = httpx.get(balancer.url + "/v1/files?limit=5", headers={"x-api-key": "c"}, timeout=10)
     assert response.headers["x-balancer-provider"] == f"a-{unique}"
     assert first.requests[0].method == "GET"
-    assert first.requests[0].path == "/v1/models?limit=5"
+    assert first.requests[0].path == "/v1/files?limit=5"
     assert first.requests[0].headers["x-api-key"] == f"key-of-a-{unique}"
 
 

@@ -1,0 +1,72 @@
+"""Commands for mitmproxy's and mitmweb's command prompt: `balancer.status` and `balancer.reload`.
+
+They show and do what `GET /providers` and `POST /providers/reload` do, for someone watching the traffic
+in mitmproxy or mitmweb rather than calling the balancer's own endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mitmproxy import command, exceptions
+
+from .admin import provider_status
+from .config import ConfigError
+from .providers import Providers, describe
+
+log = logging.getLogger("balancer")
+
+
+def provider_line(status: dict[str, Any]) -> str:
+    """One provider of `balancer.status`, from what `GET /providers` shows of it (never a credential)."""
+    if not status["enabled"]:
+        state = "disabled"
+    elif status["cooldown_remaining"] > 0:
+        state = f"cooling down {status['cooldown_remaining']:.1f}s"
+        if status["cooldown_reason"]:
+            state += f" ({status['cooldown_reason']})"
+    else:
+        state = "healthy"
+        if status["probing"]:
+            state += ", being probed"
+    return f"{status['name']}: {state} | requests {status['requests']}, failures {status['failures']}"
+
+
+class BalancerCommands:
+    def __init__(self, providers: Providers, runtime_status: Callable[[], dict[str, Any]] | None = None):
+        self.providers = providers
+        # Extra fields for the first line of `balancer.status` (open streams, sessions, ...).
+        self.runtime_status = runtime_status or dict
+
+    @command.command("balancer.status")
+    def status(self) -> str:
+        """Config source, strategy, and each provider: healthy or cooling down (why), requests, failures."""
+        settings = self.providers.settings
+        head = [
+            f"config: {self.providers.loaded.source}",
+            f"strategy: {settings.strategy}",
+            f"affinity: {settings.affinity_in_force}",
+            *(f"{key.replace('_', ' ')}: {value}" for key, value in self.runtime_status().items()),
+        ]
+        lines = [" | ".join(head)]
+        if self.providers.startup_error:
+            lines.append(f"no usable configuration (fix the file, then reload): {self.providers.startup_error}")
+        board = self.providers.board
+        lines += [provider_line(provider_status(p, board)) for p in self.providers.config.providers]
+        return "\n".join(lines)
+
+    @command.command("balancer.reload")
+    def reload(self) -> str:
+        """Re-read the providers file like POST /providers/reload (a bad file is refused, the old one kept)."""
+        try:
+            loaded = self.providers.reload()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            raise exceptions.CommandError(f"{exc}\n(the running configuration is kept)") from None
+        summary = describe(loaded)
+        if loaded.warnings:
+            count = len(loaded.warnings)
+            summary += f"; {count} warning{'s' if count > 1 else ''}: " + "; ".join(loaded.warnings)
+        return summary

@@ -1,0 +1,211 @@
+"""`GET /metrics`: Prometheus text exposition of the balancer's traffic and of the providers' health.
+
+Traffic is counted from what the gateway leaves in `flow.metadata["balancer"]` when a flow is over (its
+`response` and `error` hooks; this addon is listed after the gateway so that the figures are final). Provider
+health is read from the health board at scrape time, so it is never stale and providers removed by a reload
+disappear from the output.
+
+Labels carry only bounded, non-secret values: kind, provider name, HTTP status, failure class, direction,
+stream. Never a credential, a model name or an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from mitmproxy import http
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import health
+from .errors import error_body
+from .providers import Providers
+
+log = logging.getLogger("balancer")
+
+PATH = "/metrics"
+KINDS = ("messages", "count_tokens", "api")
+FAILURE_CLASSES = frozenset({
+    health.TRANSPORT, health.TIMEOUT, health.RATE_LIMITED, health.OVERLOADED, health.SERVER_ERROR, health.AUTH,
+    health.STREAM_ERROR,
+})
+NO_PROVIDER = "none"
+OTHER = "other"
+
+# Whole requests to LLM providers run from milliseconds (count_tokens, errors) to minutes (long streams).
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+TTFB_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+
+
+def _label(value: Any, allowed: frozenset[str] | tuple[str, ...] | None = None, default: str = OTHER) -> str:
+    """A label value from metadata: only plain strings (of the allowed ones, when given)."""
+    if not isinstance(value, str) or not value:
+        return default
+    if allowed is not None and value not in allowed:
+        return OTHER
+    return value
+
+
+def _seconds(ms: Any) -> float | None:
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms < 0:
+        return None
+    return ms / 1000.0
+
+
+def _tokens(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+class ProviderHealthCollector(Collector):
+    """Gauges of every configured provider, read from the Providers addon at each scrape."""
+
+    def __init__(self, providers: Providers):
+        self.providers = providers
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        healthy = GaugeMetricFamily(
+            "balancer_provider_healthy",
+            "1 when the provider is enabled and not cooling down, else 0.",
+            labels=["provider"],
+        )
+        enabled = GaugeMetricFamily(
+            "balancer_provider_enabled", "1 when the provider is enabled in the providers file.", labels=["provider"]
+        )
+        cooldown = GaugeMetricFamily(
+            "balancer_provider_cooldown_remaining_seconds",
+            "Seconds until the provider's cooldown ends (0 when it is not cooling down).",
+            labels=["provider"],
+        )
+        consecutive = GaugeMetricFamily(
+            "balancer_provider_consecutive_failures",
+            "Failures of the provider since its last success.",
+            labels=["provider"],
+        )
+        board = self.providers.board
+        for provider in self.providers.config.providers:
+            remaining = board.cooldown_remaining(provider.name)
+            healthy.add_metric([provider.name], 1.0 if provider.enabled and remaining <= 0 else 0.0)
+            enabled.add_metric([provider.name], 1.0 if provider.enabled else 0.0)
+            cooldown.add_metric([provider.name], remaining)
+            consecutive.add_metric([provider.name], float(board.get(provider.name).consecutive_failures))
+        yield from (healthy, enabled, cooldown, consecutive)
+
+
+class Metrics:
+    def __init__(self, providers: Providers):
+        self.providers = providers
+        # A registry of our own: a script reload or a test builds a fresh one instead of colliding with the last.
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "balancer_requests",
+            "API requests by kind, the provider that served them ('none' if none did) and the HTTP status the "
+            "client got ('error' when the flow failed, e.g. the client left).",
+            ["kind", "provider", "status"],
+            registry=self.registry,
+        )
+        self.attempt_failures = Counter(
+            "balancer_attempt_failures",
+            "Provider attempts that failed, by provider and failure class.",
+            ["provider", "class"],
+            registry=self.registry,
+        )
+        self.failovers = Counter(
+            "balancer_failovers",
+            "API requests that needed more than one provider attempt.",
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "balancer_request_duration_seconds",
+            "Time from the request to the end of the answer to the client.",
+            ["kind", "provider"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttfb = Histogram(
+            "balancer_time_to_first_byte_seconds",
+            "Time from the request to the first byte of the answer to the client.",
+            ["provider", "stream"],
+            buckets=TTFB_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "balancer_tokens",
+            "Tokens reported in the answers' usage, by provider; direction 'in' (input) or 'out' (output).",
+            ["provider", "direction"],
+            registry=self.registry,
+        )
+        self.registry.register(ProviderHealthCollector(providers))
+
+    # -- the endpoint ----------------------------------------------------------------------------------------
+    def request(self, flow: http.HTTPFlow) -> None:
+        self._serve(flow)
+
+    def _serve(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        if flow.request.path.split("?", 1)[0] != PATH:
+            return
+        if flow.request.method not in ("GET", "HEAD"):
+            flow.response = http.Response.make(
+                405,
+                error_body("invalid_request_error", f"{PATH} accepts GET only"),
+                {"content-type": "application/json", "allow": "GET"},
+            )
+        else:
+            flow.response = http.Response.make(200, self.exposition(), {"content-type": CONTENT_TYPE_LATEST})
+        flow.metadata["balancer"] = {"admin": "metrics"}
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- counting --------------------------------------------------------------------------------------------
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    def _count(self, flow: http.HTTPFlow) -> None:
+        record = flow.metadata.get("balancer")
+        if not isinstance(record, dict) or not record.get("kind"):
+            return  # not an API flow (an admin endpoint, /metrics itself, a 404)
+        try:
+            self.observe(record, flow.response.status_code if flow.response and not flow.error else None)
+        except Exception:  # a metrics problem must never break a flow
+            log.exception("metrics: could not count flow %s", flow.id)
+
+    def observe(self, record: dict[str, Any], status: int | None) -> None:
+        """Count one finished API request (`status` None: the flow failed)."""
+        kind = _label(record.get("kind"), KINDS)
+        provider = _label(record.get("provider"), default=NO_PROVIDER)
+        self.requests.labels(kind, provider, str(status) if isinstance(status, int) else "error").inc()
+
+        attempts = record.get("attempts")
+        attempts = [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
+        for attempt in attempts:
+            if attempt.get("failed"):
+                self.attempt_failures.labels(
+                    _label(attempt.get("provider"), default=NO_PROVIDER), _label(attempt.get("class"), FAILURE_CLASSES)
+                ).inc()
+        if len(attempts) > 1:
+            self.failovers.inc()
+
+        total = _seconds(record.get("total_ms"))
+        if total is not None:
+            self.duration.labels(kind, provider).observe(total)
+        ttfb = _seconds(record.get("ttfb_ms"))
+        if ttfb is not None:
+            self.ttfb.labels(provider, "true" if record.get("stream") is True else "false").observe(ttfb)
+
+        usage = record.get("usage")
+        if isinstance(usage, dict):
+            for key, direction in (("input_tokens", "in"), ("output_tokens", "out")):
+                count = _tokens(usage.get(key))
+                if count:
+                    self.tokens.labels(provider, direction).inc(count)
