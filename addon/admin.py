@@ -58,7 +58,9 @@ def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, A
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> http.Response:
     body = json.dumps(payload, indent=2).encode() + b"\n"
-    return http.Response.make(status, body, {"content-type": "application/json", **(headers or {})})
+    return http.Response.make(
+        status, body, {"content-type": "application/json", "x-balancer-provider": "none", **(headers or {})}
+    )
 
 
 class AdminApi:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import httpx
 
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
 from .model_echo import echo_model_in_body, echo_model_in_stream
 from .model_map import ModelChoice, choose_model
-from .stream_guard import guarded, hold_until_content
+from .failover import read_body
+from .stream_guard import StreamFailure, guarded, hold_until_content
 from .openai_response import SIGNATURE_PREFIX
-from .upstream import answer_headers, upstream_headers, upstream_url, with_model
+from .upstream import answer_headers, to_wire, upstream_headers, upstream_url, with_model
 
 _SIGNATURE_BYTES = SIGNATURE_PREFIX.encode()
 
@@ -43,7 +46,7 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
             content = with_model(b"", without_translated_thinking(exchange.parsed), choice.model, force=True)
         else:
             content = with_model(exchange.body, exchange.parsed, choice.model)
-    headers = upstream_headers(exchange.client_headers, provider, exchange.stream)
+    headers = to_wire(upstream_headers(exchange.client_headers, provider, exchange.stream))
     request = httpx.Request(exchange.method, upstream_url(provider, exchange.path), headers=headers, content=content)
     return request, choice
 
@@ -55,7 +58,14 @@ async def open_answer(
     content_type = response.headers.get("content-type", "")
     is_sse = content_type.startswith("text/event-stream")
     chunks = response.aiter_bytes()
-    if exchange.stream and is_sse and response.status_code < 300:
+    if not is_sse and exchange.parsed is not None:
+        # A whole JSON answer is read here, so that one breaking off can still fail over (mitmproxy would
+        # buffer it anyway): never a truncated body, never mitmproxy's own 502.
+        body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
+        if not complete:
+            raise StreamFailure("the answer broke off before its end")
+        chunks = _single(body)
+    elif exchange.stream and is_sse and response.status_code < 300:
         held = await hold_until_content(chunks, deadline)
         chunks = guarded(
             held,
@@ -70,3 +80,7 @@ async def open_answer(
         elif content_type.startswith("application/json"):
             chunks = echo_model_in_body(chunks, requested)
     return Answer(response.status_code, answer_headers(response), chunks, is_sse)
+
+
+async def _single(body: bytes) -> AsyncIterator[bytes]:
+    yield body

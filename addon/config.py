@@ -65,8 +65,8 @@ class ProviderConfig(_Lenient):
     @field_validator("proxy")
     @classmethod
     def _proxy_url(cls, value: str | None) -> str | None:
-        if value and urlsplit(value).scheme not in ("http", "https", "socks5", "socks5h"):
-            raise ValueError(f"must be an http://, https:// or socks5:// URL, got {value!r}")
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"must be an http:// or https:// proxy URL, got {urlsplit(value).scheme}://...")
         return value or None
 
     @field_validator("big_model", "small_model")

@@ -62,6 +62,7 @@ class Success:
 class Exhausted:
     attempts: list[AttemptRecord]
     skipped: list[tuple[ProviderConfig, str]] = field(default_factory=list)
+    client_gone: bool = False  # stopped because nobody waits for the answer any more
 
     @property
     def overloaded(self) -> bool:
@@ -105,16 +106,32 @@ def failure_class(status: int, detail: str) -> str:
     return SERVER_ERROR
 
 
-async def error_summary(response: httpx.Response) -> str:
-    """`overloaded_error: Overloaded` from an error body (bounded read), or "" when it says nothing useful."""
-    body = b""
+async def read_body(response: httpx.Response, deadline: float, limit: int | None = None) -> tuple[bytes, bool]:
+    """The body, read until `deadline` (a time.monotonic() value) or `limit` bytes: (bytes, complete)."""
+    chunks: list[bytes] = []
+    size = 0
+    iterator = response.aiter_bytes()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return b"".join(chunks), False
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), remaining)
+        except StopAsyncIteration:
+            return b"".join(chunks), True
+        except (TimeoutError, httpx.HTTPError, OSError):
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+        if limit is not None and size >= limit:
+            return b"".join(chunks), False
+
+
+async def error_summary(response: httpx.Response, deadline: float) -> str:
+    """`overloaded_error: Overloaded` from an error body (bounded in size and time), or "" when it says
+    nothing useful."""
     try:
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) >= ERROR_BODY_LIMIT:
-                break
-    except httpx.HTTPError:
-        pass
+        body, _ = await read_body(response, max(deadline, time.monotonic() + 1.0), ERROR_BODY_LIMIT)
     finally:
         await response.aclose()
     try:
@@ -146,12 +163,23 @@ async def attempt_in_turn(
     settings: Settings,
     open_answer: AnswerOpener,
     penalize: bool = True,
+    redact: Callable[[str], str] = str,
+    client_gone: Callable[[], bool] = lambda: False,
 ) -> Success | Exhausted:
     """Send to each usable provider in order. A transport error, no headers within `request_timeout`, a
     failover status, or a failure before the stream's commit point moves on (and, with `penalize`, cools
-    the provider down); any other answer is returned with its body ready to relay."""
+    the provider down); any other answer is returned with its body ready to relay. Stops early when the
+    client has gone. Every reason taken from a provider passes through `redact`."""
     attempts: list[AttemptRecord] = []
-    for provider in plan.usable:
+    skipped = list(plan.skipped)
+    for position, provider in enumerate(plan.usable):
+        if client_gone():
+            return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
+        if position > 0 and penalize and not board.is_available(provider.name):
+            # It failed for another request while this one waited on an earlier provider.
+            skipped.append((provider, "failed meanwhile for another request"))
+            continue
+        epoch = board.get(provider.name).failure_epoch
         if penalize:
             board.record_attempt(provider.name)
         try:
@@ -171,10 +199,11 @@ async def attempt_in_turn(
             outcome.attempts[:0] = attempts
             return outcome
         record, retry_after = outcome
+        record.outcome = redact(record.outcome)
         attempts.append(record)
         if penalize:
-            record_failure(board, settings, provider.name, record.outcome, record.kind or TRANSPORT, retry_after)
-    return Exhausted(attempts=attempts, skipped=plan.skipped)
+            record_failure(board, settings, provider.name, record.outcome, record.kind or TRANSPORT, retry_after, epoch)
+    return Exhausted(attempts=attempts, skipped=skipped)
 
 
 async def _attempt(
@@ -219,7 +248,7 @@ async def _attempt(
                 return Success(provider, request, response, answer, [record])
         else:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            detail = await error_summary(response)
+            detail = await error_summary(response, deadline)
             reason = f"HTTP {status}" + (f" {detail}" if detail else "")
             kind = failure_class(status, detail)
     ms = (time.perf_counter() - started) * 1000
@@ -227,9 +256,17 @@ async def _attempt(
 
 
 def record_failure(
-    board: HealthBoard, settings: Settings, name: str, reason: str, kind: str, retry_after: float | None = None
+    board: HealthBoard,
+    settings: Settings,
+    name: str,
+    reason: str,
+    kind: str,
+    retry_after: float | None = None,
+    epoch: int | None = None,
 ) -> None:
-    """Count a failure and start the provider's cooldown under the configured policy."""
+    """Count a failure and start the provider's cooldown under the configured policy. `epoch`: the provider's
+    failure epoch when the attempt started; an attempt that started before another failure was recorded
+    counts, but does not lengthen the streak (concurrent requests are one outage, not many)."""
     if kind == AUTH:
         cooldown = max(settings.auth_failure_cooldown, retry_after or 0.0)
     else:
@@ -237,4 +274,4 @@ def record_failure(
         cooldown = cooldown_seconds(
             settings.failure_cooldown, settings.cooldown_growth, settings.max_cooldown, consecutive, retry_after
         )
-    board.record_failure(name, reason, cooldown, kind)
+    board.record_failure(name, reason, cooldown, kind, epoch)

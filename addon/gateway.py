@@ -26,7 +26,7 @@ from .routing import Router
 from .token_count import count_input_tokens, warm_up
 from .usage_watch import UsageWatch, watched
 from .exchange import Answer, Exchange
-from .upstream import CLIENT_CREDENTIALS, ClientPool
+from .upstream import ClientPool, is_secret_header
 
 log = logging.getLogger("balancer")
 
@@ -105,11 +105,16 @@ def _parse_json_object(flow: http.HTTPFlow) -> tuple[dict[str, Any] | None, byte
         return None, b"", "the request body's content-encoding could not be decoded"
     try:
         parsed = json.loads(body)
-    except ValueError:
-        return None, body, "the request body is not valid JSON"
+    except (ValueError, RecursionError):
+        return None, body, "the request body is not valid JSON (or nested too deeply)"
     if not isinstance(parsed, dict):
         return None, body, "the request body must be a JSON object"
     return parsed, body, None
+
+
+def _client_gone(flow: http.HTTPFlow) -> bool:
+    # While a hook runs, mitmproxy keeps the flow live; only the client connection's end time says it left.
+    return flow.client_conn.timestamp_end is not None
 
 
 class Gateway:
@@ -128,7 +133,8 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def running(self) -> None:
         await self.relay.start()
-        await asyncio.to_thread(warm_up)  # the token vocabulary, before the first count_tokens request
+        # The token vocabulary, in the background: start-up must not wait for it (nor fail on it).
+        self._warm_up = asyncio.create_task(asyncio.to_thread(warm_up))
 
     async def done(self) -> None:
         await self.relay.stop()
@@ -156,8 +162,14 @@ class Gateway:
                 503, "api_error", f"the balancer has no usable configuration: {self.providers.startup_error}"
             ))
             return
-        await self._sync_pool()
-        await self._dispatch(flow, record)
+        try:
+            await self._sync_pool()
+            await self._dispatch(flow, record)
+        except Exception:
+            # A bug must never let the request fall through to mitmproxy's reverse target with the client's key.
+            log.exception("req %s: internal error", record.request_id)
+            if flow.live and not flow.response and not flow.metadata.get(RELAYED):
+                self._answer(flow, record, error_response(500, "api_error", "internal error in the balancer"))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         record = self._records.get(flow.id)
@@ -168,7 +180,7 @@ class Gateway:
         # From here on the flow shows the request as the provider received it, not the hop to the relay.
         sent = record.sent or {}
         flow.request.url = sent["url"]
-        flow.request.headers = http.Headers([(k.encode(), v.encode()) for k, v in sent["headers"]])
+        flow.request.headers = http.Headers([(k.encode(), v) for k, v in sent["headers"]])
         flow.request.raw_content = sent["body"]
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -201,7 +213,7 @@ class Gateway:
     async def _dispatch(self, flow: http.HTTPFlow, record: FlowRecord) -> None:
         kind = record.kind
         parsed: dict[str, Any] | None = None
-        body = flow.request.raw_content or b""
+        body = flow.request.get_content(strict=False) or b""
         requested: str | None = None
         if kind != OTHER_API:
             parsed, body, problem = _parse_json_object(flow)
@@ -234,7 +246,8 @@ class Gateway:
         def on_committed_failure(provider: ProviderConfig, reason: str, failure_kind: str) -> None:
             log.warning("%s failed after its stream was committed: %s", provider.name, reason)
             if penalize:
-                record_failure(board, self.providers.settings, provider.name, reason, failure_kind)
+                record_failure(board, self.providers.settings, provider.name, self.providers.redact(reason),
+                               failure_kind)
 
         exchange = Exchange(
             kind=kind, method=flow.request.method, path=flow.request.path, client_headers=client_headers,
@@ -251,7 +264,10 @@ class Gateway:
             adapter = ADAPTERS[provider.type]
             return await adapter.open_answer(provider, response, exchange, deadline, states[provider.name])
 
-        result = await attempt_in_turn(plan, build, self.pool, board, settings, open_answer, penalize)
+        result = await attempt_in_turn(
+            plan, build, self.pool, board, settings, open_answer, penalize,
+            redact=self.providers.redact, client_gone=lambda: _client_gone(flow),
+        )
         record.attempts = [
             {"provider": a.provider, "outcome": a.outcome, "ms": round(a.ms, 1), "failed": a.failed, "class": a.kind}
             for a in result.attempts
@@ -298,7 +314,7 @@ class Gateway:
 
     async def _relay(self, flow: http.HTTPFlow, record: FlowRecord, result: Success, choice: ModelChoice | None) -> None:
         response = result.response
-        if not flow.live or flow.error:  # the client left while providers were tried
+        if not flow.live or flow.error or _client_gone(flow):  # the client left while providers were tried
             await response.aclose()
             return
         record.provider = result.provider.name
@@ -317,7 +333,8 @@ class Gateway:
         record.sent = {
             "url": str(sent.url),
             "headers": [
-                (k, REDACTED if k.lower() in CLIENT_CREDENTIALS else v) for k, v in sent.headers.multi_items()
+                (k.decode("latin-1"), REDACTED.encode() if is_secret_header(k.decode("latin-1")) else v)
+                for k, v in sent.headers.raw
             ],
             "body": sent.content,
         }

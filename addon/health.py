@@ -31,6 +31,7 @@ class ProviderHealth:
     last_error: str | None = None
     last_error_at: float | None = None  # wall clock (epoch seconds)
     probing: bool = False  # a request is testing whether the provider is back
+    failure_epoch: int = 0  # counts recorded streak failures: attempts compare it to know they are stale
     latency_ms: float | None = None  # moving average of time to first byte (to first content for streams)
 
 
@@ -77,13 +78,20 @@ class HealthBoard:
             health.probing = True
         return health.probing
 
-    def record_failure(self, name: str, reason: str, cooldown: float, kind: str = TRANSPORT) -> None:
+    def record_failure(
+        self, name: str, reason: str, cooldown: float, kind: str = TRANSPORT, epoch: int | None = None
+    ) -> None:
+        """`epoch`: the provider's failure_epoch when the failed attempt started. If another failure was recorded
+        since, this one is counted but neither lengthens the streak nor the cooldown."""
         health = self.get(name)
         health.failures += 1
         health.failures_by_class[kind] = health.failures_by_class.get(kind, 0) + 1
-        health.consecutive_failures += 1
         health.last_error = reason
         health.last_error_at = self._wall()
+        if epoch is not None and epoch != health.failure_epoch:
+            return
+        health.consecutive_failures += 1
+        health.failure_epoch += 1
         health.probing = False
         until = self._clock() + cooldown
         if until >= health.cooldown_until:

@@ -21,7 +21,8 @@ from .openai_response import OpenAIResponseError, to_anthropic_message
 from .openai_stream import StreamTranslator
 from .sse import SSESplitter
 from .stream_guard import StreamFailure
-from .upstream import describe_exception
+from .failover import read_body
+from .upstream import describe_exception, to_wire
 
 # Response headers of an OpenAI-type provider worth passing on to an Anthropic client.
 _PASSED_ON = ("retry-after", "x-request-id", "request-id", "openrouter-provider")
@@ -69,7 +70,9 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
         headers["authorization"] = bearer
     headers.update(provider.extra_headers)
     content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    request = httpx.Request("POST", provider.base_url + "/chat/completions", headers=headers, content=content)
+    request = httpx.Request(
+        "POST", provider.base_url + "/chat/completions", headers=to_wire(headers.items()), content=content
+    )
     return request, Translation(choice, names)
 
 
@@ -92,8 +95,12 @@ def _error_reason(events: bytes) -> tuple[str, str]:
     return "stream ended before any content", STREAM_ERROR
 
 
-async def _read_all(response: httpx.Response) -> bytes:
-    return b"".join([chunk async for chunk in response.aiter_bytes()])
+async def _read_all(response: httpx.Response, exchange: Exchange, deadline: float) -> bytes:
+    """The whole body; an answer (2xx) that breaks off before its end is a failure that can fail over."""
+    body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
+    if not complete and response.status_code < 300:
+        raise StreamFailure("the answer broke off before its end")
+    return body
 
 
 async def open_answer(
@@ -102,10 +109,10 @@ async def open_answer(
     """Raises StreamFailure when the answer fails before any content reached the client (fail over)."""
     requested = exchange.requested_model or state.choice.model
     if response.status_code >= 300:
-        status, body = to_anthropic_error(response.status_code, await _read_all(response))
+        status, body = to_anthropic_error(response.status_code, await _read_all(response, exchange, deadline))
         return Answer(status, _headers(response, "application/json"), _single(body), is_sse=False)
     if not exchange.stream:
-        raw = await _read_all(response)
+        raw = await _read_all(response, exchange, deadline)
         try:
             message = to_anthropic_message(json.loads(raw), requested, state.names)
         except (ValueError, AttributeError, TypeError) as exc:

@@ -11,6 +11,7 @@ from mitmproxy import ctx, exceptions
 
 from .config import BalancerConfig, ConfigError, LoadedConfig, Settings, builtin_default, load_config, DEFAULT_SOURCE
 from .health import HealthBoard
+from .redact import Redactor
 from .request_log import LogFile
 
 log = logging.getLogger("balancer")
@@ -34,6 +35,7 @@ class Providers:
         self._seen: tuple[int, int, int] | None = None
         self._watcher: asyncio.Task | None = None
         self.log_file = LogFile()
+        self.redact = Redactor()
 
     @property
     def config(self) -> BalancerConfig:
@@ -109,6 +111,7 @@ class Providers:
 
     def apply(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
+        self.redact = Redactor(p.auth_value for p in loaded.config.providers)
         self.startup_error = None
         self._loaded_once = True
         self.board.retain(p.name for p in loaded.config.providers)

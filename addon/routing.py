@@ -70,8 +70,12 @@ def plan_attempts(
     ordered = order_providers(candidates, settings.strategy, board, rng or random.Random(), turn)
     usable = [p for p in ordered if board.is_available(p.name)]
     skipped = [(p, _skip_reason(p, board)) for p in ordered if not board.is_available(p.name)]
-    if preferred is not None:
-        usable.sort(key=lambda p: p.name != preferred)  # stable: the session's provider first, rest as planned
+    if preferred is not None and usable:
+        # The session's provider first, if it is in the best tier available now: a session that failed over to a
+        # backup tier goes back to the main tier when that recovers.
+        best = min(p.priority for p in usable)
+        if any(p.name == preferred and p.priority == best for p in usable):
+            usable.sort(key=lambda p: p.name != preferred)
     if not usable and skipped and settings.all_cooling == "try_soonest":
         # A brief global blip must not become minutes of 503s: try whoever comes back first (a credential
         # that was refused will not come back by waiting).

@@ -49,10 +49,13 @@ class SSESplitter:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        # Only the new bytes (and the 3 before them, where a boundary may begin) can hold a new boundary:
+        # rescanning the whole buffer would make one large event cost quadratic time.
+        resume = max(0, len(self._buffer) - 3)
         self._buffer += chunk
         events = []
         start = 0
-        for match in _BOUNDARY.finditer(self._buffer):
+        for match in _BOUNDARY.finditer(self._buffer, resume):
             raw = self._buffer[start : match.end()]
             start = match.end()
             if raw.strip():

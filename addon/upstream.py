@@ -34,6 +34,21 @@ CLIENT_CREDENTIALS = frozenset({"x-api-key", "authorization"})
 FAILOVER_STATUSES = frozenset({408, 429})
 
 
+_SECRET_NAME_PARTS = ("key", "auth", "token", "secret", "cookie", "password")
+
+
+def is_secret_header(name: str) -> bool:
+    """Headers whose values are never shown (flows in mitmweb, saved flows): credentials and their kin."""
+    lname = name.lower()
+    return lname in CLIENT_CREDENTIALS or any(part in lname for part in _SECRET_NAME_PARTS)
+
+
+def to_wire(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Header values as bytes: mitmproxy decodes them as UTF-8 (surrogates for anything else), and a client may
+    send non-ASCII values (`x-title: café`), which httpx would refuse to encode from str."""
+    return [(k.encode("latin-1", "replace"), v.encode("utf-8", "surrogateescape")) for k, v in headers]
+
+
 def should_fail_over(status: int) -> bool:
     return status in FAILOVER_STATUSES or status >= 500
 
@@ -55,6 +70,8 @@ def upstream_headers(
             continue
         if lname in CLIENT_CREDENTIALS and not passthrough:
             continue
+        if lname == "content-encoding":  # the balancer sends the body decoded
+            continue
         out.append((name, value))
     if provider.auth_type == "api_key":
         out.append(("x-api-key", provider.auth_value))
@@ -62,7 +79,8 @@ def upstream_headers(
         out.append(("authorization", f"Bearer {provider.auth_value}"))
     # A stream is relayed event by event: ask for it uncompressed so nothing sits in a decompressor.
     out.append(("accept-encoding", "identity" if stream else "gzip, deflate"))
-    return out
+    extra = {k.lower() for k in provider.extra_headers}
+    return [(k, v) for k, v in out if k.lower() not in extra] + list(provider.extra_headers.items())
 
 
 def answer_headers(response: httpx.Response) -> list[tuple[str, str]]:

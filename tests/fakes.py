@@ -197,6 +197,29 @@ class Raw(Behavior):
         handler.end_stream()
 
 
+@dataclass
+class BrokenBody(Behavior):
+    """Status and headers, then part of the body, then either the connection drops ("drop") or nothing more
+    comes until the other side gives up ("stall")."""
+
+    status: int = 200
+    ending: str = "drop"
+    body: bytes = b'{"type": "message", "content": [{"type": "text", "text": "cut sh'
+
+    def run(self, handler, request, fake):
+        handler.send_response(self.status)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("content-length", str(len(self.body) + 500))
+        handler.end_headers()
+        handler.wfile.write(self.body)
+        handler.wfile.flush()
+        handler.close_connection = True
+        if self.ending == "stall":
+            wait_for_peer_close(handler.connection, threading.Event(), 30.0, fake.stopping)
+        else:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+
+
 def openai_json(body: dict[str, Any], status: int = 200, **headers: str) -> Raw:
     return Raw(json.dumps(body).encode(), content_type="application/json", status=status, headers=headers)
 

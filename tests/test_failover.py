@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from balancer_proc import anthropic_provider
-from fakes import FIRST_DELTA, Blackhole, FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
+from fakes import FIRST_DELTA, Blackhole, BrokenBody, FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
 from tls import self_signed_server_context
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -182,3 +182,16 @@ def test_count_tokens_failures_do_not_cool_down(balancer, client, unique):
         assert client.messages.count_tokens(model="claude-sonnet-4", messages=MESSAGES).input_tokens == 42
         health = balancer.provider_status(f"a-{unique}")
         assert (health["healthy"], health["failures"]) == (True, 0)
+
+
+@pytest.mark.parametrize("failure", ["answer-breaks-off", "error-body-stalls"])
+def test_broken_or_stalled_bodies_fail_over_in_time(balancer, client, unique, failure):
+    """A non-streamed answer that breaks off mid-body fails over (never mitmproxy's own 502); an error status
+    whose body never ends fails over within request_timeout, not stream_idle_timeout."""
+    bad = BrokenBody(200, "drop") if failure == "answer-breaks-off" else BrokenBody(529, "stall")
+    with FakeProvider(bad) as broken, FakeProvider(Message("from b")) as good:
+        balancer.use([anthropic_provider(f"a-{unique}", broken.url), anthropic_provider(f"b-{unique}", good.url)],
+                     request_timeout=1, stream_idle_timeout=30)
+        assert ask(client, stream=False) == (f"b-{unique}", "from b")
+        health = balancer.provider_status(f"a-{unique}")
+        assert health["failures"] == 1

@@ -10,6 +10,7 @@ import httpx
 
 from balancer_proc import anthropic_provider
 from fakes import FIRST_DELTA, FakeProvider, Stream
+from test_resilience import wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi there"}]
 
@@ -66,7 +67,8 @@ def test_unknown_model_uses_big_model_and_logs_a_warning(balancer, fakes, client
     message = client.messages.create(model="some-other-model", max_tokens=8, messages=MESSAGES)
     assert first.requests[0].json()["model"] == "provider-big"
     assert message.model == "some-other-model"
-    assert any("'some-other-model' matches no tier" in line for line in balancer.log_lines)
+    wait_until(lambda: any("'some-other-model' matches no tier" in line for line in balancer.log_lines),
+               what="the warning in the log")
 
 
 def test_unchanged_model_forwards_the_body_byte_for_byte(balancer, fakes, unique):
@@ -184,3 +186,28 @@ def test_sdk_sees_provider_errors_unchanged(balancer, fakes, client, unique):
     assert second.requests == []
     status = balancer.provider_status(f"a-{unique}")
     assert status["healthy"] is True and status["failures"] == 0
+
+
+def test_non_ascii_headers_and_extra_headers_reach_the_provider(balancer, fakes, unique):
+    first = fakes[0]
+    balancer.use([anthropic_provider(f"a-{unique}", first.url, extra_headers={"x-title": "Café ☕", "x-org": "o1"})])
+    response = httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": []},
+                          headers={"x-client-note": "naïve".encode("utf-8")}, timeout=10)
+    assert response.status_code == 200
+    received = first.requests[0].headers
+    assert received["x-org"] == "o1"
+    assert received["x-title"].encode("latin-1").decode("utf-8") == "Café ☕"
+    assert received["x-client-note"].encode("latin-1").decode("utf-8") == "naïve"
+
+
+def test_a_compressed_request_body_is_sent_decoded_and_labelled_so(balancer, fakes, unique):
+    import gzip
+
+    first = fakes[0]
+    balancer.use([anthropic_provider(f"a-{unique}", first.url, big_model="mapped")])
+    body = gzip.compress(json.dumps({"model": "claude-sonnet-4", "max_tokens": 1, "messages": []}).encode())
+    response = httpx.post(balancer.url + "/v1/messages", content=body, timeout=10,
+                          headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert response.status_code == 200
+    assert "content-encoding" not in first.requests[0].headers
+    assert first.requests[0].json()["model"] == "mapped"

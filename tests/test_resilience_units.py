@@ -573,7 +573,7 @@ def test_least_latency_within_tiers(board: HealthBoard) -> None:
 
 @pytest.mark.parametrize("strategy", ["priority", "round_robin", "weighted", "random", "least_latency"])
 def test_preferred_moves_to_the_front_when_usable(board: HealthBoard, strategy: str) -> None:
-    providers = [provider("a"), provider("b", 1), provider("c")]
+    providers = [provider("a"), provider("b"), provider("c")]
     plan = plan_attempts(providers, board, settings=Settings(strategy=strategy), preferred="b", rng=random.Random(1))
     assert plan.usable[0].name == "b"
     assert sorted(names(plan.usable)) == ["a", "b", "c"]
@@ -1232,3 +1232,22 @@ def test_guarded_break_after_message_stop_is_not_a_failure() -> None:
                                 then=httpx.RemoteProtocolError("peer closed connection"))
     assert b"".join(out) == OPENING + DELTA + MESSAGE_DELTA + MESSAGE_STOP
     assert failures.calls == []
+
+
+def test_affinity_does_not_override_a_better_priority_tier(board: HealthBoard) -> None:
+    main = ProviderConfig(name="main", base_url="https://m.example", auth_value="k", priority=1)
+    backup = ProviderConfig(name="backup", base_url="https://b.example", auth_value="k", priority=2)
+    other = ProviderConfig(name="other", base_url="https://o.example", auth_value="k", priority=1)
+    assert names(plan_attempts([main, backup], board, preferred="backup").usable) == ["main", "backup"]
+    assert names(plan_attempts([main, other, backup], board, preferred="other").usable) == ["other", "main", "backup"]
+    board.record_failure("main", "HTTP 500", cooldown=60)
+    assert names(plan_attempts([main, backup], board, preferred="backup").usable) == ["backup"]
+
+
+def test_a_stale_failure_counts_but_does_not_lengthen_the_streak(board: HealthBoard) -> None:
+    started = board.get("a").failure_epoch  # two requests start on "a" at the same time
+    board.record_failure("a", "HTTP 500", cooldown=60, kind=SERVER_ERROR, epoch=started)
+    board.record_failure("a", "HTTP 500", cooldown=600, kind=SERVER_ERROR, epoch=started)
+    health = board.get("a")
+    assert (health.failures, health.consecutive_failures) == (2, 1)
+    assert board.cooldown_remaining("a") == 60

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -307,7 +308,7 @@ def test_error_type_table_is_used_as_is() -> None:
 
 
 def summary_of(status: int, content: bytes) -> str:
-    return asyncio.run(error_summary(httpx.Response(status, content=content)))
+    return asyncio.run(error_summary(httpx.Response(status, content=content), time.monotonic() + 5))
 
 
 def test_error_summary_anthropic_error() -> None:
@@ -356,7 +357,7 @@ class CountingStream(httpx.AsyncByteStream):
 
 def test_error_summary_reads_a_bounded_amount_and_closes() -> None:
     stream = CountingStream(b"x" * 1000)
-    result = asyncio.run(error_summary(httpx.Response(503, stream=stream)))
+    result = asyncio.run(error_summary(httpx.Response(503, stream=stream), time.monotonic() + 5))
     assert result == ""
     assert ERROR_BODY_LIMIT <= stream.sent < ERROR_BODY_LIMIT + 1000
     assert stream.closed
