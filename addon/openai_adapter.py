@@ -3,7 +3,6 @@ translated back to Anthropic's messages, events and errors."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,14 +12,14 @@ import httpx
 
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
-from .health import OVERLOADED, STREAM_ERROR, TIMEOUT
+from .health import OVERLOADED, STREAM_ERROR
 from .model_map import ModelChoice, choose_model
 from .openai_errors import to_anthropic_error
 from .openai_request import OpenAIOptions, ToolNames, to_openai_request
 from .openai_response import OpenAIResponseError, to_anthropic_message
 from .openai_stream import StreamTranslator
 from .sse import SSESplitter
-from .stream_guard import StreamFailure
+from .stream_guard import StreamFailure, next_chunk_before
 from .failover import read_body
 from .upstream import describe_exception, to_wire
 
@@ -141,21 +140,13 @@ async def _hold(translator: StreamTranslator, chunks: AsyncIterator[bytes], dead
     """Translate until the first content block (the commit point); a failure before it raises StreamFailure."""
     out: list[bytes] = []
     while not translator.started_content:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise StreamFailure("no content before the deadline", TIMEOUT)
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
-        except StopAsyncIteration:
+        chunk = await next_chunk_before(chunks, deadline)
+        if chunk is None:
             out.append(translator.finish())
             produced = b"".join(out)
             if b"event: error" in produced or not produced:
-                raise StreamFailure(*_error_reason(produced)) from None
+                raise StreamFailure(*_error_reason(produced))
             return produced  # a complete answer without content blocks
-        except TimeoutError:
-            raise StreamFailure("no content before the deadline", TIMEOUT) from None
-        except (httpx.HTTPError, OSError) as exc:
-            raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
         out.append(translator.feed(chunk))
         if translator.done and not translator.started_content:
             produced = b"".join(out)

@@ -45,6 +45,22 @@ def _error_event_failure(data: str) -> StreamFailure:
     return StreamFailure(text[:200], OVERLOADED if kind in ("overloaded_error", "rate_limit_error") else STREAM_ERROR)
 
 
+async def next_chunk_before(chunks: AsyncIterator[bytes], deadline: float) -> bytes | None:
+    """The provider's next chunk before the commit point, or None at the end of its stream. Raises
+    StreamFailure when nothing comes by `deadline` (a `time.monotonic()` value) or the stream breaks."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise StreamFailure("no content before the deadline", TIMEOUT)
+    try:
+        return await asyncio.wait_for(chunks.__anext__(), remaining)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise StreamFailure("no content before the deadline", TIMEOUT) from None
+    except (httpx.HTTPError, OSError) as exc:
+        raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
+
+
 async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> bytes:
     """Read the opening events until the first content delta; return the raw bytes read so far.
 
@@ -53,17 +69,9 @@ async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> b
     splitter = SSESplitter()
     held: list[bytes] = []
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise StreamFailure("no content before the deadline", TIMEOUT)
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
-        except StopAsyncIteration:
-            raise StreamFailure("stream ended before any content") from None
-        except TimeoutError:
-            raise StreamFailure("no content before the deadline", TIMEOUT) from None
-        except (httpx.HTTPError, OSError) as exc:
-            raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
+        chunk = await next_chunk_before(chunks, deadline)
+        if chunk is None:
+            raise StreamFailure("stream ended before any content")
         held.append(chunk)
         for event in splitter.feed(chunk):
             if event.event == "error":

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from clock import ManualClock
 from addon.config import ProviderConfig, Settings
 from addon.health import HealthBoard, ProviderHealth
 from addon.routing import plan_attempts
-
-
-class ManualClock:
-    """A clock that only moves when the test says so."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

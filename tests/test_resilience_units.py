@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from addon.affinity import SessionAffinity, session_key
+from clock import ManualClock
 from addon.config import ProviderConfig, Settings
 from addon.failover import RETRY_AFTER_CEILING, attempt_in_turn, failure_class, parse_retry_after, record_failure
 from addon.health import (
@@ -35,19 +36,6 @@ from addon.health import (
 from addon.routing import Plan, Router, order_providers, plan_attempts
 from addon.stream_guard import EndWatch, StreamFailure, guarded, hold_until_content
 from addon.upstream import ClientPool
-
-
-class ManualClock:
-    """A clock that only moves when the test says so."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
