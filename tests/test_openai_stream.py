@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import json
 import random
 from typing import Any
@@ -111,15 +113,19 @@ def assert_grammar(events: list[tuple[str, dict]]) -> None:
             assert data["delta"]["stop_reason"] in STOP_REASONS
 
 
+# Newer SDKs (2.x, Python 3.12+) keep partial tool JSON in a buffer the caller passes; 0.x (Python 3.11) does not.
+_TAKES_JSON_BUFS = "json_bufs" in inspect.signature(accumulate_event).parameters
+
+
 def accumulate(events: list[tuple[str, dict]]) -> Any:
     """The SDK's own accumulator over the typed events (raises on an order it does not accept)."""
     snapshot = None
-    json_buffers: dict[int, bytes] = {}
+    extra: dict[str, Any] = {"json_bufs": {}} if _TAKES_JSON_BUFS else {}
     for name, data in events:
         if name == "error":
             continue
         event = EVENTS.validate_python(data)
-        snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=json_buffers)
+        snapshot = accumulate_event(event=event, current_snapshot=snapshot, **extra)
     return snapshot
 
 
