@@ -46,3 +46,26 @@ def test_saved_flows_show_the_provider_request_attempts_and_no_credential(tmp_pa
     for secret in (b"key-of-a", b"key-of-b"):
         assert secret not in raw
     assert "/relay/" not in "\n".join(balancer.log_lines)
+
+
+def test_an_openai_flow_shows_the_translated_request_as_sent(tmp_path):
+    from fakes import openai_json
+    from test_openai_e2e import openai_provider
+
+    flows_file = tmp_path / "flows.mitm"
+    completion = {"id": "c", "choices": [{"index": 0, "finish_reason": "stop",
+                                          "message": {"role": "assistant", "content": "hi"}}]}
+    with FakeProvider(openai_json(completion)) as fake:
+        balancer = BalancerProcess(tmp_path, extra_args=("-w", str(flows_file)))
+        balancer.write_providers([openai_provider("o", fake.url)])
+        with balancer, anthropic.Anthropic(base_url=balancer.url, api_key="client-key", max_retries=0) as client:
+            client.messages.create(model="claude-sonnet-4", max_tokens=8, system="Be brief",
+                                   messages=[{"role": "user", "content": "x"}])
+    with flows_file.open("rb") as f:
+        (flow,) = [fl for fl in io.FlowReader(f).stream() if fl.request.path.endswith("/chat/completions")]
+    assert flow.request.url == f"{fake.url}/v1/chat/completions"
+    assert flow.request.headers["authorization"] == "[redacted]"
+    sent = json.loads(flow.request.content)
+    assert sent["model"] == "gpt-big"
+    assert sent["messages"] == [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "x"}]
+    assert json.loads(flow.response.content)["content"] == [{"type": "text", "text": "hi"}]
