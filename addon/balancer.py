@@ -13,6 +13,7 @@ if _ROOT not in sys.path:
 for _name in [m for m in sys.modules if m == "addon" or m.startswith("addon.")]:
     del sys.modules[_name]
 
+from addon.access import AccessControl  # noqa: E402
 from addon.admin import AdminApi  # noqa: E402
 from addon.commands import BalancerCommands  # noqa: E402
 from addon.fallback import NotFound  # noqa: E402
@@ -25,6 +26,7 @@ providers = Providers()
 gateway = Gateway(providers)
 addons = [
     providers,
+    AccessControl(providers),  # before anything that answers or forwards a request
     AdminApi(providers, gateway.runtime_status),
     ModelsApi(providers),
     gateway,

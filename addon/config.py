@@ -118,6 +118,12 @@ class Settings(_Lenient):
     # provider's own count, exact), auto (upstream within count_tokens_timeout, else local).
     count_tokens: Literal["local", "upstream", "auto"] = "auto"
     count_tokens_timeout: float = Field(default=5.0, gt=0)
+    # Who may use the balancer: keys clients present as x-api-key or Authorization: Bearer (none: anyone who
+    # can reach it). Admin endpoints need an admin key when admin_keys is set, else a client key.
+    client_keys: list[str] = Field(default_factory=list)
+    admin_keys: list[str] = Field(default_factory=list)
+    # Larger request bodies are refused with 413 (Claude Code requests with images stay well below).
+    max_body_size: int = Field(default=32 * 1024 * 1024, gt=0)
     # What GET /v1/models offers besides the providers' configured models (each is routed by its tier).
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -135,6 +141,13 @@ class Settings(_Lenient):
             return self.affinity
         return "none" if self.strategy == "priority" else "session"
 
+    @field_validator("client_keys", "admin_keys")
+    @classmethod
+    def _no_empty_keys(cls, keys: list[str]) -> list[str]:
+        if any(not key for key in keys):
+            raise ValueError("keys must not be empty (an unset ${VAR:-} perhaps)")
+        return keys
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -144,6 +157,19 @@ class Settings(_Lenient):
 class BalancerConfig(_Lenient):
     providers: list[ProviderConfig] = Field(min_length=1)
     settings: Settings = Field(default_factory=Settings)
+
+    @model_validator(mode="after")
+    def _passthrough_needs_open_access(self) -> BalancerConfig:
+        if self.settings.client_keys:
+            for provider in self.providers:
+                if provider.auth_type == "passthrough":
+                    raise ValueError(
+                        f"provider {provider.name!r} uses auth_type passthrough (it forwards the client's own "
+                        "credential), but with settings.client_keys the client's credential is a key for this "
+                        "balancer, never to be sent to a provider: give the provider its own auth_value, or "
+                        "remove client_keys"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> BalancerConfig:

@@ -111,7 +111,10 @@ class Providers:
 
     def apply(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
-        self.redact = Redactor(p.auth_value for p in loaded.config.providers)
+        settings = loaded.config.settings
+        self.redact = Redactor(
+            [p.auth_value for p in loaded.config.providers] + settings.client_keys + settings.admin_keys
+        )
         self.startup_error = None
         self._loaded_once = True
         self.board.retain(p.name for p in loaded.config.providers)

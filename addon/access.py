@@ -1,0 +1,94 @@
+"""Who may use the balancer: client keys for the API, admin keys for the admin endpoints, a body size limit,
+and a loud warning when it listens beyond this machine with nobody's key required."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+
+from mitmproxy import ctx, http
+
+from .errors import error_body
+from .providers import Providers
+
+log = logging.getLogger("balancer")
+
+ADMIN_PATHS = frozenset({"/providers", "/providers/reload", "/metrics"})
+
+
+def presented_key(headers: http.Headers) -> str | None:
+    """The key a client sent: `x-api-key`, or `Authorization: Bearer` (what Claude Code sends for
+    ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN)."""
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def key_matches(presented: str | None, keys: list[str]) -> bool:
+    """Constant time per key, and every key is compared (no early exit that would time which one matched)."""
+    candidate = (presented or "").encode()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key.encode())
+    return matched and bool(presented)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse(status: int, error_type: str, message: str) -> http.Response:
+    return http.Response.make(
+        status, error_body(error_type, message), {"content-type": "application/json", "x-balancer-provider": "none"}
+    )
+
+
+class AccessControl:
+    def __init__(self, providers: Providers):
+        self.providers = providers
+
+    def running(self) -> None:
+        host = ctx.options.listen_host if "listen_host" in ctx.options else ""
+        if not is_loopback(host) and not self.providers.settings.client_keys:
+            where = host or "every network interface"
+            log.warning(
+                "!!! The balancer listens on %s and settings.client_keys is empty: anyone who can reach this "
+                "port can spend your providers' credits. Set client_keys, or listen on 127.0.0.1. !!!", where
+            )
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """A body announced as too large is refused before it is read."""
+        if flow.response or flow.error or not flow.live:
+            return
+        length = flow.request.headers.get("content-length", "")
+        limit = self.providers.settings.max_body_size
+        if length.isdigit() and int(length) > limit:
+            flow.response = _refuse(413, "request_too_large", f"request body over the {limit}-byte limit")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        settings = self.providers.settings
+        if len(flow.request.raw_content or b"") > settings.max_body_size:  # chunked uploads have no length
+            flow.response = _refuse(413, "request_too_large", f"request body over the {settings.max_body_size}-byte limit")
+            return
+        path = flow.request.path.split("?", 1)[0]
+        if path in ADMIN_PATHS:
+            keys, what = settings.admin_keys or settings.client_keys, "an admin key"
+        elif path.startswith("/v1/"):
+            keys, what = settings.client_keys, "a client key"
+        else:
+            return
+        if keys and not key_matches(presented_key(flow.request.headers), keys):
+            flow.response = _refuse(
+                401, "authentication_error", f"this balancer needs {what} (x-api-key or Authorization: Bearer)"
+            )
