@@ -25,6 +25,7 @@ from .request_log import REQUEST_FIELD, summary_line
 from .routing import Router
 from .token_count import count_input_tokens, warm_up
 from .usage_watch import UsageWatch, watched
+from .validation import request_problem
 from .exchange import Answer, Exchange
 from .upstream import ClientPool, is_secret_header
 
@@ -217,8 +218,8 @@ class Gateway:
         requested: str | None = None
         if kind != OTHER_API:
             parsed, body, problem = _parse_json_object(flow)
-            if problem is None and not isinstance(parsed.get("model"), str):
-                problem = "model: a string naming the model is required"
+            if problem is None:
+                problem = request_problem(kind, parsed)
             if problem:
                 self._answer(flow, record, error_response(400, "invalid_request_error", problem))
                 return

@@ -107,6 +107,14 @@ def test_wrong_method_or_path(balancer, method, path, status):
         (b"[1, 2]", "must be a JSON object"),
         (b'{"messages": []}', "model"),
         (b'{"model": 5, "messages": []}', "model"),
+        (b'{"model": "m", "max_tokens": 5}', "messages: a list"),
+        (b'{"model": "m", "max_tokens": 5, "messages": "hi"}', "messages: a list"),
+        (b'{"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}', "messages.0.role"),
+        (b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": 7}]}', "messages.0.content"),
+        (b'{"model": "m", "messages": []}', "max_tokens"),
+        (b'{"model": "m", "max_tokens": "5", "messages": []}', "max_tokens"),
+        (b'{"model": "m", "max_tokens": 5, "stream": "yes", "messages": []}', "stream"),
+        (b'{"model": "m", "max_tokens": 5, "system": 3, "messages": []}', "system"),
     ],
 )
 def test_bad_request_bodies_get_a_clear_400(balancer, fakes, unique, body, problem):
