@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import certifi
 import httpx
 from mitmproxy import ctx, http
 
@@ -118,12 +120,27 @@ def _client_gone(flow: http.HTTPFlow) -> bool:
     return flow.client_conn.timestamp_end is not None
 
 
+TLS_OPTIONS = ("ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir")
+
+
+def provider_tls(insecure: bool | None, ca_file: str | None, ca_dir: str | None) -> bool | ssl.SSLContext:
+    """Certificates are verified (against certifi's roots, like mitmproxy), plus a custom CA file or folder
+    when mitmproxy is given one; `ssl_insecure` turns verification off."""
+    if insecure:
+        return False
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_file or ca_dir:
+        context.load_verify_locations(cafile=ca_file or None, capath=ca_dir or None)
+    return context
+
+
 class Gateway:
     def __init__(self, providers: Providers):
         self.providers = providers
         self.relay = RelayServer()
         self.pool = ClientPool()
         self.router = Router()
+        self._tls_key: tuple | None = None
         self.affinity = SessionAffinity()
         # Flows whose answer is being relayed, by flow id (flow.metadata only holds plain data).
         self._records: dict[str, FlowRecord] = {}
@@ -142,8 +159,12 @@ class Gateway:
         await self.pool.aclose()
 
     async def _sync_pool(self) -> None:
-        verify = not ctx.options.ssl_insecure if "ssl_insecure" in ctx.options else True
-        await self.pool.reconfigure(verify)
+        """mitmproxy's upstream TLS options apply to the addon's own provider connections too."""
+        options = ctx.options
+        key = tuple(getattr(options, name, None) for name in TLS_OPTIONS)
+        if key != self._tls_key:
+            self._tls_key = key
+            await self.pool.reconfigure(provider_tls(*key))
 
     # -- hooks -----------------------------------------------------------------------------------------------
     async def request(self, flow: http.HTTPFlow) -> None:

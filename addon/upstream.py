@@ -145,6 +145,7 @@ class ClientPool:
 
     def __init__(self, verify: bool | str | ssl.SSLContext = True):
         self._verify = verify
+        self._retired: list[httpx.AsyncClient] = []
         self._clients: dict[str | None, httpx.AsyncClient] = {}
 
     def get(self, proxy: str | None) -> httpx.AsyncClient:
@@ -164,11 +165,15 @@ class ClientPool:
         return client
 
     async def reconfigure(self, verify: bool | str | ssl.SSLContext) -> None:
+        """New TLS settings for new connections. Clients in use are retired, not closed: streams still running
+        on them finish; they are closed with the pool."""
         if verify != self._verify:
-            await self.aclose()
+            self._retired.extend(self._clients.values())
+            self._clients = {}
             self._verify = verify
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
+        clients = [*self._clients.values(), *self._retired]
+        self._clients, self._retired = {}, []
+        for client in clients:
             await client.aclose()

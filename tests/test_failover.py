@@ -9,7 +9,7 @@ import anthropic
 import httpx
 import pytest
 
-from balancer_proc import anthropic_provider
+from balancer_proc import BalancerProcess, anthropic_provider
 from fakes import FIRST_DELTA, Blackhole, BrokenBody, FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
 from tls import self_signed_server_context
 
@@ -195,3 +195,15 @@ def test_broken_or_stalled_bodies_fail_over_in_time(balancer, client, unique, fa
         assert ask(client, stream=False) == (f"b-{unique}", "from b")
         health = balancer.provider_status(f"a-{unique}")
         assert health["failures"] == 1
+
+
+@pytest.mark.parametrize("option", ["ssl_verify_upstream_trusted_ca", "ssl_insecure"])
+def test_mitmproxy_tls_options_apply_to_provider_connections(tmp_path, option):
+    """A provider with a private CA works when mitmproxy is told to trust that CA (or not to verify)."""
+    context = self_signed_server_context(tmp_path)
+    value = str(tmp_path / "cert.pem") if option == "ssl_verify_upstream_trusted_ca" else "true"
+    with FakeProvider(Message("over TLS"), tls=context) as private:
+        balancer = BalancerProcess(tmp_path, extra_args=("--set", f"{option}={value}"))
+        balancer.write_providers([anthropic_provider("private", private.url)])
+        with balancer, anthropic.Anthropic(base_url=balancer.url, api_key="c", max_retries=0) as client:
+            assert ask(client, stream=False) == ("private", "over TLS")
