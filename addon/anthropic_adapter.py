@@ -64,7 +64,7 @@ async def open_answer(
         body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
         if not complete:
             raise StreamFailure("the answer broke off before its end")
-        chunks = _single(body)
+        chunks = _single(exchange.redact_body(body) if response.status_code >= 400 else body)
     elif exchange.stream and is_sse and response.status_code < 300:
         held = await hold_until_content(chunks, deadline)
         chunks = guarded(

@@ -24,6 +24,11 @@ class Exchange:
     idle_timeout: float
     # Called when a provider fails after its stream was committed (reason, failure class).
     on_committed_failure: Callable[[ProviderConfig, str, str], None]
+    # Removes credentials from text a provider wrote (error bodies relayed to the client).
+    redact: Callable[[str], str] = str
+
+    def redact_body(self, body: bytes) -> bytes:
+        return self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
 
 @dataclass

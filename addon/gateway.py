@@ -275,6 +275,7 @@ class Gateway:
             kind=kind, method=flow.request.method, path=flow.request.path, client_headers=client_headers,
             body=body, parsed=parsed, requested_model=requested, stream=stream,
             idle_timeout=settings.stream_idle_timeout, on_committed_failure=on_committed_failure,
+            redact=self.providers.redact,
         )
         states: dict[str, Any] = {}  # per provider: what its adapter decided when building the request
 

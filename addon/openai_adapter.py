@@ -109,6 +109,7 @@ async def open_answer(
     requested = exchange.requested_model or state.choice.model
     if response.status_code >= 300:
         status, body = to_anthropic_error(response.status_code, await _read_all(response, exchange, deadline))
+        body = exchange.redact_body(body)
         return Answer(status, _headers(response, "application/json"), _single(body), is_sse=False)
     if not exchange.stream:
         raw = await _read_all(response, exchange, deadline)

@@ -128,9 +128,20 @@ class Providers:
             log.error("cannot write the log file %s: %s", loaded.config.settings.log_file, exc)
         for noisy in ("httpx", "httpcore", "hpack"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        for warning in loaded.warnings:
+        for warning in [*loaded.warnings, *file_safety_warnings(loaded.source)]:
             log.warning("%s: %s", loaded.source, warning)
         log.info("%s", describe(loaded))
+
+
+def file_safety_warnings(path: str) -> list[str]:
+    """A providers file holds credentials: other users must not be able to read it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return []
+    if mode & 0o077:
+        return [f"the file is readable by other users (mode {mode & 0o777:o}) and holds credentials: chmod 600 it"]
+    return []
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:

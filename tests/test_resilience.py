@@ -363,3 +363,14 @@ def test_provider_words_never_carry_a_credential(balancer, client, unique):
         listing = httpx.get(balancer.url + "/providers", timeout=10).text
         for text in (response.text, listing, "\n".join(balancer.log_lines)):
             assert key not in text and key[-10:] not in text
+
+
+def test_a_relayed_client_error_never_carries_a_credential(balancer, client, unique):
+    key = f"sk-relay-{unique}-SECRETSECRET"
+    echoing = Status(400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                      "message": f"bad request for key {key}"}})
+    with FakeProvider(echoing) as fake:
+        balancer.use([{**anthropic_provider(f"a-{unique}", fake.url), "auth_value": key}])
+        response = httpx.post(balancer.url + "/v1/messages", json=BODY, timeout=10)
+        assert response.status_code == 400
+        assert key not in response.text and "bad request for key [redacted]" in response.text

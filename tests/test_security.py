@@ -134,3 +134,16 @@ def test_listening_beyond_this_machine_without_client_keys_warns(tmp_path, caplo
         with caplog.at_level(logging.WARNING, logger="balancer"):
             access.running()
     assert ("anyone who can reach this port" in caplog.text) is warned
+
+
+def test_a_providers_file_others_can_read_is_warned_about(tmp_path, caplog):
+    from addon.providers import file_safety_warnings
+
+    path = tmp_path / "providers.yaml"
+    path.write_text("providers: []\n")
+    path.chmod(0o644)
+    (warning,) = file_safety_warnings(str(path))
+    assert "readable by other users (mode 644)" in warning and "chmod 600" in warning
+    path.chmod(0o600)
+    assert file_safety_warnings(str(path)) == []
+    assert file_safety_warnings(str(tmp_path / "missing.yaml")) == []
