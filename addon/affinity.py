@@ -29,10 +29,10 @@ def session_key(body: dict[str, Any] | None, headers: Iterable[tuple[str, str]])
         match = _LEGACY_SESSION.search(user_id)
         if match:
             return "session:" + match.group(1)
-        return "user:" + hashlib.sha256(user_id.encode()).hexdigest()[:24]
+        return "user:" + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
     for name, value in headers:
         if name.lower() in ("x-api-key", "authorization") and value:
-            return "client:" + hashlib.sha256(value.encode()).hexdigest()[:24]
+            return "client:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:24]
     return None
 
 

@@ -267,6 +267,8 @@ def parse_config(text: str, source: str, environ: dict[str, str] | os._Environ =
     """Validate the text of a providers file. Raises ConfigError with a message meant for a person."""
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -280,6 +282,8 @@ def parse_config(text: str, source: str, environ: dict[str, str] | os._Environ =
         data = substitute_env(data, environ)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML refers to itself (a recursive alias) or is nested too deeply") from None
     try:
         config = BalancerConfig.model_validate(data)
     except ValidationError as exc:

@@ -21,7 +21,7 @@ from .openai_stream import StreamTranslator
 from .sse import SSESplitter
 from .stream_guard import StreamFailure, next_chunk_before
 from .failover import read_body
-from .upstream import describe_exception, to_wire
+from .upstream import describe_exception, json_bytes, to_wire
 
 # Response headers of an OpenAI-type provider worth passing on to an Anthropic client.
 _PASSED_ON = ("retry-after", "x-request-id", "request-id", "openrouter-provider")
@@ -68,7 +68,7 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
     if bearer:
         headers["authorization"] = bearer
     headers.update(provider.extra_headers)
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    content = json_bytes(body)
     request = httpx.Request(
         "POST", provider.base_url + "/chat/completions", headers=to_wire(headers.items()), content=content
     )

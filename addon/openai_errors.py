@@ -91,7 +91,7 @@ def parse_error(body: bytes) -> tuple[str, str, str]:
     text = body.decode("utf-8", errors="replace") if isinstance(body, (bytes, bytearray)) else str(body or "")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _plain_text(text), "", ""
     return error_fields(data) if isinstance(data, (dict, list)) else (_plain_text(text), "", "")
 
@@ -126,7 +126,8 @@ def _detail_text(detail: Any) -> str:
         messages = []
         for item in detail:
             if isinstance(item, dict):
-                location = ".".join(str(p) for p in item.get("loc") or [])
+                loc = item.get("loc")
+                location = ".".join(str(p) for p in loc) if isinstance(loc, (list, tuple)) else _as_text(loc or "")
                 text = _as_text(item.get("msg"))
                 messages.append(f"{location}: {text}" if location else text)
             else:
@@ -154,7 +155,8 @@ def _truncate(message: str) -> str:
 def _effective_status(status: int, code: str) -> int:
     if status >= 400:
         return status
-    return int(code) if code.isdigit() and 400 <= int(code) <= 599 else 502
+    # isascii: str.isdigit also accepts digits int() refuses ("²")
+    return int(code) if code.isascii() and code.isdigit() and len(code) == 3 and 400 <= int(code) <= 599 else 502
 
 
 def _status_and_type(status: int, message: str, kind: str, code: str) -> tuple[int, str]:
@@ -199,5 +201,7 @@ def _first_number(patterns: list[re.Pattern[str]], text: str) -> int | None:
     for pattern in patterns:
         match = pattern.search(text)
         if match:
-            return int(match.group(1).replace(",", ""))
+            digits = match.group(1).replace(",", "")
+            if digits.isascii() and digits.isdigit() and len(digits) <= 12:  # a token count, not a 5000-digit number
+                return int(digits)
     return None

@@ -77,7 +77,7 @@ def parse_arguments(raw: Any) -> dict:
         value = json.loads(raw)
         if isinstance(value, str):  # double-encoded
             value = json.loads(value) if value.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {INVALID_ARGUMENTS_KEY: raw}
     return value if isinstance(value, dict) else {INVALID_ARGUMENTS_KEY: raw}
 

@@ -109,7 +109,7 @@ def _collect_block(block: Any, texts: list[str]) -> int:
     elif kind in ("tool_use", "server_tool_use"):
         texts.append(str(block.get("name", "")))
         texts.append(json.dumps(block.get("input", {}), ensure_ascii=False))
-    elif kind == "tool_result" or kind and kind.endswith("_tool_result"):
+    elif kind == "tool_result" or isinstance(kind, str) and kind.endswith("_tool_result"):
         return _collect_content(block.get("content"), texts)
     elif kind == "image":
         return image_tokens(block.get("source"))

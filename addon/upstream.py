@@ -97,7 +97,16 @@ def with_model(body: bytes, parsed: dict[str, Any], model: str, force: bool = Fa
     `parsed` was changed and must be serialized)."""
     if parsed.get("model") == model and not force:
         return body
-    return json.dumps({**parsed, "model": model}, ensure_ascii=False, separators=(",", ":")).encode()
+    return json_bytes({**parsed, "model": model})
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON; text with a lone surrogate (a client cut an emoji in half) is escaped instead, as the
+    client itself sent it."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
