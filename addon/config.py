@@ -58,6 +58,10 @@ class ProviderConfig(_Lenient):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"has a port outside 1-65535: {value!r}") from None
         if parts.query or parts.fragment:
             raise ValueError(f"must not carry a query string or fragment, got {value!r}")
         return value.rstrip("/")

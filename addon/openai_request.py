@@ -529,18 +529,28 @@ def _pair_tool_messages(messages: list[dict]) -> list[dict]:
     """Every tool call answered right after its assistant message; orphan results turned into user text."""
     out: list[dict] = []
     pending: list[str] = []  # ids of the last assistant message's calls still without an answer
+    orphans: list[dict] = []  # results of calls nobody made: said as user text after the real answers
+
+    def close_run() -> None:
+        out.extend(_synthesized_results(pending))
+        if orphans:
+            out.append({"role": "user", "content": "\n\n".join(_orphan_text(m) for m in orphans)})
+        pending.clear()
+        orphans.clear()
+
     for message in messages:
         if message["role"] == "tool":
             if message["tool_call_id"] in pending:
                 pending.remove(message["tool_call_id"])
                 out.append(message)
             else:
-                out.append({"role": "user", "content": _orphan_text(message)})
+                orphans.append(message)
             continue
-        out.extend(_synthesized_results(pending))
+        close_run()
         out.append(message)
-        pending = [c["id"] for c in message.get("tool_calls") or []] if message["role"] == "assistant" else []
-    out.extend(_synthesized_results(pending))
+        if message["role"] == "assistant":
+            pending.extend(c["id"] for c in message.get("tool_calls") or [])
+    close_run()
     return out
 
 
