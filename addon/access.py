@@ -9,7 +9,7 @@ import logging
 
 from mitmproxy import ctx, http
 
-from .errors import error_body
+from .responses import error_response
 from .providers import Providers
 
 log = logging.getLogger("balancer")
@@ -46,12 +46,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _refuse(status: int, error_type: str, message: str) -> http.Response:
-    return http.Response.make(
-        status, error_body(error_type, message), {"content-type": "application/json", "x-balancer-provider": "none"}
-    )
-
-
 class AccessControl:
     def __init__(self, providers: Providers):
         self.providers = providers
@@ -72,14 +66,14 @@ class AccessControl:
         length = flow.request.headers.get("content-length", "")
         limit = self.providers.settings.max_body_size
         if length.isdigit() and int(length) > limit:
-            flow.response = _refuse(413, "request_too_large", f"request body over the {limit}-byte limit")
+            flow.response = error_response(413, "request_too_large", f"request body over the {limit}-byte limit")
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         settings = self.providers.settings
         if len(flow.request.raw_content or b"") > settings.max_body_size:  # chunked uploads have no length
-            flow.response = _refuse(413, "request_too_large", f"request body over the {settings.max_body_size}-byte limit")
+            flow.response = error_response(413, "request_too_large", f"request body over the {settings.max_body_size}-byte limit")
             return
         path = flow.request.path.split("?", 1)[0]
         if path in ADMIN_PATHS:
@@ -89,6 +83,6 @@ class AccessControl:
         else:
             return
         if keys and not key_matches(presented_key(flow.request.headers), keys):
-            flow.response = _refuse(
+            flow.response = error_response(
                 401, "authentication_error", f"this balancer needs {what} (x-api-key or Authorization: Bearer)"
             )

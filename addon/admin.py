@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from mitmproxy import http
 
 from .config import ConfigError, ProviderConfig
-from .errors import error_body
+from .responses import error_response, json_response
 from .health import HealthBoard
 from .providers import Providers, describe
 
@@ -56,13 +55,6 @@ def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, A
     }
 
 
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> http.Response:
-    body = json.dumps(payload, indent=2).encode() + b"\n"
-    return http.Response.make(
-        status, body, {"content-type": "application/json", "x-balancer-provider": "none", **(headers or {})}
-    )
-
-
 class AdminApi:
     ROUTES = {"/": ("GET", "health"), "/providers": ("GET", "list"), "/providers/reload": ("POST", "reload")}
 
@@ -81,10 +73,8 @@ class AdminApi:
         if flow.request.method == "HEAD" and method == "GET":
             pass
         elif flow.request.method != method:
-            flow.response = http.Response.make(
-                405,
-                error_body("invalid_request_error", f"{flow.request.path} accepts {method} only"),
-                {"content-type": "application/json", "allow": method},
+            flow.response = error_response(
+                405, "invalid_request_error", f"{flow.request.path} accepts {method} only", allow=method
             )
             return
         flow.response = getattr(self, action)()
@@ -100,12 +90,12 @@ class AdminApi:
             "usable": usable,
             "config": self.providers.loaded.source,
         }
-        return _json(200 if usable else 503, payload)
+        return json_response(200 if usable else 503, payload)
 
     def list(self) -> http.Response:
         board = self.providers.board
         settings = self.providers.settings
-        return _json(
+        return json_response(
             200,
             {
                 "config": self.providers.loaded.source,
@@ -122,10 +112,8 @@ class AdminApi:
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
             message = f"{exc}\n(the running configuration is kept)"
-            return http.Response.make(
-                400, error_body("invalid_request_error", message), {"content-type": "application/json"}
-            )
-        return _json(
+            return error_response(400, "invalid_request_error", message)
+        return json_response(
             200,
             {
                 "reloaded": True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from .errors import error_body
+from .responses import error_response
 from .relay import RELAYED
 
 
@@ -14,12 +14,9 @@ class NotFound:
         if flow.response or flow.error or not flow.live or flow.metadata.get(RELAYED):
             return
         path = flow.request.path.split("?", 1)[0]
-        flow.response = http.Response.make(
+        flow.response = error_response(
             404,
-            error_body(
-                "not_found_error",
-                f"{flow.request.method} {path} is not served by the balancer "
-                "(API requests go to /v1/...; see GET /providers)",
-            ),
-            {"content-type": "application/json", "x-balancer-provider": "none"},
+            "not_found_error",
+            f"{flow.request.method} {path} is not served by the balancer "
+            "(API requests go to /v1/...; see GET /providers)",
         )

@@ -18,7 +18,7 @@ from mitmproxy import ctx, http
 from . import anthropic_adapter, openai_adapter
 from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
-from .errors import error_body
+from .responses import PROVIDER_HEADER, error_response
 from .failover import Exhausted, Success, attempt_in_turn, record_failure
 from .model_map import ModelChoice
 from .providers import Providers
@@ -33,7 +33,6 @@ from .upstream import ClientPool, is_secret_header
 
 log = logging.getLogger("balancer")
 
-PROVIDER_HEADER = "x-balancer-provider"
 DEBUG_PAYLOAD_LIMIT = 8192  # bytes of a request body shown at log_level DEBUG
 REDACTED = "[redacted]"
 
@@ -55,12 +54,6 @@ def route_of(method: str, path: str) -> tuple[str | None, str | None]:
     if route.startswith("/v1/"):
         return OTHER_API, None
     return None, None
-
-
-def error_response(status: int, error_type: str, message: str, **headers: str) -> http.Response:
-    return http.Response.make(
-        status, error_body(error_type, message), {"content-type": "application/json", PROVIDER_HEADER: "none", **headers}
-    )
 
 
 @dataclass

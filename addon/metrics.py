@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import health
-from .errors import error_body
+from .responses import error_response
 from .providers import Providers
 
 log = logging.getLogger("balancer")
@@ -152,11 +152,7 @@ class Metrics:
         if flow.request.path.split("?", 1)[0] != PATH:
             return
         if flow.request.method not in ("GET", "HEAD"):
-            flow.response = http.Response.make(
-                405,
-                error_body("invalid_request_error", f"{PATH} accepts GET only"),
-                {"content-type": "application/json", "allow": "GET"},
-            )
+            flow.response = error_response(405, "invalid_request_error", f"{PATH} accepts GET only", allow="GET")
         else:
             flow.response = http.Response.make(200, self.exposition(), {"content-type": CONTENT_TYPE_LATEST})
         flow.metadata["balancer"] = {"admin": "metrics"}

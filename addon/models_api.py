@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mitmproxy import http
 
 from .config import BalancerConfig
-from .errors import error_body
+from .responses import error_response, json_response
 from .providers import Providers
 
 # A date for entries whose real release date the balancer cannot know.
@@ -59,14 +58,8 @@ class ModelsApi:
             wanted = path.removeprefix("/v1/models/")
             payload = next((m for m in model_entries(self.providers.config) if m["id"] == wanted), None)
             if payload is None:
-                flow.response = http.Response.make(
-                    404,
-                    error_body("not_found_error", f"model: {wanted} is not offered by this balancer"),
-                    {"content-type": "application/json", "x-balancer-provider": "none"},
-                )
+                flow.response = error_response(404, "not_found_error", f"model: {wanted} is not offered by this balancer")
                 return
         else:
             return
-        flow.response = http.Response.make(
-            200, json.dumps(payload).encode(), {"content-type": "application/json", "x-balancer-provider": "none"}
-        )
+        flow.response = json_response(200, payload)
