@@ -83,6 +83,8 @@ class AccessControl:
         else:
             return
         if keys and not key_matches(presented_key(flow.request.headers), keys):
+            log.info("refused %s %s from %s: no valid %s", flow.request.method, path,
+                     flow.client_conn.peername[0] if flow.client_conn.peername else "?", what.removeprefix("a "))
             flow.response = error_response(
                 401, "authentication_error", f"this balancer needs {what} (x-api-key or Authorization: Bearer)"
             )

@@ -193,6 +193,7 @@ class LoadedConfig:
 
 
 DEFAULT_SOURCE = "built-in default"
+DEFAULT_PATH = "providers.yaml"  # the `providers` option's default: its absence means the built-in default
 
 
 def builtin_default() -> BalancerConfig:
@@ -295,10 +296,15 @@ def parse_config(text: str, source: str, environ: dict[str, str] | os._Environ =
     return LoadedConfig(config=config, source=source, warnings=_unknown_keys(config, data))
 
 
-def load_config(path: str | Path, environ: dict[str, str] | os._Environ = os.environ) -> LoadedConfig:
-    """Read the providers file; a missing file gives the built-in default."""
+def load_config(
+    path: str | Path, environ: dict[str, str] | os._Environ = os.environ, required: bool = False
+) -> LoadedConfig:
+    """Read the providers file; a missing file gives the built-in default, unless the file is `required` (a
+    path the user named, or a file that was there before): then it is an error."""
     path = Path(path)
     if not path.exists():
+        if required:
+            raise ConfigError(f"{path}: no such file (the built-in default is used only when no file was named)")
         return LoadedConfig(config=builtin_default(), source=DEFAULT_SOURCE)
     try:
         text = path.read_text(encoding="utf-8")

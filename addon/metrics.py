@@ -154,7 +154,9 @@ class Metrics:
         if flow.request.method not in ("GET", "HEAD"):
             flow.response = error_response(405, "invalid_request_error", f"{PATH} accepts GET only", allow="GET")
         else:
-            flow.response = http.Response.make(200, self.exposition(), {"content-type": CONTENT_TYPE_LATEST})
+            flow.response = http.Response.make(
+                200, self.exposition(), {"content-type": CONTENT_TYPE_LATEST, "x-balancer-provider": "none"}
+            )
         flow.metadata["balancer"] = {"admin": "metrics"}
 
     def exposition(self) -> bytes:

@@ -9,7 +9,16 @@ from collections.abc import Sequence
 
 from mitmproxy import ctx, exceptions
 
-from .config import BalancerConfig, ConfigError, LoadedConfig, Settings, builtin_default, load_config, DEFAULT_SOURCE
+from .config import (
+    DEFAULT_PATH,
+    DEFAULT_SOURCE,
+    BalancerConfig,
+    ConfigError,
+    LoadedConfig,
+    Settings,
+    builtin_default,
+    load_config,
+)
 from .health import HealthBoard
 from .redact import Redactor
 from .request_log import LogFile
@@ -61,7 +70,7 @@ class Providers:
         if "providers" in updated:
             self._seen = _file_state(ctx.options.providers)
             try:
-                self.apply(load_config(ctx.options.providers))
+                self.apply(load_config(ctx.options.providers, required=ctx.options.providers != DEFAULT_PATH))
             except ConfigError as exc:
                 if self._loaded_once:  # a later `set providers=...`: refuse it, keep what runs
                     raise exceptions.OptionsError(str(exc)) from None
@@ -105,7 +114,9 @@ class Providers:
     def reload(self) -> LoadedConfig:
         """Re-read the file. On error the running configuration is kept and ConfigError is raised."""
         self._seen = _file_state(ctx.options.providers)  # the watcher need not read this version again
-        loaded = load_config(ctx.options.providers)
+        # A file that was loaded before and is gone now is an error, not a switch to the built-in default.
+        required = ctx.options.providers != DEFAULT_PATH or self.loaded.source != DEFAULT_SOURCE
+        loaded = load_config(ctx.options.providers, required=required)
         self.apply(loaded)
         return loaded
 

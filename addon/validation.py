@@ -16,6 +16,8 @@ def request_problem(kind: str, body: dict[str, Any]) -> str | None:
     messages = body.get("messages")
     if not isinstance(messages, list):
         return "messages: a list of messages is required"
+    if not messages:
+        return "messages: at least one message is required"
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             return f"messages.{i}: must be an object with role and content"

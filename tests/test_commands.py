@@ -82,11 +82,12 @@ def test_status_as_a_plain_command_and_for_disabled_and_probed_providers(file):
     ]
 
 
-def test_status_with_the_built_in_default(tmp_path):
+def test_status_with_the_built_in_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no providers.yaml here, and none named: the built-in default
     providers = Providers()
     commands = BalancerCommands(providers)
     with taddons.context(providers, commands) as tctx:
-        tctx.configure(providers, providers=str(tmp_path / "missing.yaml"))
+        tctx.configure(providers, providers="providers.yaml")
         text = tctx.master.commands.execute("balancer.status")
     assert text.splitlines()[0].startswith("config: built-in default | strategy: priority")
     assert text.splitlines()[1] == "anthropic: healthy | requests 0, failures 0"

@@ -74,7 +74,7 @@ def test_reload_keeps_health_of_providers_that_remain(balancer, unique):
         first = anthropic_provider(f"a-{unique}", failing.url)
         second = anthropic_provider(f"b-{unique}", other.url)
         balancer.use([first, second], failure_cooldown=600)
-        httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": []}, timeout=10)
+        httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
         assert balancer.provider_status(f"a-{unique}")["healthy"] is False
 
         balancer.use([first, second, anthropic_provider(f"new-{unique}", other.url)], failure_cooldown=600)
@@ -109,12 +109,13 @@ def test_wrong_method_or_path(balancer, method, path, status):
         (b'{"model": 5, "messages": []}', "model"),
         (b'{"model": "m", "max_tokens": 5}', "messages: a list"),
         (b'{"model": "m", "max_tokens": 5, "messages": "hi"}', "messages: a list"),
+        (b'{"model": "m", "max_tokens": 5, "messages": []}', "at least one message"),
         (b'{"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}', "messages.0.role"),
         (b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": 7}]}', "messages.0.content"),
-        (b'{"model": "m", "messages": []}', "max_tokens"),
-        (b'{"model": "m", "max_tokens": "5", "messages": []}', "max_tokens"),
-        (b'{"model": "m", "max_tokens": 5, "stream": "yes", "messages": []}', "stream"),
-        (b'{"model": "m", "max_tokens": 5, "system": 3, "messages": []}', "system"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}', "max_tokens"),
+        (b'{"model": "m", "max_tokens": "5", "messages": [{"role": "user", "content": "x"}]}', "max_tokens"),
+        (b'{"model": "m", "max_tokens": 5, "stream": "yes", "messages": [{"role": "user", "content": "x"}]}', "stream"),
+        (b'{"model": "m", "max_tokens": 5, "system": 3, "messages": [{"role": "user", "content": "x"}]}', "system"),
     ],
 )
 def test_bad_request_bodies_get_a_clear_400(balancer, fakes, unique, body, problem):
@@ -125,7 +126,7 @@ def test_bad_request_bodies_get_a_clear_400(balancer, fakes, unique, body, probl
     assert problem in response.json()["error"]["message"]
     assert fakes[0].requests == []
     # ... and the balancer keeps serving.
-    ok = httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": []}, timeout=10)
+    ok = httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
     assert ok.status_code == 200
 
 

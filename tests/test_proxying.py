@@ -191,7 +191,7 @@ def test_sdk_sees_provider_errors_unchanged(balancer, fakes, client, unique):
 def test_non_ascii_headers_and_extra_headers_reach_the_provider(balancer, fakes, unique):
     first = fakes[0]
     balancer.use([anthropic_provider(f"a-{unique}", first.url, extra_headers={"x-title": "Café ☕", "x-org": "o1"})])
-    response = httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": []},
+    response = httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
                           headers={"x-client-note": "naïve".encode("utf-8")}, timeout=10)
     assert response.status_code == 200
     received = first.requests[0].headers
@@ -205,7 +205,7 @@ def test_a_compressed_request_body_is_sent_decoded_and_labelled_so(balancer, fak
 
     first = fakes[0]
     balancer.use([anthropic_provider(f"a-{unique}", first.url, big_model="mapped")])
-    body = gzip.compress(json.dumps({"model": "claude-sonnet-4", "max_tokens": 1, "messages": []}).encode())
+    body = gzip.compress(json.dumps({"model": "claude-sonnet-4", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}).encode())
     response = httpx.post(balancer.url + "/v1/messages", content=body, timeout=10,
                           headers={"content-type": "application/json", "content-encoding": "gzip"})
     assert response.status_code == 200

@@ -97,3 +97,22 @@ def test_the_example_providers_file_loads_without_warnings():
     openrouter = loaded.config.providers[2]
     assert (openrouter.type, openrouter.reasoning, openrouter.extra_headers["X-Title"]) == (
         "openai", "openrouter", "Claude Code via balancer")
+
+
+def test_a_named_providers_file_that_is_missing_stops_start_up(tmp_path):
+    """A typo in --set providers=... must not silently become a pass-through to api.anthropic.com."""
+    process = BalancerProcess(tmp_path, providers_file=tmp_path / "typo.yaml")
+    assert process.run_to_exit() != 0
+    assert "typo.yaml: no such file" in process.log
+
+
+def test_reload_of_a_file_that_is_gone_keeps_the_running_configuration(tmp_path):
+    process = BalancerProcess(tmp_path)
+    process.write_providers([anthropic_provider("a", "http://127.0.0.1:9")])
+    with process:
+        process.providers_file.unlink()
+        response = process.reload()
+        assert response.status_code == 400
+        assert "no such file" in response.json()["error"]["message"]
+        names = [p["name"] for p in httpx.get(process.url + "/providers", timeout=10).json()["providers"]]
+        assert names == ["a"]
