@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import math
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,23 +18,23 @@ from mitmproxy import ctx, http
 from . import anthropic_adapter, openai_adapter
 from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
-from .responses import PROVIDER_HEADER, error_response
+from .exchange import Answer, Exchange
 from .failover import Exhausted, Success, attempt_in_turn, record_failure
 from .model_map import ModelChoice
 from .providers import Providers
+from .redact import REDACTED
 from .relay import PATH_PREFIX, RELAYED, Parked, RelayServer
 from .request_log import REQUEST_FIELD, summary_line
+from .responses import PROVIDER_HEADER, error_response
 from .routing import Router
 from .token_count import count_input_tokens, warm_up
+from .upstream import ClientPool, is_secret_header
 from .usage_watch import UsageWatch, watched
 from .validation import request_problem
-from .exchange import Answer, Exchange
-from .upstream import ClientPool, is_secret_header
 
 log = logging.getLogger("balancer")
 
 DEBUG_PAYLOAD_LIMIT = 8192  # bytes of a request body shown at log_level DEBUG
-REDACTED = "[redacted]"
 
 ADAPTERS = {"anthropic": anthropic_adapter, "openai": openai_adapter}
 MESSAGE_TYPES = ("anthropic", "openai")

@@ -19,9 +19,9 @@ from .openai_request import OpenAIOptions, ToolNames, to_openai_request
 from .openai_response import OpenAIResponseError, to_anthropic_message
 from .openai_stream import StreamTranslator
 from .sse import SSESplitter
-from .stream_guard import StreamFailure, next_chunk_before
+from .stream_guard import StreamFailure, broke_off_reason, next_chunk_before
 from .failover import read_body
-from .upstream import describe_exception, json_bytes, to_wire
+from .upstream import json_bytes, to_wire
 
 # Response headers of an OpenAI-type provider worth passing on to an Anthropic client.
 _PASSED_ON = ("retry-after", "x-request-id", "request-id", "openrouter-provider")
@@ -175,10 +175,8 @@ async def _translated(held, translator, chunks, on_failure, idle_timeout: float)
                 yield out
             if translator.done:
                 return
-    except httpx.ReadTimeout:
-        failure = f"the provider's stream was idle for more than {idle_timeout:g}s"
     except (httpx.HTTPError, OSError) as exc:
-        failure = f"the provider's stream broke off: {describe_exception(exc)}"
+        failure = broke_off_reason(exc, idle_timeout)
     tail = translator.fail(failure) if failure else translator.finish()
     if failure or b"event: error" in tail:
         on_failure(failure or "the provider's stream ended early", STREAM_ERROR)

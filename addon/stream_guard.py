@@ -112,6 +112,13 @@ class EndWatch:
         self._tail = window[-24:]
 
 
+def broke_off_reason(exc: BaseException, idle_timeout: float) -> str:
+    """Why a committed stream ended early, from the provider connection's exception."""
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"the provider's stream was idle for more than {idle_timeout:g}s"
+    return f"the provider's stream broke off: {describe_exception(exc)}"
+
+
 async def guarded(
     held: bytes,
     rest: AsyncIterator[bytes],
@@ -128,12 +135,9 @@ async def guarded(
         async for chunk in rest:
             watch.feed(chunk)
             yield chunk
-    except httpx.ReadTimeout:
-        if not watch.saw_stop:
-            failure = f"the provider's stream was idle for more than {idle_timeout:g}s"
     except (httpx.HTTPError, OSError) as exc:
         if not watch.saw_stop:  # a connection dropped after the answer was complete is no failure
-            failure = f"the provider's stream broke off: {describe_exception(exc)}"
+            failure = broke_off_reason(exc, idle_timeout)
     if failure is None and watch.saw_error:
         on_failure("error event mid-stream", OVERLOADED if watch.saw_overload else STREAM_ERROR)
         return
