@@ -1,0 +1,1 @@
+"""The benchmark behind scripts/bench: fake provider, load generator, processes, run, report and plot."""

@@ -1,0 +1,135 @@
+"""The processes a benchmark run starts: the fake provider, bare mitmdump and mitmdump with the balancer.
+Each is a context manager; every one is stopped when the run ends, however it ends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+MITMDUMP = Path(sys.executable).parent / "mitmdump"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (VmRSS), nan when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Process:
+    """A child process that prints a line telling its port; its output is kept (the last lines) for errors."""
+
+    name = "process"
+
+    def __init__(self, args: list[str], port_line: str, cwd: Path | None = None, stdin: bool = False):
+        self.output: deque[str] = deque(maxlen=40)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     bufsize=1, cwd=cwd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        self.port = self._wait_for_port(port_line)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _wait_for_port(self, marker: str, timeout: float = 60) -> int:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip())
+            if marker in line:
+                return int(line.rsplit(":" if ":" in line else " ", 1)[1].strip().rstrip("."))
+            if time.monotonic() > deadline:
+                break
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start:\n" + "\n".join(self.output))
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FakeProvider(Process):
+    """benchkit.fake_provider in its own process."""
+
+    name = "fake provider"
+
+    def __init__(self) -> None:
+        super().__init__([sys.executable, "-m", "benchkit.fake_provider"], "port ", cwd=REPO / "scripts", stdin=True)
+
+    def anthropic(self, profile: str = "ok") -> str:
+        return f"{self.url}/{profile}"
+
+    def openai(self, profile: str = "ok") -> str:
+        return f"{self.url}/{profile}/v1"
+
+
+MITM_COMMON = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--set", "flow_detail=0",
+               "--set", "connection_strategy=lazy"]
+
+
+class BareMitmdump(Process):
+    """`mitmdump --mode reverse:<target>` with no addon, streaming bodies (the floor for a streaming addon)."""
+
+    name = "bare mitmdump"
+
+    def __init__(self, target: str):
+        super().__init__([str(MITMDUMP), *MITM_COMMON, "--mode", f"reverse:{target}",
+                          "--set", "stream_large_bodies=1"], "listening at")
+
+
+def provider(name: str, base_url: str, kind: str = "anthropic") -> dict[str, Any]:
+    return {"name": name, "type": kind, "base_url": base_url, "auth_value": f"bench-key-{name}",
+            "big_model": "bench-model", "small_model": "bench-model"}
+
+
+class Balancer(Process):
+    """mitmdump running addon/balancer.py over the given providers, with the default settings (INFO: one log
+    line per request) unless `settings` says otherwise."""
+
+    name = "balancer"
+
+    def __init__(self, providers: list[dict[str, Any]], **settings: Any):
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-"))
+        path = self.dir / "providers.yaml"
+        path.write_text(yaml.safe_dump({"providers": providers,
+                                        "settings": settings}))
+        super().__init__([str(MITMDUMP), *MITM_COMMON, "-s", str(REPO / "addon" / "balancer.py"),
+                          "--mode", "reverse:https://api.anthropic.com", "--set", f"providers={path}"],
+                         "listening at")
