@@ -81,3 +81,11 @@ def test_report_without_a_peer_has_no_peer_column_or_verdict():
     text = report.render(results(litellm=False))
     assert "litellm" not in text
     assert "LiteLLM" not in text
+
+
+def test_rows_where_bare_mitmdump_adds_nothing_show_added_time_instead_of_ratios():
+    data = results()
+    data["rows"]["b.event_gap"] = {name: {"p50": v, "p99": v, "n": 5, "errors": 0}
+                                   for name, v in (("direct", 1.09), ("mitmdump", 1.10), ("balancer", 1.12))}
+    line = next(l for l in report.render(data).splitlines() if l.startswith("(b) delay between events"))
+    assert "+0.03 vs d" in line and "x m" not in line

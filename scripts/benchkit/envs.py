@@ -23,20 +23,23 @@ def ensure_env(name: str, lock: Path, progress: Callable[[str], None]) -> Path:
     """`.bench/<name>` installed from the hash-pinned `lock`; re-installed only when the lock or the Python
     changed. Returns the environment's python. Raises RuntimeError with the tail of pip's log on failure."""
     venv = BENCH_DIR / name
+    BENCH_DIR.mkdir(exist_ok=True)
     python = venv / "bin" / "python"
     stamp = venv / ".bench-setup"
     want = f"{sys.version.split()[0]} {hashlib.sha256(lock.read_bytes()).hexdigest()}"
     if python.exists() and stamp.exists() and stamp.read_text() == want:
         return python
-    progress(f"setting up .bench/{name} from {lock.name} (once)")
-    subprocess.run([base_python(), "-m", "venv", "--clear", str(venv)], check=True)
+    progress(f"setting up .bench/{name} from {lock.name} (once; log: {venv / 'pip-install.log'})")
+    made = subprocess.run([base_python(), "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
+    if made.returncode != 0:
+        raise RuntimeError(f"could not create {venv} with {base_python()}:\n{made.stdout}{made.stderr}".rstrip())
     log = venv / "pip-install.log"
     with log.open("w") as out:
         done = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check",
                                "--require-hashes", "--prefer-binary", "-r", str(lock)],
-                              stdout=out, stderr=subprocess.STDOUT)
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-20:])
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"installing {lock.name} into .bench/{name} failed (log: {log}):\n{tail}")
     stamp.write_text(want)
     return python

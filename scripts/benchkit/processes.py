@@ -3,6 +3,7 @@ Each is a context manager; every one is stopped when the run ends, however it en
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,3 +134,7 @@ class Balancer(Process):
         super().__init__([str(MITMDUMP), *MITM_COMMON, "-s", str(REPO / "addon" / "balancer.py"),
                           "--mode", "reverse:https://api.anthropic.com", "--set", f"providers={path}"],
                          "listening at")
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -26,6 +26,8 @@ def _cell(value: float, direct: float | None, bare: float | None, name: str) -> 
     text = f"{value:8.2f}"
     if name == "direct" or direct is None:
         return text + " " * 15
+    if bare is not None and abs(bare - direct) < 0.1:  # bare adds next to nothing: ratios would be noise
+        return f"{text} {value - direct:+7.2f} vs d    "
     ratio = f"{times_direct(value, direct):.1f}x d"
     if name == "mitmdump" or bare is None:
         return f"{text} {ratio:>14}"
