@@ -154,9 +154,16 @@ class RelayServer:
         out = _Batch(writer, "".join(head).encode("latin-1", errors="replace"))
         try:
             try:
+                first = parked.is_sse
                 async for chunk in parked.body:
                     if chunk:
                         out.add(chunk)
+                        if first:
+                            # A stream's opening goes out at once, and mitmproxy gets a turn to pass it on to the
+                            # client before the relay works through whatever else the provider has sent meanwhile.
+                            first = False
+                            out.flush()
+                            await asyncio.sleep(0)
                         await writer.drain()  # also how a client that went away is noticed
             except (ConnectionError, RuntimeError):
                 raise ConnectionResetError("client side of the relay went away") from None
