@@ -14,6 +14,7 @@ from typing import Any
 import certifi
 import httpx
 from mitmproxy import ctx, http
+from mitmproxy.net.http import url as mitmproxy_url
 
 from . import anthropic_adapter, openai_adapter
 from .affinity import SessionAffinity, session_key
@@ -108,6 +109,20 @@ def _parse_json_object(flow: http.HTTPFlow) -> tuple[dict[str, Any] | None, byte
     return parsed, body, None
 
 
+_URL_PARTS: dict[str, tuple[str, str, int, str]] = {}
+
+
+def _url_parts(url: str) -> tuple[str, str, int, str]:
+    """mitmproxy's parse of a URL (scheme, host, port, path), remembered for the few URLs providers have."""
+    parts = _URL_PARTS.get(url)
+    if parts is None:
+        parts = mitmproxy_url.parse(url)
+        if len(_URL_PARTS) >= 256:  # clients choose paths: keep the memory bounded
+            _URL_PARTS.clear()
+        _URL_PARTS[url] = parts
+    return parts
+
+
 def _client_gone(flow: http.HTTPFlow) -> bool:
     # While a hook runs, mitmproxy keeps the flow live; only the client connection's end time says it left.
     return flow.client_conn.timestamp_end is not None
@@ -194,7 +209,8 @@ class Gateway:
             flow.response.stream = True
         # From here on the flow shows the request as the provider received it, not the hop to the relay.
         sent = record.sent or {}
-        flow.request.url = sent["url"]
+        # What `flow.request.url = sent["url"]` does, with the URL parsed once per URL, not once per request.
+        flow.request.scheme, flow.request.host, flow.request.port, flow.request.path = _url_parts(sent["url"])
         flow.request.headers = http.Headers([(k.encode(), v) for k, v in sent["headers"]])
         flow.request.raw_content = sent["body"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import ssl
@@ -37,6 +38,7 @@ FAILOVER_STATUSES = frozenset({408, 429})
 _SECRET_NAME_PARTS = ("key", "auth", "token", "secret", "cookie", "password")
 
 
+@functools.lru_cache(maxsize=512)
 def is_secret_header(name: str) -> bool:
     """Headers whose values are never shown (flows in mitmweb, saved flows): credentials and their kin."""
     lname = name.lower()
@@ -56,6 +58,21 @@ def should_fail_over(status: int) -> bool:
 def upstream_url(provider: ProviderConfig, path_and_query: str) -> str:
     """`https://host/api` + `/v1/messages?beta=true` -> `https://host/api/v1/messages?beta=true`."""
     return provider.base_url + path_and_query
+
+
+_PARSED_URLS: dict[str, httpx.URL] = {}
+
+
+def parsed_url(url: str) -> httpx.URL:
+    """`httpx.URL(url)`, remembered: requests go to a handful of URLs, and parsing one costs more than the rest of
+    building the request."""
+    parsed = _PARSED_URLS.get(url)
+    if parsed is None:
+        parsed = httpx.URL(url)
+        if len(_PARSED_URLS) >= 256:  # clients choose paths: keep the memory bounded
+            _PARSED_URLS.clear()
+        _PARSED_URLS[url] = parsed
+    return parsed
 
 
 def upstream_headers(
