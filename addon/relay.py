@@ -33,10 +33,15 @@ class Parked:
     body: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]  # releases the provider connection
     is_sse: bool = False
+    # Set by whoever passes the stream on once its opening is on its way to the client (the gateway, from
+    # mitmproxy's stream callable); the relay waits for it before relaying more.
+    forwarded: asyncio.Event | None = None
     created: float = field(default_factory=time.monotonic)
     closed: bool = False
 
     async def aclose(self) -> None:
+        if self.forwarded is not None:
+            self.forwarded.set()  # nothing waits for a closed response
         if not self.closed:
             self.closed = True
             try:
@@ -159,11 +164,11 @@ class RelayServer:
                     if chunk:
                         out.add(chunk)
                         if first:
-                            # A stream's opening goes out at once, and mitmproxy gets a turn to pass it on to the
-                            # client before the relay works through whatever else the provider has sent meanwhile.
+                            # A stream's opening goes out at once, and is on its way to the client before the relay
+                            # works through whatever else the provider has sent meanwhile.
                             first = False
                             out.flush()
-                            await asyncio.sleep(0)
+                            await _until_forwarded(parked.forwarded)
                         await writer.drain()  # also how a client that went away is noticed
             except (ConnectionError, RuntimeError):
                 raise ConnectionResetError("client side of the relay went away") from None
@@ -182,6 +187,19 @@ class RelayServer:
 
 # Body bytes the relay collects before it writes them without waiting for the body to pause.
 _FLUSH_AT = 64 * 1024
+# Longest wait for a stream's opening to be passed on (a safety net: the flow's end also ends the wait).
+_FORWARD_WAIT = 1.0
+
+
+async def _until_forwarded(forwarded: asyncio.Event | None) -> None:
+    if forwarded is None:  # nobody will tell: one turn of the loop for mitmproxy
+        await asyncio.sleep(0)
+    elif not forwarded.is_set():
+        try:
+            async with asyncio.timeout(_FORWARD_WAIT):
+                await forwarded.wait()
+        except TimeoutError:
+            pass
 
 
 class _Batch:
