@@ -16,7 +16,7 @@ from .model_map import ModelChoice, choose_model
 from .failover import read_body
 from .stream_guard import StreamFailure, guarded, hold_until_content
 from .openai_response import SIGNATURE_PREFIX
-from .upstream import answer_headers, to_wire, upstream_headers, upstream_url, with_model
+from .upstream import answer_headers, parsed_url, to_wire, upstream_headers, upstream_url, with_model
 
 _SIGNATURE_BYTES = SIGNATURE_PREFIX.encode()
 
@@ -47,7 +47,9 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
         else:
             content = with_model(exchange.body, exchange.parsed, choice.model)
     headers = to_wire(upstream_headers(exchange.client_headers, provider, exchange.stream))
-    request = httpx.Request(exchange.method, upstream_url(provider, exchange.path), headers=headers, content=content)
+    request = httpx.Request(
+        exchange.method, parsed_url(upstream_url(provider, exchange.path)), headers=headers, content=content
+    )
     return request, choice
 
 

@@ -9,11 +9,13 @@ import math
 import ssl
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import certifi
 import httpx
 from mitmproxy import ctx, http
+from mitmproxy.net.http import url as mitmproxy_url
 
 from . import anthropic_adapter, openai_adapter
 from .affinity import SessionAffinity, session_key
@@ -72,6 +74,7 @@ class FlowRecord:
     token: str | None = None
     sent: dict[str, Any] | None = None  # the request as the provider received it (credentials redacted)
     watch: UsageWatch | None = None
+    forwarded: asyncio.Event | None = None  # set once a relayed stream's opening is on its way to the client
     answered_at: float | None = None  # when the balancer answered by itself
 
     def as_metadata(self, status: int | str | None = None) -> dict[str, Any]:
@@ -106,6 +109,32 @@ def _parse_json_object(flow: http.HTTPFlow) -> tuple[dict[str, Any] | None, byte
     if not isinstance(parsed, dict):
         return None, body, "the request body must be a JSON object"
     return parsed, body, None
+
+
+def _passing_on(forwarded: asyncio.Event) -> Callable[[bytes], bytes]:
+    """mitmproxy's stream callable for a relayed stream: passes every chunk on unchanged, and tells the relay
+    when the first one is on its way to the client."""
+
+    def stream(data: bytes) -> bytes:
+        if not forwarded.is_set():
+            forwarded.set()
+        return data
+
+    return stream
+
+
+_URL_PARTS: dict[str, tuple[str, str, int, str]] = {}
+
+
+def _url_parts(url: str) -> tuple[str, str, int, str]:
+    """mitmproxy's parse of a URL (scheme, host, port, path), remembered for the few URLs providers have."""
+    parts = _URL_PARTS.get(url)
+    if parts is None:
+        parts = mitmproxy_url.parse(url)
+        if len(_URL_PARTS) >= 256:  # clients choose paths: keep the memory bounded
+            _URL_PARTS.clear()
+        _URL_PARTS[url] = parts
+    return parts
 
 
 def _client_gone(flow: http.HTTPFlow) -> bool:
@@ -191,10 +220,13 @@ class Gateway:
         if record is None or record.token is None or flow.response is None:
             return
         if record.stream and flow.response.headers.get("content-type", "").startswith("text/event-stream"):
-            flow.response.stream = True
+            flow.response.stream = _passing_on(record.forwarded) if record.forwarded else True
+        elif record.forwarded is not None:
+            record.forwarded.set()  # not streamed: mitmproxy reads the whole answer, the relay must not wait
         # From here on the flow shows the request as the provider received it, not the hop to the relay.
         sent = record.sent or {}
-        flow.request.url = sent["url"]
+        # What `flow.request.url = sent["url"]` does, with the URL parsed once per URL, not once per request.
+        flow.request.scheme, flow.request.host, flow.request.port, flow.request.path = _url_parts(sent["url"])
         flow.request.headers = http.Headers([(k.encode(), v) for k, v in sent["headers"]])
         flow.request.raw_content = sent["body"]
 
@@ -339,7 +371,10 @@ class Gateway:
         headers = [*answer.headers, (PROVIDER_HEADER, result.provider.name)]
         record.watch = UsageWatch(answer.is_sse)
         body = watched(answer.body, record.watch)
-        parked = Parked(answer.status, headers, body, result.response.aclose, is_sse=answer.is_sse)
+        if record.stream and answer.is_sse:
+            record.forwarded = asyncio.Event()
+        parked = Parked(answer.status, headers, body, result.response.aclose, is_sse=answer.is_sse,
+                        forwarded=record.forwarded)
         record.token = self.relay.park(parked)
 
         sent = result.request

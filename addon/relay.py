@@ -33,10 +33,15 @@ class Parked:
     body: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]  # releases the provider connection
     is_sse: bool = False
+    # Set by whoever passes the stream on once its opening is on its way to the client (the gateway, from
+    # mitmproxy's stream callable); the relay waits for it before relaying more.
+    forwarded: asyncio.Event | None = None
     created: float = field(default_factory=time.monotonic)
     closed: bool = False
 
     async def aclose(self) -> None:
+        if self.forwarded is not None:
+            self.forwarded.set()  # nothing waits for a closed response
         if not self.closed:
             self.closed = True
             try:
@@ -151,23 +156,89 @@ class RelayServer:
         head = [f"HTTP/1.1 {parked.status} {_reason(parked.status)}\r\n"]
         head += [f"{name}: {value}\r\n" for name, value in parked.headers]
         head.append("transfer-encoding: chunked\r\n\r\n")
-        writer.write("".join(head).encode("latin-1", errors="replace"))
+        out = _Batch(writer, "".join(head).encode("latin-1", errors="replace"))
         try:
-            async for chunk in parked.body:
-                if chunk:
-                    writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                    await writer.drain()
-        except (ConnectionError, RuntimeError):
-            raise ConnectionResetError("client side of the relay went away") from None
-        except Exception as exc:  # the provider broke off mid-body
-            if not parked.is_sse or parked.closed:
-                log.info("provider response broke off: %s", type(exc).__name__)
-                return False
-            event = sse_error_event("api_error", "the provider's stream broke off before the end")
-            writer.write(b"%x\r\n%b\r\n" % (len(event), event))
-        writer.write(b"0\r\n\r\n")
+            try:
+                first = parked.is_sse
+                async for chunk in parked.body:
+                    if chunk:
+                        out.add(chunk)
+                        if first:
+                            # A stream's opening goes out at once, and is on its way to the client before the relay
+                            # works through whatever else the provider has sent meanwhile.
+                            first = False
+                            out.flush()
+                            await _until_forwarded(parked.forwarded)
+                        await writer.drain()  # also how a client that went away is noticed
+            except (ConnectionError, RuntimeError):
+                raise ConnectionResetError("client side of the relay went away") from None
+            except Exception as exc:  # the provider broke off mid-body
+                if not parked.is_sse or parked.closed:
+                    log.info("provider response broke off: %s", type(exc).__name__)
+                    out.flush()
+                    return False
+                out.add(sse_error_event("api_error", "the provider's stream broke off before the end"))
+            out.flush(end=True)
+        finally:
+            out.cancel()
         await writer.drain()
         return True
+
+
+# Body bytes the relay collects before it writes them without waiting for the body to pause.
+_FLUSH_AT = 64 * 1024
+# Longest wait for a stream's opening to be passed on (a safety net: the flow's end also ends the wait).
+_FORWARD_WAIT = 1.0
+
+
+async def _until_forwarded(forwarded: asyncio.Event | None) -> None:
+    if forwarded is None:  # nobody will tell: one turn of the loop for mitmproxy
+        await asyncio.sleep(0)
+    elif not forwarded.is_set():
+        try:
+            async with asyncio.timeout(_FORWARD_WAIT):
+                await forwarded.wait()
+        except TimeoutError:
+            pass
+
+
+class _Batch:
+    """What the relay writes, sent once the body has nothing more ready (at the next turn of the event loop):
+    the pieces a provider sent together become one HTTP chunk, one write to and one read by mitmproxy, and one
+    write to the client, not one each. Nothing waits longer than the body does."""
+
+    def __init__(self, writer: asyncio.StreamWriter, head: bytes):
+        self._writer = writer
+        self._head = head
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._handle: asyncio.Handle | None = None
+
+    def add(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= _FLUSH_AT:
+            self.flush()
+        elif self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self, end: bool = False) -> None:
+        self.cancel()
+        out = [self._head] if self._head else []
+        self._head = b""
+        if self._parts:
+            out += [b"%x\r\n" % self._size, *self._parts, b"\r\n"]
+            self._parts = []
+            self._size = 0
+        if end:
+            out.append(b"0\r\n\r\n")
+        if out and not self._writer.is_closing():
+            self._writer.write(b"".join(out))
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _parse_head(head: bytes) -> tuple[str, int]:

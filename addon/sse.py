@@ -49,6 +49,10 @@ class SSESplitter:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        return [parse_event(raw) for raw in self.feed_raw(chunk)]
+
+    def feed_raw(self, chunk: bytes) -> list[bytes]:
+        """Like `feed`, but each event's bytes unparsed (for a reader that only looks at some events)."""
         # Only the new bytes (and the 3 before them, where a boundary may begin) can hold a new boundary:
         # rescanning the whole buffer would make one large event cost quadratic time.
         resume = max(0, len(self._buffer) - 3)
@@ -59,7 +63,7 @@ class SSESplitter:
             raw = self._buffer[start : match.end()]
             start = match.end()
             if raw.strip():
-                events.append(parse_event(raw))
+                events.append(raw)
         self._buffer = self._buffer[start:]
         return events
 

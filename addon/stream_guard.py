@@ -18,11 +18,13 @@ import httpx
 
 from .errors import sse_error_event
 from .health import OVERLOADED, STREAM_ERROR, TIMEOUT
-from .sse import SSESplitter
+from .sse import SSESplitter, parse_event
 from .upstream import describe_exception
 
 # Events after which the answer is committed to this provider.
 _COMMIT_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
+# An event whose bytes contain none of these is neither a commit event nor an error: it need not be parsed.
+_WATCHED_NAMES = (b"error", b"_delta", b"message_stop")
 
 
 class StreamFailure(Exception):
@@ -68,16 +70,26 @@ async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> b
     `deadline` (a `time.monotonic()` value)."""
     splitter = SSESplitter()
     held: list[bytes] = []
-    while True:
-        chunk = await next_chunk_before(chunks, deadline)
-        if chunk is None:
-            raise StreamFailure("stream ended before any content")
-        held.append(chunk)
-        for event in splitter.feed(chunk):
-            if event.event == "error":
-                raise _error_event_failure(event.data)
-            if event.event in _COMMIT_EVENTS:
-                return b"".join(held)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise StreamFailure("no content before the deadline", TIMEOUT)
+    try:
+        async with asyncio.timeout(remaining):  # one deadline for the whole opening
+            async for chunk in chunks:
+                held.append(chunk)
+                for raw in splitter.feed_raw(chunk):
+                    if not any(name in raw for name in _WATCHED_NAMES):
+                        continue  # message_start, content_block_start, ping: nothing to decide yet
+                    event = parse_event(raw)
+                    if event.event == "error":
+                        raise _error_event_failure(event.data)
+                    if event.event in _COMMIT_EVENTS:
+                        return b"".join(held)
+    except TimeoutError:
+        raise StreamFailure("no content before the deadline", TIMEOUT) from None
+    except (httpx.HTTPError, OSError) as exc:
+        raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
+    raise StreamFailure("stream ended before any content")
 
 
 class EndWatch:

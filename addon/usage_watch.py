@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .sse import SSESplitter
+from .sse import SSESplitter, parse_event
 
 # Non-streamed answers larger than this are not parsed for usage (they are relayed all the same).
 _JSON_LIMIT = 4 * 1024 * 1024
@@ -28,9 +28,12 @@ class UsageWatch:
         if self.first_byte_at is None and chunk:
             self.first_byte_at = time.perf_counter()
         if self._splitter is not None:
-            for event in self._splitter.feed(chunk):
-                if event.event in ("message_start", "message_delta"):
-                    self._read_event(event.event, event.data)
+            for raw in self._splitter.feed_raw(chunk):
+                # Only these two events carry usage: the others are not parsed at all.
+                if b"message_start" in raw or b"message_delta" in raw:
+                    event = parse_event(raw)
+                    if event.event in ("message_start", "message_delta"):
+                        self._read_event(event.event, event.data)
         elif self._size <= _JSON_LIMIT:
             self._body.append(chunk)
             self._size += len(chunk)

@@ -131,3 +131,68 @@ def test_discard_closes_a_parked_response(run):
     body, response = run(scenario())
     assert body.closed.is_set()
     assert response.status_code == 410
+
+
+async def _read_some(reader: asyncio.StreamReader, wait: float) -> bytes:
+    """Whatever arrives within `wait` seconds."""
+    data = b""
+    try:
+        async with asyncio.timeout(wait):
+            while True:
+                more = await reader.read(65536)
+                if not more:
+                    return data
+                data += more
+    except TimeoutError:
+        return data
+
+
+def test_a_streams_opening_goes_out_first_and_the_rest_waits_until_it_was_passed_on(run):
+    opening = b"event: message_start\ndata: {}\n\nevent: content_block_delta\ndata: {}\n\n"
+    rest = [b"event: content_block_delta\ndata: {\"n\": 2}\n\n", b"event: message_stop\ndata: {}\n\n"]
+
+    async def scenario():
+        relay = RelayServer()
+        await relay.start()
+        body = Body([opening, *rest])  # the provider sent it all at once
+        forwarded = asyncio.Event()
+        item = parked(body)
+        item.forwarded = forwarded
+        token = relay.park(item)
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(f"POST {PATH_PREFIX}{token} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n".encode())
+        first = await _read_some(reader, 0.2)
+        forwarded.set()  # mitmproxy passed the opening on
+        later = await _read_some(reader, 0.2)
+        writer.close()
+        await relay.stop()
+        return first, later
+
+    first, later = run(scenario())
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert first.endswith(b"%x\r\n%b\r\n" % (len(opening), opening))  # the opening alone, nothing after it
+    # What was ready meanwhile follows as one chunk, then the end.
+    assert later == b"%x\r\n%b\r\n0\r\n\r\n" % (len(b"".join(rest)), b"".join(rest))
+
+
+def test_a_discarded_stream_does_not_keep_the_relay_waiting(run):
+    async def scenario():
+        relay = RelayServer()
+        await relay.start()
+        body = Body([b"event: message_start\ndata: {}\n\n", b"event: message_stop\ndata: {}\n\n"])
+        item = parked(body)
+        item.forwarded = asyncio.Event()  # never set: the flow ended before mitmproxy passed anything on
+        token = relay.park(item)
+        async with httpx.AsyncClient() as client:
+            task = asyncio.create_task(fetch(relay, token, client))
+            await asyncio.sleep(0.05)
+            started = asyncio.get_running_loop().time()
+            await relay.discard(token)
+            await task
+            waited = asyncio.get_running_loop().time() - started
+        await relay.stop()
+        return waited, body
+
+    waited, body = run(scenario())
+    assert waited < 0.5  # not the relay's one-second safety net
+    assert body.closed.is_set()

@@ -388,3 +388,51 @@ def test_exhausted_overloaded_rules() -> None:
 
 def test_exhausted_summary_with_nothing_to_try() -> None:
     assert Exhausted(attempts=[]).summary() == "no enabled provider can serve this request"
+
+
+# --- the provider clients' network backend ---------------------------------------------------------------
+
+
+def test_every_provider_client_uses_the_socket_knowing_backend() -> None:
+    from addon.upstream import ClientPool, _NetworkBackend
+
+    async def scenario() -> list[object]:
+        pool = ClientPool()
+        direct, proxied = pool.get(None), pool.get("http://127.0.0.1:9")
+        backends = [direct._transport._pool._network_backend]
+        backends += [t._pool._network_backend for t in proxied._mounts.values() if t is not None]
+        await pool.aclose()
+        return backends
+
+    backends = asyncio.run(scenario())
+    assert len(backends) == 2 and all(isinstance(b, _NetworkBackend) for b in backends)
+
+
+def test_an_idle_connection_the_server_closed_reads_as_readable() -> None:
+    """What the connection pool asks before reusing a connection (answered without anyio's per-call lookups)."""
+    from addon.upstream import _NetworkBackend
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        closing = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await closing.wait()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        stream = await _NetworkBackend().connect_tcp("127.0.0.1", port)
+        open_idle = stream.get_extra_info("is_readable")
+        closing.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if stream.get_extra_info("is_readable"):
+                break
+        closed_by_server = stream.get_extra_info("is_readable")
+        await stream.aclose()
+        gone = stream.get_extra_info("is_readable")
+        server.close()
+        return open_idle, closed_by_server, gone
+
+    open_idle, closed_by_server, gone = asyncio.run(scenario())
+    assert (open_idle, closed_by_server, gone) == (False, True, True)
