@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -123,18 +124,10 @@ def _passing_on(forwarded: asyncio.Event) -> Callable[[bytes], bytes]:
     return stream
 
 
-_URL_PARTS: dict[str, tuple[str, str, int, str]] = {}
-
-
+@functools.lru_cache(maxsize=256)  # providers have a few URLs; clients choose paths, so the memory is bounded
 def _url_parts(url: str) -> tuple[str, str, int, str]:
-    """mitmproxy's parse of a URL (scheme, host, port, path), remembered for the few URLs providers have."""
-    parts = _URL_PARTS.get(url)
-    if parts is None:
-        parts = mitmproxy_url.parse(url)
-        if len(_URL_PARTS) >= 256:  # clients choose paths: keep the memory bounded
-            _URL_PARTS.clear()
-        _URL_PARTS[url] = parts
-    return parts
+    """mitmproxy's parse of a URL (scheme, host, port, path), remembered."""
+    return mitmproxy_url.parse(url)
 
 
 def _client_gone(flow: http.HTTPFlow) -> bool:

@@ -62,19 +62,10 @@ def upstream_url(provider: ProviderConfig, path_and_query: str) -> str:
     return provider.base_url + path_and_query
 
 
-_PARSED_URLS: dict[str, httpx.URL] = {}
-
-
+@functools.lru_cache(maxsize=256)  # requests go to a few URLs; clients choose paths, so the memory is bounded
 def parsed_url(url: str) -> httpx.URL:
-    """`httpx.URL(url)`, remembered: requests go to a handful of URLs, and parsing one costs more than the rest of
-    building the request."""
-    parsed = _PARSED_URLS.get(url)
-    if parsed is None:
-        parsed = httpx.URL(url)
-        if len(_PARSED_URLS) >= 256:  # clients choose paths: keep the memory bounded
-            _PARSED_URLS.clear()
-        _PARSED_URLS[url] = parsed
-    return parsed
+    """`httpx.URL(url)`, remembered: parsing one costs more than the rest of building the request."""
+    return httpx.URL(url)
 
 
 def upstream_headers(
