@@ -14,6 +14,14 @@ from .processes import REPO
 BENCH_DIR = REPO / ".bench"
 
 
+def tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log file ("" when it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def base_python() -> str:
     """The interpreter this venv was made from, so a bench environment matches the balancer's Python."""
     return getattr(sys, "_base_executable", None) or sys.executable
@@ -39,7 +47,6 @@ def ensure_env(name: str, lock: Path, progress: Callable[[str], None]) -> Path:
                                "--require-hashes", "--prefer-binary", "-r", str(lock)],
                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise RuntimeError(f"installing {lock.name} into .bench/{name} failed (log: {log}):\n{tail}")
+        raise RuntimeError(f"installing {lock.name} into .bench/{name} failed (log: {log}):\n{tail(log)}")
     stamp.write_text(want)
     return python

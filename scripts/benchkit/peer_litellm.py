@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,18 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from . import envs
+from .processes import free_port
 
 HERE = Path(__file__).resolve().parent
 LOCK = HERE / "litellm-requirements.lock"
 
 Progress = Callable[[str], None]
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def ensure_env(progress: Progress) -> Path:
@@ -91,13 +84,6 @@ def proxy_config(provider_url: str) -> dict[str, Any]:
             {"model_name": "*", "litellm_params": {"model": "anthropic/*", **params}},
         ],
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _descendants(pid: int) -> list[int]:
@@ -179,7 +165,7 @@ class LiteLLMProxy:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-litellm-"))
         config = self.dir / "config.yaml"
         config.write_text(json.dumps(proxy_config(self.provider_url), indent=2))  # JSON is valid YAML
-        self.port = _free_port()
+        self.port = free_port()
         env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ} | QUIET_OFFLINE_ENV
         args = [str(self._python.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1",
                 "--port", str(self.port),
@@ -212,7 +198,7 @@ class LiteLLMProxy:
         self._fail(f"LiteLLM proxy did not get ready within {timeout:.0f} s")
 
     def _fail(self, message: str) -> None:
-        tail = _tail(self._log, 40) if self._log else ""
+        tail = envs.tail(self._log, 40) if self._log else ""
         self.stop()
         raise RuntimeError(f"{message}; last output:\n{tail}")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import loadgen, stats
-from .processes import REPO, Balancer, BareMitmdump, FakeProvider, provider, rss_mb
+from .processes import REPO, Balancer, BareMitmdump, FakeProvider, free_port, provider, rss_mb
 
 ANTHROPIC = "/v1/messages"
 OPENAI = "/v1/chat/completions"
@@ -82,12 +81,6 @@ class Target:
 
     def path(self, api: str) -> str:
         return self.path_prefix + (self.speaks or api)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ms(values: list[float]) -> list[float]:
@@ -230,17 +223,11 @@ class Bench:
             body = loadgen.request_body(True)
             for proc in (baseline, chain):  # a fresh process's first requests are slow: not what is measured
                 asyncio.run(loadgen.measure(proc.url, ANTHROPIC, body, 1 if label == "hang" else 20, 1))
-            values: dict[str, list[float]] = {"healthy_first": [], label: []}
-            errors = dict.fromkeys(values, 0)
-            for _ in range(self.plan.rounds):
-                for name, proc in (("healthy_first", baseline), (label, chain)):
-                    timings, failed = asyncio.run(loadgen.measure(proc.url, ANTHROPIC, body,
-                                                                  max(1, count // self.plan.rounds), 1))
-                    values[name] += _ms([t.first_event for t in timings])
-                    errors[name] += failed
-        row = {name: stats.summary(v, errors[name]) for name, v in values.items()}
+            key = f"c.failover_{label}"
+            self._latency_row(key, [Target("healthy_first", baseline.url, ""), Target(label, chain.url, "")],
+                              ANTHROPIC, True, 1, count)
+        row = self.rows[key]
         row["cost_ms"] = {p: row[label][p] - row["healthy_first"][p] for p in ("p50", "p99")}
-        self.rows[f"c.failover_{label}"] = row
 
     def _open_streams(self, fake: FakeProvider) -> None:
         count = self.plan.open_streams
