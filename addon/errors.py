@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+# The longest error message the balancer passes on or writes (a provider may send a multi-KB traceback); long
+# enough for every message Claude Code matches on ("prompt is too long: N tokens > M maximum").
+MAX_MESSAGE_CHARS = 1000
+
 # Anthropic's error type for the statuses the balancer itself produces or passes on.
 ERROR_TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -27,6 +31,11 @@ def error_type_for(status: int) -> str:
     if status in ERROR_TYPE_BY_STATUS:
         return ERROR_TYPE_BY_STATUS[status]
     return "invalid_request_error" if status < 500 else "api_error"
+
+
+def bounded_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`message`, cut to `limit` characters (an ellipsis says it was cut)."""
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def error_body(error_type: str, message: str) -> bytes:

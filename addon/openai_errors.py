@@ -20,9 +20,8 @@ import json
 import re
 from typing import Any
 
-from .errors import error_body
+from .errors import bounded_message, error_body
 
-MAX_MESSAGE_CHARS = 1000
 
 _STATUS_AND_TYPE = {
     401: (401, "authentication_error"),
@@ -79,11 +78,11 @@ def to_anthropic_error(status: int, body: bytes) -> tuple[int, bytes]:
     status = _effective_status(status, code)
     overflow = _overflow_message(message, kind, code)
     if overflow is not None:
-        return 400, error_body("invalid_request_error", _truncate(overflow))
+        return 400, error_body("invalid_request_error", bounded_message(overflow))
     if not message:
         message = f"the provider answered HTTP {status}"
     client_status, error_type = _status_and_type(status, message, kind, code)
-    return client_status, error_body(error_type, _truncate(message))
+    return client_status, error_body(error_type, bounded_message(message))
 
 
 def parse_error(body: bytes) -> tuple[str, str, str]:
@@ -146,10 +145,6 @@ def _as_text(value: Any) -> str:
 
 def _plain_text(text: str) -> str:
     return _SPACES.sub(" ", _TAGS.sub(" ", text)).strip()
-
-
-def _truncate(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 def _effective_status(status: int, code: str) -> int:

@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from addon.affinity import session_key
 from addon.config import ConfigError, ProviderConfig, parse_config
-from addon.openai_errors import MAX_MESSAGE_CHARS, to_anthropic_error
+from addon.errors import MAX_MESSAGE_CHARS
+from addon.openai_errors import to_anthropic_error
 from addon.openai_request import OpenAIOptions, ToolNames, to_openai_request
 from addon.openai_response import OpenAIResponseError, to_anthropic_message
 from addon.openai_stream import StreamTranslator

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from addon.openai_errors import MAX_MESSAGE_CHARS, to_anthropic_error
+from addon.errors import MAX_MESSAGE_CHARS
+from addon.openai_errors import to_anthropic_error
 
 
 def convert(status: int, body: Any) -> tuple[int, dict]:
