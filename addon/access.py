@@ -1,5 +1,4 @@
-"""Who may use the balancer: client keys for the API, admin keys for the admin endpoints, a body size limit,
-and a loud warning when it listens beyond this machine with nobody's key required."""
+"""Who may use the balancer: client keys for the API, admin keys for the admin endpoints, and a loud warning when it listens beyond this machine with nobody's key required."""
 
 from __future__ import annotations
 
@@ -59,22 +58,10 @@ class AccessControl:
                 "port can spend your providers' credits. Set client_keys, or listen on 127.0.0.1. !!!", where
             )
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """A body announced as too large is refused before it is read."""
-        if flow.response or flow.error or not flow.live:
-            return
-        length = flow.request.headers.get("content-length", "")
-        limit = self.providers.settings.max_body_size
-        if length.isdigit() and int(length) > limit:
-            flow.response = error_response(413, "request_too_large", f"request body over the {limit}-byte limit")
-
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         settings = self.providers.settings
-        if len(flow.request.raw_content or b"") > settings.max_body_size:  # chunked uploads have no length
-            flow.response = error_response(413, "request_too_large", f"request body over the {settings.max_body_size}-byte limit")
-            return
         path = flow.request.path.split("?", 1)[0]
         if path in ADMIN_PATHS:
             keys, what = settings.admin_keys or settings.client_keys, "an admin key"

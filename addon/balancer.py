@@ -15,17 +15,22 @@ for _name in [m for m in sys.modules if m == "addon" or m.startswith("addon.")]:
 
 from addon.access import AccessControl  # noqa: E402
 from addon.admin import AdminApi  # noqa: E402
+from addon.body_limits import BodyLimits  # noqa: E402
 from addon.commands import BalancerCommands  # noqa: E402
 from addon.fallback import NotFound  # noqa: E402
 from addon.gateway import Gateway  # noqa: E402
+from addon.head import HeadRequests  # noqa: E402
 from addon.metrics import Metrics  # noqa: E402
 from addon.models_api import ModelsApi  # noqa: E402
 from addon.providers import Providers  # noqa: E402
+from addon.request_target import RequestTarget  # noqa: E402
 
 providers = Providers()
 gateway = Gateway(providers)
 addons = [
     providers,
+    RequestTarget(),  # first: every later part routes on the canonical path
+    BodyLimits(providers),  # the body decoded, within max_body_size, before anything reads it
     AccessControl(providers),  # before anything that answers or forwards a request
     AdminApi(providers, gateway.runtime_status),
     ModelsApi(providers),
@@ -33,4 +38,5 @@ addons = [
     Metrics(providers),  # after the gateway: it counts flows once the gateway has finished them
     BalancerCommands(providers, gateway.runtime_status),
     NotFound(),  # last: whatever nothing above answered
+    HeadRequests(),  # HEAD answers lose their bodies, whoever made them
 ]

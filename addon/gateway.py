@@ -45,16 +45,19 @@ MESSAGE_TYPES = ("anthropic", "openai")
 # Kinds of API request: messages are balanced with failover and health accounting; the rest are forwarded
 # with failover but never count against a provider.
 MESSAGES, COUNT_TOKENS, OTHER_API = "messages", "count_tokens", "api"
+MESSAGE_ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 
 
 def route_of(method: str, path: str) -> tuple[str | None, str | None]:
     """(kind, None) for a request the gateway serves, (None, error) for a wrong method, (None, None) otherwise."""
     route = path.split("?", 1)[0]
-    if route in ("/v1/messages", "/v1/messages/count_tokens"):
+    if route in MESSAGE_ROUTES:
         if method != "POST":
             return None, f"{route} accepts POST only"
         return (MESSAGES if route == "/v1/messages" else COUNT_TOKENS), None
     if route.startswith("/v1/"):
+        if method == "HEAD":  # the relay hop and the providers' answers carry bodies: never forwarded
+            return None, "HEAD is answered only on the balancer's own endpoints"
         return OTHER_API, None
     return None, None
 
@@ -187,7 +190,9 @@ class Gateway:
             return
         kind, wrong_method = route_of(flow.request.method, flow.request.path)
         if wrong_method:
-            flow.response = error_response(405, "invalid_request_error", wrong_method, allow="POST")
+            messages_route = flow.request.path.split("?", 1)[0] in MESSAGE_ROUTES
+            allow = "POST" if messages_route else "GET, POST, DELETE"
+            flow.response = error_response(405, "invalid_request_error", wrong_method, allow=allow)
             return
         if kind is None:
             return  # not an API path: another addon's, or the fallback's 404

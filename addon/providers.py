@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mitmproxy import ctx, exceptions
 
@@ -45,6 +45,8 @@ class Providers:
         self._watcher: asyncio.Task | None = None
         self.log_file = LogFile()
         self.redact = Redactor()
+        # Called after every configuration that takes effect (start-up and each reload).
+        self.on_apply: list[Callable[[], None]] = []
 
     @property
     def config(self) -> BalancerConfig:
@@ -142,6 +144,8 @@ class Providers:
         for warning in [*loaded.warnings, *file_safety_warnings(loaded.source)]:
             log.warning("%s: %s", loaded.source, warning)
         log.info("%s", describe(loaded))
+        for listener in self.on_apply:
+            listener()
 
 
 def file_safety_warnings(path: str) -> list[str]:

@@ -54,7 +54,9 @@ def to_wire(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 def should_fail_over(status: int) -> bool:
-    return status in FAILOVER_STATUSES or status >= 500
+    # A redirect is never handed to the client: its SDK would follow it and send the whole prompt, with whatever
+    # headers it holds, to a host the provider named. For the balancer it is a provider that does not serve.
+    return status in FAILOVER_STATUSES or status >= 500 or 300 <= status < 400
 
 
 def upstream_url(provider: ProviderConfig, path_and_query: str) -> str:
