@@ -70,9 +70,9 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 response from a raw socket (content-length or close-delimited bodies)."""
-    response = http.client.HTTPResponse(sock)
+    response = http.client.HTTPResponse(sock, method=method)
     response.begin()
     body = response.read()
     return response.status, {k.lower(): v for k, v in response.getheaders()}, body
