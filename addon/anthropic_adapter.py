@@ -68,12 +68,13 @@ async def open_answer(
             raise StreamFailure("the answer broke off before its end")
         chunks = _single(exchange.redact_body(body) if response.status_code >= 400 else body)
     elif exchange.stream and is_sse and response.status_code < 300:
-        held = await hold_until_content(chunks, deadline)
+        opening = await hold_until_content(chunks, deadline)
         chunks = guarded(
-            held,
+            opening,
             chunks,
             lambda reason, kind: exchange.on_committed_failure(provider, reason, kind),
             exchange.idle_timeout,
+            exchange.redact,
         )
     requested = exchange.requested_model
     if choice is not None and requested and choice.model != requested:
