@@ -1,5 +1,5 @@
-"""The stream guard's event checks (stream_guard.py): what reaches the client before and after the commit point
-when a provider sends events a client cannot parse, or its own error."""
+"""The stream guard's event checks (stream_guard.py) and the end of a translated OpenAI stream: what reaches the
+client before and after the commit point when a provider sends events a client cannot parse, or its own error."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from addon.errors import MAX_MESSAGE_CHARS
+from addon.openai_request import ToolNames
+from addon.openai_stream import StreamTranslator
 from addon.redact import Redactor
 from addon.sse import SSESplitter
 from addon.anthropic_events import check_event
@@ -149,3 +151,22 @@ def test_an_error_before_content_gives_a_short_reason_without_paths() -> None:
     with pytest.raises(StreamFailure) as caught:
         hold([*OPENING, error_event("api_error", python_traceback(KEY))])
     assert caught.value.reason == f"error event before content: api_error: {CLEANED.replace('[redacted]', KEY)}"
+
+
+# -- the end of a translated OpenAI stream -------------------------------------------------------------------------
+
+def test_a_translated_error_message_is_redacted_without_frames_and_bounded() -> None:
+    translator = StreamTranslator("claude-sonnet-4", ToolNames(), redact=Redactor([KEY]))
+    content = b'data: {"choices":[{"index":0,"delta":{"content":"partial"}}]}\n\n'
+    error = b"data: " + json.dumps({"error": {"message": python_traceback(KEY)}}).encode() + b"\n\n"
+    out = translator.feed(content) + translator.feed(error)
+    last = SSESplitter().feed(out)[-1]
+    assert last.event == "error"
+    assert json.loads(last.data) == {"type": "error", "error": {"type": "api_error", "message": CLEANED}}
+
+
+def test_a_translated_error_with_nothing_left_says_so() -> None:
+    translator = StreamTranslator("claude-sonnet-4", ToolNames())
+    message = 'Traceback (most recent call last):\n  File "/a/b.py", line 1, in f'
+    last = SSESplitter().feed(translator.feed(f"data: {json.dumps({'error': {'message': message}})}\n\n".encode()))[-1]
+    assert json.loads(last.data)["error"]["message"] == "the provider reported an error mid-stream"
