@@ -12,6 +12,7 @@ from .sse import parse_event
 # Error types that mean capacity trouble rather than breakage.
 _CAPACITY_ERRORS = frozenset({"overloaded_error", "rate_limit_error"})
 _JSON = json.JSONDecoder()
+PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 
 @dataclass

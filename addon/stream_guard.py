@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from .anthropic_events import check_event, error_of, failure_class_of
+from .anthropic_events import PING, CheckedEvent, check_event, error_of, failure_class_of
 from .error_text import REASON_CHARS, public_message
 from .errors import bounded_message, sse_error_event
 from .health import STREAM_ERROR, TIMEOUT
@@ -39,6 +39,14 @@ class StreamFailure(Exception):
         super().__init__(reason)
         self.reason = reason
         self.kind = kind  # a failure class from health.py
+
+
+def _checked(raw: bytes) -> tuple[bytes, CheckedEvent]:
+    """The event as it may be passed on, and what it holds."""
+    event = check_event(raw)
+    if event.problem and event.name == "ping":  # clients skip pings unread: a broken one is replaced, no failure
+        return PING, CheckedEvent("ping", {"type": "ping"})
+    return raw, event
 
 
 def _error_event_failure(data: dict[str, Any] | None) -> StreamFailure:
@@ -88,8 +96,8 @@ async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> O
         async with asyncio.timeout(remaining):  # one deadline for the whole opening
             async for chunk in chunks:
                 events = splitter.feed_raw(chunk)
-                for position, raw in enumerate(events):
-                    event = check_event(raw)
+                for position, event_bytes in enumerate(events):
+                    raw, event = _checked(event_bytes)
                     if event.problem:
                         raise StreamFailure(bounded_message(f"invalid event before content: {event.problem}",
                                                             REASON_CHARS))
@@ -137,7 +145,7 @@ class CommittedStream:
         for raw in events:
             if self.over:
                 break
-            event = check_event(raw)
+            raw, event = _checked(raw)
             if event.problem:
                 out.append(self.fail(f"the provider sent an invalid event mid-stream: {event.problem}"))
             elif event.name == "error":

@@ -118,11 +118,12 @@ def test_count_tokens_and_other_api_answers_are_not_messages(balancer, client, u
     "events",
     [
         [raw_event("message_start", '{"type": "message_start", "message": {"id": "m'), *OPENING[1:]],
-        [*OPENING[:2], raw_event("ping", "keep-alive"), *OPENING[3:]],
+        [*OPENING[:1], raw_event("content_block_start", '{"type": "content_block_start", "index": 0, "con'),
+         *OPENING[2:]],
         [*OPENING, raw_event("content_block_delta", '{"type": "content_block_delta", "index": 0, "delta": {')],
         [*OPENING, raw_event("content_block_delta", "[1, 2]")],
     ],
-    ids=["truncated-message-start", "text-ping", "truncated-first-delta", "list-first-delta"],
+    ids=["truncated-message-start", "truncated-block-start", "truncated-first-delta", "list-first-delta"],
 )
 def test_a_stream_with_invalid_events_before_content_fails_over(balancer, client, unique, events):
     with FakeProvider(RawStream([*events, *LATER])) as bad, FakeProvider() as good:
@@ -134,6 +135,19 @@ def test_a_stream_with_invalid_events_before_content_fails_over(balancer, client
         health = balancer.provider_status(a)
         assert health["failures_by_class"] == {"stream_error": 1}
         assert "invalid event before content" in health["last_error"]
+
+
+def test_pings_that_are_not_json_are_replaced_not_failed_over(balancer, client, unique):
+    """Clients skip pings without reading them: a provider whose pings are plain text still serves."""
+    ping = raw_event("ping", MARKER)
+    events = stream_events(pieces=["one", "two"])
+    with FakeProvider(RawStream([ping, *events[:4], ping, *events[4:]])) as fake:
+        balancer.use([anthropic_provider(f"a-{unique}", fake.url)])
+        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream:
+            assert stream.get_final_message().content[0].text == "onetwo"
+        body = httpx.post(balancer.url + "/v1/messages", json={**BODY, "stream": True}, timeout=30).content
+        assert MARKER.encode() not in body and body.count(b'event: ping\ndata: {"type": "ping"}\n\n') == 3
+        assert balancer.provider_status(f"a-{unique}")["failures"] == 0
 
 
 # -- point 4: after the commit point, invalid events never reach the client --------------------------------------

@@ -15,7 +15,7 @@ from addon.openai_request import ToolNames
 from addon.openai_stream import StreamTranslator
 from addon.redact import Redactor
 from addon.sse import SSESplitter
-from addon.anthropic_events import check_event
+from addon.anthropic_events import PING, check_event
 from addon.error_text import REASON_CHARS
 from addon.stream_guard import CommittedStream, StreamFailure, hold_until_content
 from fakes import error_event, python_traceback, raw_event, stream_events
@@ -67,6 +67,17 @@ def test_events_without_data_and_comments_pass(data: str) -> None:
     keepalive = b": keep-alive\n\n" + f"event: ping\ndata:{data}\n\n".encode()
     s = Stream().feed(FIRST, keepalive, *REST).end()
     assert s.out == FIRST + keepalive + b"".join(REST)
+    assert s.failures == []
+
+
+def test_a_ping_that_is_not_json_is_replaced_before_and_after_the_commit_point() -> None:
+    ping = raw_event("ping", "keep-alive")
+    opening = hold([b"".join([ping, *OPENING, FIRST, ping, *REST])])  # one chunk: the rest comes in `after`
+    assert opening.held == PING + b"".join(OPENING) + FIRST
+    assert opening.after == [ping, *REST]
+    s = Stream()
+    s.out = s.stream.take(opening.after)
+    assert s.out == PING + b"".join(REST)
     assert s.failures == []
 
 
