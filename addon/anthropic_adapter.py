@@ -12,6 +12,7 @@ from typing import Any
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
 from .model_echo import echo_model_in_body, echo_model_in_stream
+from .message_shape import message_problem
 from .model_map import ModelChoice, choose_model
 from .failover import read_body
 from .stream_guard import StreamFailure, guarded, hold_until_content
@@ -56,24 +57,34 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
 async def open_answer(
     provider: ProviderConfig, response: httpx.Response, exchange: Exchange, deadline: float, choice: ModelChoice | None
 ) -> Answer:
-    """Raises StreamFailure when a stream fails before its first content (the request can still fail over)."""
+    """Raises StreamFailure when the answer fails before anything reached the client (the request can still fail
+    over): a stream before its first content, or a message answer (2xx) that is not a complete message."""
     content_type = response.headers.get("content-type", "")
     is_sse = content_type.startswith("text/event-stream")
     chunks = response.aiter_bytes()
-    if not is_sse and exchange.parsed is not None:
+    # A 2xx answer to /v1/messages must be a message unless it is the stream the client asked for.
+    must_be_message = exchange.kind == "messages" and 200 <= response.status_code < 300 and not (
+        exchange.stream and is_sse
+    )
+    if must_be_message or (not is_sse and exchange.parsed is not None):
         # A whole JSON answer is read here, so that one breaking off can still fail over (mitmproxy would
         # buffer it anyway): never a truncated body, never mitmproxy's own 502.
         body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
         if not complete:
             raise StreamFailure("the answer broke off before its end")
+        if must_be_message:
+            problem = message_problem(body)
+            if problem is not None:
+                raise StreamFailure(*problem)
         chunks = _single(exchange.redact_body(body) if response.status_code >= 400 else body)
     elif exchange.stream and is_sse and response.status_code < 300:
-        held = await hold_until_content(chunks, deadline)
+        opening = await hold_until_content(chunks, deadline)
         chunks = guarded(
-            held,
+            opening,
             chunks,
             lambda reason, kind: exchange.on_committed_failure(provider, reason, kind),
             exchange.idle_timeout,
+            exchange.redact,
         )
     requested = exchange.requested_model
     if choice is not None and requested and choice.model != requested:

@@ -80,9 +80,21 @@ class FlowRecord:
     watch: UsageWatch | None = None
     forwarded: asyncio.Event | None = None  # set once a relayed stream's opening is on its way to the client
     answered_at: float | None = None  # when the balancer answered by itself
+    failed_mid_stream: bool = False  # the serving provider failed after its stream was committed
+
+    def fail_after_commit(self, provider: str, reason: str, kind: str) -> None:
+        """The serving provider's attempt failed after all, once its stream had reached the client."""
+        self.failed_mid_stream = True
+        for attempt in reversed(self.attempts):
+            if attempt["provider"] == provider and not attempt["failed"]:
+                attempt.update(outcome=f"{attempt['outcome']}, then {kind}: {reason}", failed=True,
+                               after_commit=True, **{"class": kind})
+                return
 
     def as_metadata(self, status: int | str | None = None) -> dict[str, Any]:
         now = time.perf_counter()
+        if self.failed_mid_stream:  # the client got its status line, then an error event (and may have left)
+            status = "failed mid-stream"
         first_byte = self.watch.first_byte_at if self.watch else self.answered_at
         return {
             "request_id": self.request_id,
@@ -289,10 +301,12 @@ class Gateway:
             settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout})
 
         def on_committed_failure(provider: ProviderConfig, reason: str, failure_kind: str) -> None:
+            reason = self.providers.redact(reason)
             log.warning("%s failed after its stream was committed: %s", provider.name, reason)
+            record.fail_after_commit(provider.name, reason, failure_kind)
+            flow.comment = f"{flow.comment}, then failed: {reason}" if flow.comment else f"failed: {reason}"
             if penalize:
-                record_failure(board, self.providers.settings, provider.name, self.providers.redact(reason),
-                               failure_kind)
+                record_failure(board, self.providers.settings, provider.name, reason, failure_kind)
 
         exchange = Exchange(
             kind=kind, method=flow.request.method, path=flow.request.path, client_headers=client_headers,

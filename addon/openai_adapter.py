@@ -10,7 +10,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from .anthropic_events import error_of, failure_class_of
 from .config import ProviderConfig
+from .error_text import REASON_CHARS
+from .errors import bounded_message
 from .exchange import Answer, Exchange
 from .health import OVERLOADED, STREAM_ERROR
 from .model_map import ModelChoice, choose_model
@@ -80,17 +83,16 @@ def _headers(response: httpx.Response, content_type: str) -> list[tuple[str, str
     return [("content-type", content_type), *passed]
 
 
-def _error_reason(events: bytes) -> tuple[str, str]:
+def _error_reason(events: bytes, when: str = "before content") -> tuple[str, str]:
     """(reason, failure class) from the Anthropic `event: error` a translator produced."""
     for event in SSESplitter().feed(events):
         if event.event == "error":
             try:
-                error = json.loads(event.data)["error"]
-                kind, message = error.get("type", "api_error"), error.get("message", "")
-            except (ValueError, KeyError, TypeError, AttributeError):
-                kind, message = "api_error", ""
-            return (f"error before content: {kind}: {message}"[:200],
-                    OVERLOADED if kind in ("overloaded_error", "rate_limit_error") else STREAM_ERROR)
+                kind, message = error_of(json.loads(event.data))
+            except (ValueError, TypeError, AttributeError):
+                kind, message = "", ""
+            kind = kind or "api_error"
+            return bounded_message(f"error {when}: {kind}: {message}", REASON_CHARS), failure_class_of(kind)
     return "stream ended before any content", STREAM_ERROR
 
 
@@ -123,7 +125,7 @@ async def open_answer(
                 return Answer(status, _headers(response, "application/json"), _single(body), is_sse=False)
             raise StreamFailure("the answer is not JSON", STREAM_ERROR) from None
         return Answer(200, _headers(response, "application/json"), _single(json.dumps(message).encode()), False)
-    translator = StreamTranslator(requested, state.names)
+    translator = StreamTranslator(requested, state.names, redact=exchange.redact)
     chunks = response.aiter_bytes()
     held = await _hold(translator, chunks, deadline)
     body = _translated(
@@ -161,7 +163,7 @@ async def _translated(held, translator, chunks, on_failure, idle_timeout: float)
     """The held opening, then the provider's chunks translated as they come; any failure after the commit
     point ends the stream with an Anthropic `event: error` and is reported through `on_failure`."""
     if translator.done and b"event: error" in held:  # content, then an error, all in the first chunks
-        on_failure("error in the provider's stream", STREAM_ERROR)
+        on_failure(*_error_reason(held, "mid-stream"))
     yield held
     if translator.done:
         return
@@ -170,7 +172,7 @@ async def _translated(held, translator, chunks, on_failure, idle_timeout: float)
         async for chunk in chunks:
             out = translator.feed(chunk)
             if translator.done and b"event: error" in out:  # the provider reported an error mid-stream
-                on_failure("error in the provider's stream", STREAM_ERROR)
+                on_failure(*_error_reason(out, "mid-stream"))
             if out:
                 yield out
             if translator.done:
@@ -178,7 +180,9 @@ async def _translated(held, translator, chunks, on_failure, idle_timeout: float)
     except (httpx.HTTPError, OSError) as exc:
         failure = broke_off_reason(exc, idle_timeout)
     tail = translator.fail(failure) if failure else translator.finish()
-    if failure or b"event: error" in tail:
-        on_failure(failure or "the provider's stream ended early", STREAM_ERROR)
+    if failure:
+        on_failure(failure, STREAM_ERROR)
+    elif b"event: error" in tail:
+        on_failure(*_error_reason(tail, "mid-stream"))
     if tail:
         yield tail

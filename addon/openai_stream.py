@@ -20,7 +20,8 @@ shared/notes/anthropic-openai.md, section 3:
 - `finish_reason` is only recorded: usage may still come in a later `choices: []` chunk. `[DONE]`, or EOF after a
   finish_reason, closes the message with `message_delta` (stop reason, final usage) and `message_stop`;
 - an error chunk, `finish_reason: "error"`, EOF with neither finish_reason nor `[DONE]`, or `fail()` end the
-  stream with an Anthropic `event: error` and no `message_stop`.
+  stream with an Anthropic `event: error` and no `message_stop`; its message is redacted, without stack traces or
+  file paths, and bounded (`error_text.public_message`).
 
 Input tolerance: SSE comments, `data:` with or without the space, LF/CRLF/CR line ends (also split between two
 chunks), events or lines split anywhere (even inside a UTF-8 character: a line is decoded only once complete),
@@ -33,8 +34,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
+from .error_text import public_message
 from .errors import sse_error_event
 from .openai_errors import error_fields, is_overloaded
 from .openai_request import ToolNames
@@ -202,8 +205,11 @@ class _Tool:
 class StreamTranslator:
     """One OpenAI stream in, one Anthropic stream out. Not thread-safe; one instance per response."""
 
-    def __init__(self, requested_model: str, names: ToolNames, message_id: str | None = None) -> None:
+    def __init__(
+        self, requested_model: str, names: ToolNames, message_id: str | None = None, redact: Callable[[str], str] = str
+    ) -> None:
         self._model = requested_model
+        self._redact = redact  # for the provider's words in an error event
         self._names = names
         self._message_id = message_id
         self._reader = _PayloadReader()
@@ -482,7 +488,7 @@ class StreamTranslator:
 
     def _error(self, message: str, overloaded: bool) -> None:
         error_type = "overloaded_error" if overloaded else "api_error"
-        self._out.append(sse_error_event(error_type, message))
+        self._out.append(sse_error_event(error_type, public_message(message, self._redact) or ERROR_CHUNK_MESSAGE))
         self._done = True
 
     # -- output -----------------------------------------------------------------------------------------------

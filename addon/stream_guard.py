@@ -1,30 +1,35 @@
 """A streamed answer's commit point, and a well-formed end whatever the provider does after it.
 
 Before the first content delta nothing has reached the client, so an `event: error` (e.g. `overloaded_error`
-with HTTP 200), a silent provider or a stream that breaks off can still fail over to the next provider: the
-opening events (`message_start`, `content_block_start`, `ping`) are held until the first content delta, then
-sent at once. After that point a failure ends the client's stream with an Anthropic `event: error` and never
-with a silently truncated stream.
+with HTTP 200), an event that is not valid SSE JSON, a silent provider or a stream that breaks off can still fail
+over to the next provider: the opening events (`message_start`, `content_block_start`, `ping`) are held until the
+first content delta, then sent at once. After that point the client gets whole, valid events only, and a failure
+ends its stream with an Anthropic `event: error` (the provider's own, its message made fit to pass on, or ours),
+never with a silently truncated stream or an event it cannot parse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
-from .errors import sse_error_event
-from .health import OVERLOADED, STREAM_ERROR, TIMEOUT
-from .sse import SSESplitter, parse_event
+from .anthropic_events import PING, CheckedEvent, check_event, error_of, failure_class_of
+from .error_text import REASON_CHARS, public_message
+from .errors import bounded_message, sse_error_event
+from .health import STREAM_ERROR, TIMEOUT
+from .sse import SSESplitter
 from .upstream import describe_exception
 
 # Events after which the answer is committed to this provider.
 _COMMIT_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
-# An event whose bytes contain none of these is neither a commit event nor an error: it need not be parsed.
-_WATCHED_NAMES = (b"error", b"_delta", b"message_stop")
+# An error type passed on as the provider named it (anything else becomes `api_error`).
+_ERROR_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class StreamFailure(Exception):
@@ -36,15 +41,20 @@ class StreamFailure(Exception):
         self.kind = kind  # a failure class from health.py
 
 
-def _error_event_failure(data: str) -> StreamFailure:
-    try:
-        error = json.loads(data).get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
-    kind = error.get("type", "error") if isinstance(error, dict) else "error"
-    message = error.get("message", "") if isinstance(error, dict) else ""
+def _checked(raw: bytes) -> tuple[bytes, CheckedEvent]:
+    """The event as it may be passed on, and what it holds."""
+    event = check_event(raw)
+    if event.problem and event.name == "ping":  # clients skip pings unread: a broken one is replaced, no failure
+        return PING, CheckedEvent("ping", {"type": "ping"})
+    return raw, event
+
+
+def _error_event_failure(data: dict[str, Any] | None) -> StreamFailure:
+    kind, message = error_of(data)
+    kind = kind or "error"
+    message = public_message(message)
     text = f"error event before content: {kind}" + (f": {message}" if message else "")
-    return StreamFailure(text[:200], OVERLOADED if kind in ("overloaded_error", "rate_limit_error") else STREAM_ERROR)
+    return StreamFailure(bounded_message(text, REASON_CHARS), failure_class_of(kind))
 
 
 async def next_chunk_before(chunks: AsyncIterator[bytes], deadline: float) -> bytes | None:
@@ -63,11 +73,20 @@ async def next_chunk_before(chunks: AsyncIterator[bytes], deadline: float) -> by
         raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
 
 
-async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> bytes:
-    """Read the opening events until the first content delta; return the raw bytes read so far.
+@dataclass
+class Opening:
+    """What `hold_until_content` read: the opening up to the first content, and the rest of the same chunks."""
 
-    Raises StreamFailure for an error event, an end or a break before any content, or no content by
-    `deadline` (a `time.monotonic()` value)."""
+    held: bytes  # the opening events and the first content event, checked
+    after: list[bytes] = field(default_factory=list)  # whole events that came after it, not checked yet
+    splitter: SSESplitter = field(default_factory=SSESplitter)  # holds the start of an unfinished event
+
+
+async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> Opening:
+    """Read the opening events until the first content delta.
+
+    Raises StreamFailure for an error event or an invalid event, an end or a break before any content, or no
+    content by `deadline` (a `time.monotonic()` value)."""
     splitter = SSESplitter()
     held: list[bytes] = []
     remaining = deadline - time.monotonic()
@@ -76,52 +95,22 @@ async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> b
     try:
         async with asyncio.timeout(remaining):  # one deadline for the whole opening
             async for chunk in chunks:
-                held.append(chunk)
-                for raw in splitter.feed_raw(chunk):
-                    if not any(name in raw for name in _WATCHED_NAMES):
-                        continue  # message_start, content_block_start, ping: nothing to decide yet
-                    event = parse_event(raw)
-                    if event.event == "error":
+                events = splitter.feed_raw(chunk)
+                for position, event_bytes in enumerate(events):
+                    raw, event = _checked(event_bytes)
+                    if event.problem:
+                        raise StreamFailure(bounded_message(f"invalid event before content: {event.problem}",
+                                                            REASON_CHARS))
+                    if event.name == "error":
                         raise _error_event_failure(event.data)
-                    if event.event in _COMMIT_EVENTS:
-                        return b"".join(held)
+                    held.append(raw)
+                    if event.name in _COMMIT_EVENTS:
+                        return Opening(b"".join(held), events[position + 1 :], splitter)
     except TimeoutError:
         raise StreamFailure("no content before the deadline", TIMEOUT) from None
     except (httpx.HTTPError, OSError) as exc:
         raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
     raise StreamFailure("stream ended before any content")
-
-
-class EndWatch:
-    """Watches committed stream bytes, cheaply, for `message_stop` and `error` events.
-
-    An event line starts right after a newline byte; JSON data never holds a raw newline, so generated text
-    that merely mentions "event: error" does not match."""
-
-    _STOP = (b"\nevent: message_stop", b"\nevent:message_stop")
-    _ERROR = (b"\nevent: error", b"\nevent:error")
-
-    def __init__(self) -> None:
-        self._tail = b"\n"  # the stream's start counts as a line start
-        self.saw_stop = False
-        self.saw_error = False
-        self.saw_overload = False
-        self._error_at: int | None = None  # bytes of the error event still to look through for its type
-
-    def feed(self, chunk: bytes) -> None:
-        window = self._tail + chunk
-        if not self.saw_stop and b"message_stop" in window:
-            self.saw_stop = any(m in window for m in self._STOP)
-        if not self.saw_error and b"error" in window:
-            positions = [window.find(m) for m in self._ERROR if m in window]
-            if positions:
-                self.saw_error = True
-                self._error_at = min(positions)
-        if self._error_at is not None:
-            if b"overloaded_error" in window[self._error_at :]:
-                self.saw_overload = True
-            self._error_at = 0 if len(window) - self._error_at < 512 else None
-        self._tail = window[-24:]
 
 
 def broke_off_reason(exc: BaseException, idle_timeout: float) -> str:
@@ -131,30 +120,94 @@ def broke_off_reason(exc: BaseException, idle_timeout: float) -> str:
     return f"the provider's stream broke off: {describe_exception(exc)}"
 
 
+class CommittedStream:
+    """The events of a stream after its commit point, checked one by one: valid events pass unchanged; an invalid
+    one, or the provider's `event: error`, ends the stream with an error event; after `message_stop` nothing more
+    is passed on (the answer is complete)."""
+
+    def __init__(self, splitter: SSESplitter, on_failure: Callable[[str, str], None],
+                 redact: Callable[[str], str] = str):
+        self._splitter = splitter
+        self._on_failure = on_failure
+        self._redact = redact
+        self.complete = False  # `message_stop` went through
+        self.failed = False  # the stream ended with an error event
+
+    @property
+    def over(self) -> bool:
+        return self.complete or self.failed
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"" if self.over else self.take(self._splitter.feed_raw(chunk))
+
+    def take(self, events: list[bytes]) -> bytes:
+        out: list[bytes] = []
+        for raw in events:
+            if self.over:
+                break
+            raw, event = _checked(raw)
+            if event.problem:
+                out.append(self.fail(f"the provider sent an invalid event mid-stream: {event.problem}"))
+            elif event.name == "error":
+                out.append(self._provider_error(event.data))
+            else:
+                self.complete = event.name == "message_stop"
+                out.append(raw)
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        """The provider's stream ended: an event left without its blank line still counts, then the stream must
+        have been complete."""
+        if self.over:
+            return b""
+        rest = self._splitter.pending().rstrip(b"\r\n")
+        out = self.take([rest + b"\n\n"]) if rest.strip() and not check_event(rest).problem else b""
+        if not self.over:
+            out += self.fail("the provider's stream ended before message_stop")
+        return out
+
+    def fail(self, reason: str) -> bytes:
+        """Our own error event ends the stream."""
+        message = public_message(reason, self._redact)
+        self.failed = True
+        self._on_failure(bounded_message(message, REASON_CHARS), STREAM_ERROR)
+        return sse_error_event("api_error", message)
+
+    def _provider_error(self, data: dict[str, Any] | None) -> bytes:
+        kind, message = error_of(data)
+        kind = kind if _ERROR_TYPE.fullmatch(kind) else "api_error"
+        message = public_message(message, self._redact) or f"the provider reported {kind} mid-stream"
+        self.failed = True
+        self._on_failure(bounded_message(f"error event mid-stream: {kind}: {message}", REASON_CHARS),
+                         failure_class_of(kind))
+        return sse_error_event(kind, message)
+
+
 async def guarded(
-    held: bytes,
+    opening: Opening,
     rest: AsyncIterator[bytes],
     on_failure: Callable[[str, str], None],
     idle_timeout: float,
+    redact: Callable[[str], str] = str,
 ) -> AsyncIterator[bytes]:
-    """The held opening, then the rest of the stream; any failure after the commit point becomes an
-    Anthropic `event: error` at the end, and is reported through `on_failure(reason, failure_class)`."""
-    watch = EndWatch()
-    watch.feed(held)
-    yield held
-    failure: str | None = None
+    """The held opening, then the rest of the stream as whole, checked events (`CommittedStream`); any failure
+    after the commit point becomes an `event: error` at the end, reported through `on_failure(reason, class)`.
+    Error messages pass through `redact`."""
+    stream = CommittedStream(opening.splitter, on_failure, redact)
+    yield opening.held + stream.take(opening.after)
+    if stream.failed:
+        return
     try:
         async for chunk in rest:
-            watch.feed(chunk)
-            yield chunk
+            out = stream.feed(chunk)
+            if out:
+                yield out
+            if stream.failed:
+                return  # closing the provider's response stops it generating
     except (httpx.HTTPError, OSError) as exc:
-        if not watch.saw_stop:  # a connection dropped after the answer was complete is no failure
-            failure = broke_off_reason(exc, idle_timeout)
-    if failure is None and watch.saw_error:
-        on_failure("error event mid-stream", OVERLOADED if watch.saw_overload else STREAM_ERROR)
-        return
-    if failure is None and not watch.saw_stop:
-        failure = "the provider's stream ended before message_stop"
-    if failure is not None:
-        on_failure(failure, STREAM_ERROR)
-        yield sse_error_event("api_error", failure)
+        if not stream.complete:  # a connection dropped after the answer was complete is no failure
+            yield stream.fail(broke_off_reason(exc, idle_timeout))
+            return
+    out = stream.end()
+    if out:
+        yield out

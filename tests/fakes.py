@@ -84,6 +84,22 @@ def error_event(kind: str = "overloaded_error", message: str = "Overloaded") -> 
     return sse("error", {"type": "error", "error": {"type": kind, "message": message}})
 
 
+def raw_event(event: str, data: str) -> bytes:
+    """An SSE event whose data is written as given: not JSON, JSON cut short, ..."""
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+def python_traceback(echoed_key: str, size: int = 20_000) -> str:
+    """A server's Python traceback of at least `size` characters: frames with file paths and source lines (one
+    holding the key), ending with an exception line that echoes the key and names a file."""
+    frames = ["Traceback (most recent call last):"]
+    while sum(len(line) + 1 for line in frames) < size:
+        n = len(frames)
+        frames += [f'  File "/srv/gateway/.venv/lib/python3.12/site-packages/relay/layer{n}.py", line {n}, in call',
+                   f'    return await self.client.post(url, headers={{"x-api-key": "{echoed_key}"}})']
+    return "\n".join(frames) + f"\nValueError: invalid x-api-key {echoed_key} for /srv/gateway/keys.py"
+
+
 class Behavior:
     def run(self, handler: _Handler, request: Received, fake: FakeProvider) -> None:
         raise NotImplementedError

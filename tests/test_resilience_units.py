@@ -34,7 +34,8 @@ from addon.health import (
     cooldown_seconds,
 )
 from addon.routing import Plan, Router, order_providers, plan_attempts
-from addon.stream_guard import EndWatch, StreamFailure, guarded, hold_until_content
+from addon.sse import SSESplitter
+from addon.stream_guard import CommittedStream, StreamFailure, guarded, hold_until_content
 from addon.upstream import ClientPool
 
 
@@ -886,7 +887,9 @@ def expected_held(parts: list[bytes], commit_end: int) -> bytes:
 
 
 def hold(parts: list[bytes], timeout: float = 5.0, then: BaseException | None = None) -> bytes:
-    return asyncio.run(hold_until_content(chunks_of(parts, then), time.monotonic() + timeout))
+    """Every byte read before the commit point was seen: the opening, the events after it, an unfinished one."""
+    opening = asyncio.run(hold_until_content(chunks_of(parts, then), time.monotonic() + timeout))
+    return opening.held + b"".join(opening.after) + opening.splitter.pending()
 
 
 def hold_failure(parts: list[bytes], then: BaseException | None = None) -> StreamFailure:
@@ -1029,66 +1032,61 @@ def test_hold_with_a_deadline_already_past() -> None:
     assert asyncio.run(run()).kind == "timeout"
 
 
-# --- EndWatch ----------------------------------------------------------------------------------------
+# --- CommittedStream ---------------------------------------------------------------------------------
 
 
-def watch_all(parts: Iterable[bytes]) -> EndWatch:
-    watch = EndWatch()
-    for part in parts:
-        watch.feed(part)
-    return watch
+def committed_all(parts: Iterable[bytes]) -> tuple[CommittedStream, bytes, list[tuple[str, str]]]:
+    calls: list[tuple[str, str]] = []
+    stream = CommittedStream(SSESplitter(), lambda reason, kind: calls.append((reason, kind)))
+    out = b"".join(stream.feed(part) for part in parts)
+    return stream, out, calls
 
 
-def test_endwatch_sees_nothing_in_an_opening() -> None:
-    watch = watch_all([OPENING, DELTA, DELTA2, BLOCK_STOP, MESSAGE_DELTA])
-    assert not watch.saw_stop and not watch.saw_error and not watch.saw_overload
+def test_committed_stream_sees_no_end_in_an_opening() -> None:
+    stream, out, calls = committed_all([OPENING, DELTA, DELTA2, BLOCK_STOP, MESSAGE_DELTA])
+    assert not stream.complete and not stream.failed and calls == []
+    assert out == OPENING + DELTA + DELTA2 + BLOCK_STOP + MESSAGE_DELTA
 
 
-def test_endwatch_message_stop_split_anywhere() -> None:
+def test_committed_stream_message_stop_split_anywhere() -> None:
     stream = DELTA + MESSAGE_STOP
     for cut in range(1, len(stream)):
-        watch = watch_all(split_at(stream, [cut]))
-        assert watch.saw_stop, f"split at byte {cut}"
-        assert not watch.saw_error
+        watch, out, _ = committed_all(split_at(stream, [cut]))
+        assert watch.complete, f"split at byte {cut}"
+        assert not watch.failed and out == stream
 
 
-def test_endwatch_message_stop_byte_by_byte() -> None:
+def test_committed_stream_message_stop_byte_by_byte() -> None:
     stream = DELTA2 + MESSAGE_DELTA + MESSAGE_STOP
-    watch = watch_all(stream[i : i + 1] for i in range(len(stream)))
-    assert watch.saw_stop
+    watch, out, _ = committed_all(stream[i : i + 1] for i in range(len(stream)))
+    assert watch.complete and out == stream
 
 
-def test_endwatch_message_stop_without_space() -> None:
+def test_committed_stream_message_stop_without_space() -> None:
     stream = DELTA + b'event:message_stop\ndata: {"type":"message_stop"}\n\n'
-    assert watch_all(split_at(stream, [len(DELTA) + 9])).saw_stop
+    assert committed_all(split_at(stream, [len(DELTA) + 9]))[0].complete
 
 
-def test_endwatch_overloaded_error_split_anywhere() -> None:
+def test_committed_stream_overloaded_error_split_anywhere() -> None:
     stream = DELTA + OVERLOADED_EVENT
     for cut in range(1, len(stream)):
-        watch = watch_all(split_at(stream, [cut]))
-        assert watch.saw_error and watch.saw_overload, f"split at byte {cut}"
-        assert not watch.saw_stop
+        watch, out, calls = committed_all(split_at(stream, [cut]))
+        assert watch.failed and not watch.complete, f"split at byte {cut}"
+        assert [kind for _, kind in calls] == ["overloaded"]
 
 
-def test_endwatch_error_byte_by_byte() -> None:
+def test_committed_stream_error_byte_by_byte() -> None:
     stream = DELTA + API_ERROR_EVENT
-    watch = watch_all(stream[i : i + 1] for i in range(len(stream)))
-    assert watch.saw_error
-    assert not watch.saw_overload
-
-
-def test_endwatch_overload_byte_by_byte() -> None:
-    stream = DELTA + OVERLOADED_EVENT
-    watch = watch_all(stream[i : i + 1] for i in range(len(stream)))
-    assert watch.saw_error and watch.saw_overload
+    watch, _, calls = committed_all(stream[i : i + 1] for i in range(len(stream)))
+    assert watch.failed
+    assert [kind for _, kind in calls] == ["stream_error"]
 
 
 @pytest.mark.parametrize("size", [2, 3, 5, 9])
-def test_endwatch_mark_split_over_several_small_chunks(size: int) -> None:
+def test_committed_stream_mark_split_over_several_small_chunks(size: int) -> None:
     stream = DELTA + MESSAGE_STOP
-    watch = watch_all(stream[i : i + size] for i in range(0, len(stream), size))
-    assert watch.saw_stop
+    watch, out, _ = committed_all(stream[i : i + size] for i in range(0, len(stream), size))
+    assert watch.complete and out == stream
 
 
 # --- guarded -----------------------------------------------------------------------------------------
@@ -1107,7 +1105,8 @@ def run_guarded(held: bytes, rest: list[bytes], then: BaseException | None = Non
     failures = Failures()
 
     async def collect() -> list[bytes]:
-        return [chunk async for chunk in guarded(held, chunks_of(rest, then), failures, idle_timeout)]
+        opening = await hold_until_content(chunks_of([held]), time.monotonic() + 5)
+        return [chunk async for chunk in guarded(opening, chunks_of(rest, then), failures, idle_timeout)]
 
     return asyncio.run(collect()), failures
 
@@ -1124,7 +1123,7 @@ def test_guarded_clean_stream_passes_through_unchanged() -> None:
     held = OPENING + DELTA
     rest = [DELTA2, BLOCK_STOP, MESSAGE_DELTA[:10], MESSAGE_DELTA[10:] + MESSAGE_STOP[:5], MESSAGE_STOP[5:]]
     out, failures = run_guarded(held, rest)
-    assert out == [held, *rest]  # chunk for chunk, byte for byte
+    assert out == [held, DELTA2, BLOCK_STOP, MESSAGE_DELTA, MESSAGE_STOP]  # byte for byte, in whole events
     assert failures.calls == []
 
 
@@ -1183,15 +1182,17 @@ def test_guarded_provider_overloaded_error_midstream_adds_nothing(cut: int) -> N
     held = OPENING + DELTA
     rest = split_at(DELTA2 + OVERLOADED_EVENT, [len(DELTA2) + cut] if cut else [])
     out, failures = run_guarded(held, rest)
-    assert b"".join(out) == held + DELTA2 + OVERLOADED_EVENT  # the provider's own error ends the stream
-    assert failures.calls == [("error event mid-stream", "overloaded")]
+    error = appended_error(b"".join(out), held + DELTA2)  # the provider's own error ends the stream
+    assert error == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert failures.calls == [("error event mid-stream: overloaded_error: Overloaded", "overloaded")]
 
 
 def test_guarded_provider_other_error_midstream_adds_nothing() -> None:
     held = OPENING + DELTA
     out, failures = run_guarded(held, [API_ERROR_EVENT])
-    assert b"".join(out) == held + API_ERROR_EVENT
-    assert failures.calls == [("error event mid-stream", "stream_error")]
+    error = appended_error(b"".join(out), held)
+    assert error == {"type": "error", "error": {"type": "api_error", "message": "Internal error"}}
+    assert failures.calls == [("error event mid-stream: api_error: Internal error", "stream_error")]
 
 
 def test_guarded_clean_stream_calls_nothing() -> None:
