@@ -28,6 +28,10 @@ from .stream_guard import StreamFailure
 from .upstream import ClientPool, describe_exception, should_fail_over
 
 ERROR_BODY_LIMIT = 16 * 1024
+# An attempt's outcome, and the status in the request log, when the client left before it was answered.
+CLIENT_GONE = "client gone"
+# How often a waiting attempt looks whether its client is still there (a provider is released within this).
+CLIENT_CHECK_INTERVAL = 0.2
 # A retry-after beyond this is taken as this (a misconfigured provider must not vanish for days).
 RETRY_AFTER_CEILING = 24 * 3600.0
 
@@ -164,16 +168,17 @@ async def attempt_in_turn(
     open_answer: AnswerOpener,
     penalize: bool = True,
     redact: Callable[[str], str] = str,
-    client_gone: Callable[[], bool] = lambda: False,
+    client_gone: Callable[[], bool] | None = None,
 ) -> Success | Exhausted:
     """Send to each usable provider in order. A transport error, no headers within `request_timeout`, a
     failover status, or a failure before the stream's commit point moves on (and, with `penalize`, cools
-    the provider down); any other answer is returned with its body ready to relay. Stops early when the
-    client has gone. Every reason taken from a provider passes through `redact`."""
+    the provider down); any other answer is returned with its body ready to relay. When the client leaves, the
+    attempt under way is cancelled and nobody is blamed. Every reason taken from a provider passes through
+    `redact`."""
     attempts: list[AttemptRecord] = []
     skipped = list(plan.skipped)
     for position, provider in enumerate(plan.usable):
-        if client_gone():
+        if client_gone is not None and client_gone():
             return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
         if position > 0 and penalize and not board.is_available(provider.name):
             # It failed for another request while this one waited on an earlier provider.
@@ -182,13 +187,21 @@ async def attempt_in_turn(
         epoch = board.get(provider.name).failure_epoch
         if penalize:
             board.record_attempt(provider.name)
+        started = time.perf_counter()
         try:
-            outcome = await _attempt(provider, build_request, pool, settings, open_answer)
+            outcome = await _unless_client_gone(
+                _attempt(provider, build_request, pool, settings, open_answer), client_gone
+            )
         except BaseException:
             # Cancelled (or a bug): whatever happened, this attempt must not leave the provider marked as probed.
             if penalize:
                 board.record_neutral(provider.name)
             raise
+        if outcome is None:  # the client left: the provider did nothing wrong
+            if penalize:
+                board.record_neutral(provider.name)
+            attempts.append(AttemptRecord(provider.name, CLIENT_GONE, (time.perf_counter() - started) * 1000, False))
+            return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
         if isinstance(outcome, Success):
             ms = outcome.attempts[0].ms
             if penalize:
@@ -204,6 +217,41 @@ async def attempt_in_turn(
         if penalize:
             record_failure(board, settings, provider.name, record.outcome, record.kind or TRANSPORT, retry_after, epoch)
     return Exhausted(attempts=attempts, skipped=skipped)
+
+
+async def _unless_client_gone(
+    work: Awaitable[Success | tuple[AttemptRecord, float | None]], client_gone: Callable[[], bool] | None
+) -> Success | tuple[AttemptRecord, float | None] | None:
+    """The attempt's outcome, or None when the client left first: then the attempt is cancelled (which closes
+    its provider connection), within CLIENT_CHECK_INTERVAL of the client leaving."""
+    if client_gone is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=CLIENT_CHECK_INTERVAL)
+            if done:
+                return task.result()
+            if client_gone():
+                break
+    except BaseException:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise
+    task.cancel()
+    try:
+        outcome = await task
+    except asyncio.CancelledError:
+        return None
+    if isinstance(outcome, Success):  # it finished just before the cancellation: nobody will read it
+        await outcome.response.aclose()
+    return None
+
+
+def _retrieve(task: asyncio.Future[object]) -> None:
+    """Take an abandoned attempt's exception, so that asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _attempt(
