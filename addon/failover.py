@@ -47,10 +47,7 @@ class AttemptRecord:
     ms: float
     failed: bool
     kind: str | None = None  # failure class (health.py), None when not failed
-
-    @property
-    def overloaded(self) -> bool:
-        return self.kind in (OVERLOADED, RATE_LIMITED)
+    retry_after: float | None = None  # seconds, as the provider asked with its failure
 
 
 @dataclass
@@ -67,13 +64,6 @@ class Exhausted:
     attempts: list[AttemptRecord]
     skipped: list[tuple[ProviderConfig, str]] = field(default_factory=list)
     client_gone: bool = False  # stopped because nobody waits for the answer any more
-
-    @property
-    def overloaded(self) -> bool:
-        """Capacity trouble (rate limits, overload, everyone cooling down) rather than breakage."""
-        if not self.attempts:
-            return bool(self.skipped)
-        return any(a.overloaded for a in self.attempts)
 
     def summary(self) -> str:
         parts = [f"{a.provider}: {a.outcome}" for a in self.attempts]
@@ -211,17 +201,18 @@ async def attempt_in_turn(
                     board.record_neutral(provider.name)
             outcome.attempts[:0] = attempts
             return outcome
-        record, retry_after = outcome
+        record = outcome
         record.outcome = redact(record.outcome)
         attempts.append(record)
         if penalize:
-            record_failure(board, settings, provider.name, record.outcome, record.kind or TRANSPORT, retry_after, epoch)
+            kind = record.kind or TRANSPORT
+            record_failure(board, settings, provider.name, record.outcome, kind, record.retry_after, epoch)
     return Exhausted(attempts=attempts, skipped=skipped)
 
 
 async def _unless_client_gone(
-    work: Awaitable[Success | tuple[AttemptRecord, float | None]], client_gone: Callable[[], bool] | None
-) -> Success | tuple[AttemptRecord, float | None] | None:
+    work: Awaitable[Success | AttemptRecord], client_gone: Callable[[], bool] | None
+) -> Success | AttemptRecord | None:
     """The attempt's outcome, or None when the client left first: then the attempt is cancelled (which closes
     its provider connection), within CLIENT_CHECK_INTERVAL of the client leaving."""
     if client_gone is None:
@@ -260,8 +251,8 @@ async def _attempt(
     pool: ClientPool,
     settings: Settings,
     open_answer: AnswerOpener,
-) -> Success | tuple[AttemptRecord, float | None]:
-    """One provider: a Success (whose only attempt record is this one), or the failure and its retry-after."""
+) -> Success | AttemptRecord:
+    """One provider: a Success (whose only attempt record is this one), or the failed attempt."""
     request = build_request(provider)
     # httpx's own limits as well as the header deadline below: a cancellation that lands while anyio is still
     # connecting can be lost, and then these are what bound the attempt.
@@ -300,7 +291,7 @@ async def _attempt(
             reason = f"HTTP {status}" + (f" {detail}" if detail else "")
             kind = failure_class(status, detail)
     ms = (time.perf_counter() - started) * 1000
-    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind), retry_after
+    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind, retry_after=retry_after)
 
 
 def record_failure(

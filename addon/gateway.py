@@ -6,7 +6,6 @@ import asyncio
 import functools
 import json
 import logging
-import math
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import httpx
 from mitmproxy import ctx, http
 from mitmproxy.net.http import url as mitmproxy_url
 
-from . import anthropic_adapter, openai_adapter
+from . import anthropic_adapter, exhaustion, openai_adapter
 from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
@@ -350,14 +349,9 @@ class Gateway:
             self._answer(flow, record, error_response(503, "api_error", "the client left before an answer"))
             flow.comment = "the client left while providers were tried"
             return
-        board = self.providers.board
-        waits = [board.cooldown_remaining(p.name) for p in self.providers.config.providers if p.enabled]
-        retry_after = max(1, math.ceil(min(waits))) if waits else 1
+        answer = exhaustion.answer_for(result, self.providers.board)
         self._answer(flow, record, error_response(
-            503,
-            "overloaded_error" if result.overloaded else "api_error",
-            result.summary(),
-            **{"retry-after": str(retry_after)},
+            answer.status, answer.error_type, result.summary(), **{"retry-after": str(answer.retry_after)}
         ))
         flow.comment = result.summary()
 

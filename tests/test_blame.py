@@ -1,4 +1,5 @@
-"""Blame the right party, through the real mitmdump: a client that leaves is never the provider's fault."""
+"""Blame the right party, through the real mitmdump: a client that leaves is never the provider's fault; the status
+says what happened."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from fakes import (
     FakeProvider,
     RawStream,
     Status,
+    closed_port,
     stream_events,
     wait_for_peer_close,
 )
@@ -158,3 +160,77 @@ def test_a_client_leaving_mid_stream_blames_nobody(balancer, unique, provider_ty
         assert (status["healthy"], status["failures"], status["last_error"]) == (True, 0, None)
         assert metric(balancer, "balancer_requests_total", kind="messages", provider=name,
                       status="client_gone") == gone_before + 1
+
+
+# -- 3. the status says what happened --------------------------------------------------------------------------
+
+def post(balancer: BalancerProcess, stream: bool = False) -> httpx.Response:
+    return httpx.post(balancer.url + "/v1/messages", json={**BODY, "stream": stream}, timeout=30)
+
+
+both_modes = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+
+
+@both_modes
+def test_every_provider_rate_limited_gives_429_with_the_soonest_retry_after(balancer, unique, stream):
+    with FakeProvider(Status(429, headers={"retry-after": "35"})) as first, \
+            FakeProvider(Status(429, headers={"retry-after": "20"})) as second:
+        balancer.use([anthropic_provider(f"a-{unique}", first.url), anthropic_provider(f"b-{unique}", second.url)])
+        response = post(balancer, stream)
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "20"
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]["type"] == "rate_limit_error"
+        assert f"a-{unique}: HTTP 429" in response.json()["error"]["message"]
+
+
+@both_modes
+@pytest.mark.parametrize(
+    ("failures", "status", "error_type"),
+    [
+        (("529", "529"), 529, "overloaded_error"),
+        (("529", "503"), 529, "overloaded_error"),
+        (("529", "500"), 529, "overloaded_error"),
+        (("500", "529"), 529, "overloaded_error"),
+        (("529", "refused"), 529, "overloaded_error"),
+        (("500", "refused"), 503, "api_error"),  # breakage without a lack of capacity keeps the 503
+    ],
+    ids=lambda value: "+".join(value) if isinstance(value, tuple) else str(value),
+)
+def test_capacity_trouble_gives_529_overloaded(balancer, unique, stream, failures, status, error_type):
+    def url(failure: str, fake: FakeProvider) -> str:
+        return f"http://127.0.0.1:{closed_port()}" if failure == "refused" else fake.url
+
+    with FakeProvider(Status(int(failures[0]))) as first, \
+            FakeProvider(None if failures[1] == "refused" else Status(int(failures[1]))) as other:
+        balancer.use([anthropic_provider(f"a-{unique}", url(failures[0], first)),
+                      anthropic_provider(f"b-{unique}", url(failures[1], other))])
+        response = post(balancer, stream)
+        assert response.status_code == status
+        assert response.json()["error"]["type"] == error_type
+        assert 1 <= int(response.headers["retry-after"]) <= 60
+
+
+def test_retry_after_above_a_minute_only_when_the_providers_said_so(balancer, unique):
+    with FakeProvider(Status(429, headers={"retry-after": "900"})) as first, \
+            FakeProvider(Status(429, headers={"retry-after": "1200"})) as second:
+        balancer.use([anthropic_provider(f"a-{unique}", first.url), anthropic_provider(f"b-{unique}", second.url)])
+        response = post(balancer)
+        assert (response.status_code, response.headers["retry-after"]) == (429, "900")
+
+    # A wait the balancer only predicts (its own cooldowns, 10 minutes here) is sent as 60 s: Claude Code keeps
+    # retrying, and each retry tries every provider again.
+    with FakeProvider(Status(529)) as overloaded:
+        balancer.use([anthropic_provider(f"c-{unique}", overloaded.url)], failure_cooldown=600)
+        response = post(balancer)
+        assert (response.status_code, response.headers["retry-after"]) == (529, "60")
+
+
+def test_refused_while_every_provider_cools_down_after_rate_limits_is_429(balancer, unique):
+    with FakeProvider(Status(429)) as limited:
+        balancer.use([anthropic_provider(f"a-{unique}", limited.url)], all_cooling="refuse", failure_cooldown=30)
+        assert post(balancer).status_code == 429
+        refused = post(balancer)
+        assert refused.status_code == 429 and "cooling down" in refused.json()["error"]["message"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 30
+        assert len(limited.requests) == 1

@@ -1,4 +1,5 @@
-"""Unit tests for blaming the right party: a client that leaves while a provider is asked (failover.py)."""
+"""Unit tests for blaming the right party: what the client is told when no provider served (exhaustion.py), and a
+client that leaves while a provider is asked (failover.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import httpx
 import pytest
 
 from addon.config import ProviderConfig, Settings
-from addon.failover import CLIENT_GONE, Exhausted, attempt_in_turn
-from addon.health import HealthBoard
+from addon.exhaustion import CLIENT_RETRY_LIMIT, answer_for, retry_after_for, status_for
+from addon.failover import CLIENT_GONE, AttemptRecord, Exhausted, attempt_in_turn, record_failure
+from addon.health import AUTH, OVERLOADED, RATE_LIMITED, SERVER_ERROR, STREAM_ERROR, TIMEOUT, TRANSPORT, HealthBoard
 from addon.routing import plan_attempts
 from addon.upstream import ClientPool
 from clock import ManualClock
@@ -27,6 +29,78 @@ def board(clock: ManualClock) -> HealthBoard:
 
 def provider(name: str, url: str | None = None) -> ProviderConfig:
     return ProviderConfig(name=name, base_url=url or f"https://{name}.example.com", auth_value="k")
+
+
+POLICY = Settings(failure_cooldown=10, cooldown_growth=2, max_cooldown=35)
+
+
+# -- what the client is told ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        ([RATE_LIMITED], (429, "rate_limit_error")),
+        ([RATE_LIMITED, RATE_LIMITED, AUTH], (429, "rate_limit_error")),
+        ([RATE_LIMITED, OVERLOADED], (529, "overloaded_error")),
+        ([SERVER_ERROR, OVERLOADED], (529, "overloaded_error")),
+        ([TRANSPORT, RATE_LIMITED], (529, "overloaded_error")),
+        ([OVERLOADED], (529, "overloaded_error")),
+        ([SERVER_ERROR, TRANSPORT, TIMEOUT, STREAM_ERROR], (503, "api_error")),
+        ([AUTH], (503, "api_error")),
+        ([], (503, "api_error")),
+    ],
+)
+def test_status_for(kinds: list[str], expected: tuple[int, str]) -> None:
+    assert status_for(kinds) == expected
+
+
+def test_retry_after_is_the_soonest_wait_in_whole_seconds_at_least_one() -> None:
+    assert retry_after_for([]) == 1
+    assert retry_after_for([(0.0, False)]) == 1
+    assert retry_after_for([(12.1, False), (30.0, True)]) == 13
+    assert retry_after_for([(40.0, False), (20.0, True)]) == 20
+
+
+def test_retry_after_above_a_minute_only_on_the_providers_word() -> None:
+    assert retry_after_for([(600.0, False)]) == CLIENT_RETRY_LIMIT == 60
+    assert retry_after_for([(900.0, True), (1200.0, False)]) == 900
+    assert retry_after_for([(900.0, False), (1200.0, True)]) == 60
+
+
+def attempt(name: str, kind: str | None, retry_after: float | None = None) -> AttemptRecord:
+    return AttemptRecord(name, f"HTTP from {name}", 1.0, failed=kind is not None, kind=kind, retry_after=retry_after)
+
+
+def test_answer_for_rate_limits_uses_the_providers_retry_after(board: HealthBoard) -> None:
+    record_failure(board, POLICY, "a", "HTTP 429", RATE_LIMITED, retry_after=40)
+    record_failure(board, POLICY, "b", "HTTP 429", RATE_LIMITED, retry_after=25)
+    answer = answer_for(Exhausted([attempt("a", RATE_LIMITED, 40), attempt("b", RATE_LIMITED, 25)]), board)
+    assert (answer.status, answer.error_type, answer.retry_after) == (429, "rate_limit_error", 25)
+
+
+def test_answer_for_leaves_out_providers_out_for_their_credential(board: HealthBoard) -> None:
+    record_failure(board, Settings(auth_failure_cooldown=5), "a", "HTTP 401", AUTH)
+    record_failure(board, POLICY, "b", "HTTP 429", RATE_LIMITED, retry_after=30)
+    answer = answer_for(Exhausted([attempt("a", AUTH), attempt("b", RATE_LIMITED, 30)]), board)
+    assert (answer.status, answer.retry_after) == (429, 30)  # not 5: waiting will not fix a's credential
+
+    only_auth = answer_for(Exhausted([attempt("a", AUTH)]), board)
+    assert (only_auth.status, only_auth.error_type, only_auth.retry_after) == (503, "api_error", 5)
+
+
+def test_answer_for_providers_skipped_while_cooling_down(board: HealthBoard, clock: ManualClock) -> None:
+    a, b = provider("a"), provider("b")
+    record_failure(board, POLICY, "a", "HTTP 429", RATE_LIMITED, retry_after=30)
+    record_failure(board, POLICY, "b", "HTTP 429", RATE_LIMITED, retry_after=50)
+    clock.advance(5)
+    plan = plan_attempts([a, b], board, settings=Settings(all_cooling="refuse"))
+    answer = answer_for(Exhausted([], skipped=plan.skipped), board)
+    assert (answer.status, answer.retry_after) == (429, 25)
+
+    record_failure(board, POLICY, "c", "connection refused", TRANSPORT)
+    plan = plan_attempts([a, b, provider("c")], board, settings=Settings(all_cooling="refuse"))
+    answer = answer_for(Exhausted([], skipped=plan.skipped), board)
+    assert (answer.status, answer.error_type, answer.retry_after) == (529, "overloaded_error", 10)  # all cooling
 
 
 # -- a client that leaves --------------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_when_all_cool_down_the_soonest_back_is_tried(balancer, client, unique):
                      failure_cooldown=600)
         with pytest.raises(anthropic.APIStatusError) as caught:
             served_by(client)
-        assert caught.value.status_code == 503
+        assert caught.value.status_code == 529
         # Both cool down now; a comes back first (600 s < 1200 s), so it is tried instead of a flat refusal.
         assert served_by(client) == (f"a-{unique}", "Hello")
         assert len(second.requests) == 1
