@@ -6,7 +6,7 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -23,7 +23,7 @@ from .health import (
     HealthBoard,
     cooldown_seconds,
 )
-from .routing import Plan
+from .routing import Plan, soonest_back_first
 from .stream_guard import StreamFailure
 from .upstream import ClientPool, describe_exception, should_fail_over
 
@@ -160,20 +160,31 @@ async def attempt_in_turn(
     redact: Callable[[str], str] = str,
     client_gone: Callable[[], bool] | None = None,
 ) -> Success | Exhausted:
-    """Send to each usable provider in order. A transport error, no headers within `request_timeout`, a
-    failover status, or a failure before the stream's commit point moves on (and, with `penalize`, cools
-    the provider down); any other answer is returned with its body ready to relay. When the client leaves, the
-    attempt under way is cancelled and nobody is blamed. Every reason taken from a provider passes through
-    `redact`."""
+    """Send to each planned provider in turn: the usable ones, then those cooling down (soonest back first). A
+    transport error, no headers within `request_timeout`, a failover status, or a failure before the stream's
+    commit point moves on (and, with `penalize`, counts against the provider); any other answer is returned with
+    its body ready to relay. When the client leaves, the attempt under way is cancelled and nobody is blamed.
+    Every reason taken from a provider passes through `redact`."""
     attempts: list[AttemptRecord] = []
     skipped = list(plan.skipped)
-    for position, provider in enumerate(plan.usable):
+    deferred: list[ProviderConfig] = []
+    try_all = settings.all_cooling == "try_soonest"
+
+    def providers() -> Iterable[ProviderConfig]:
+        for position, provider in enumerate(plan.usable):
+            if position > 0 and penalize and not board.is_available(provider.name):
+                # It failed for another request while this one waited on an earlier provider.
+                if try_all:
+                    deferred.append(provider)
+                else:
+                    skipped.append((provider, "failed meanwhile for another request"))
+                continue
+            yield provider
+        yield from soonest_back_first([*plan.later, *deferred], board)
+
+    for provider in providers():
         if client_gone is not None and client_gone():
             return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
-        if position > 0 and penalize and not board.is_available(provider.name):
-            # It failed for another request while this one waited on an earlier provider.
-            skipped.append((provider, "failed meanwhile for another request"))
-            continue
         epoch = board.get(provider.name).failure_epoch
         if penalize:
             board.record_attempt(provider.name)
@@ -294,6 +305,20 @@ async def _attempt(
     return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind, retry_after=retry_after)
 
 
+# Failures that say the provider cannot serve at all right now, or that cost a whole `request_timeout`: they cool it
+# down at once. Error answers (5xx, 529, a 429 without retry-after, a failed stream) go by the failure rate.
+COOLS_AT_ONCE = frozenset({TRANSPORT, TIMEOUT, AUTH})
+
+
+def cools_down(kind: str, retry_after: float | None, cooldowns: int, failure_rate: float, threshold: float) -> bool:
+    """Whether a failure starts a cooldown: at once for an unreachable, silent or refusing provider, one that said
+    when to come back (retry-after), or one already recovering from a cooldown; otherwise when failures make up at
+    least `threshold` of its latest outcomes (`failure_rate`, this failure included)."""
+    if kind in COOLS_AT_ONCE or retry_after is not None or cooldowns > 0:
+        return True
+    return failure_rate >= threshold
+
+
 def record_failure(
     board: HealthBoard,
     settings: Settings,
@@ -303,14 +328,21 @@ def record_failure(
     retry_after: float | None = None,
     epoch: int | None = None,
 ) -> None:
-    """Count a failure and start the provider's cooldown under the configured policy. `epoch`: the provider's
-    failure epoch when the attempt started; an attempt that started before another failure was recorded
-    counts, but does not lengthen the streak (concurrent requests are one outage, not many)."""
+    """Count a failure and, under the configured policy, cool the provider down. `epoch`: the provider's failure
+    epoch when the attempt started; an attempt that started before another failure was recorded counts, but does
+    not lengthen the streak nor a cooldown already started (concurrent requests are one outage, not many)."""
+    fresh = board.count_failure(name, reason, kind, epoch)
+    health = board.get(name)
+    if not fresh and health.cooldowns > 0:
+        return
+    if not cools_down(kind, retry_after, health.cooldowns, health.failure_rate, settings.failure_rate):
+        return
     if kind == AUTH:
         cooldown = max(settings.auth_failure_cooldown, retry_after or 0.0)
     else:
-        consecutive = board.get(name).consecutive_failures + 1
+        # The first cooldown since the provider last succeeded lasts failure_cooldown; each further one is longer.
         cooldown = cooldown_seconds(
-            settings.failure_cooldown, settings.cooldown_growth, settings.max_cooldown, consecutive, retry_after
+            settings.failure_cooldown, settings.cooldown_growth, settings.max_cooldown, health.cooldowns + 1,
+            retry_after,
         )
-    board.record_failure(name, reason, cooldown, kind, epoch)
+    board.cool_down(name, cooldown, reason, kind)

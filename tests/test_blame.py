@@ -1,9 +1,11 @@
-"""Blame the right party, through the real mitmdump: a client that leaves is never the provider's fault; the status
-says what happened."""
+"""Blame the right party, through the real mitmdump: a client that leaves is never the provider's fault; a request
+fails only after every provider had its chance; the status says what happened."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import socket
 import threading
 import time
@@ -18,7 +20,9 @@ from fakes import (
     FIRST_DELTA,
     Behavior,
     FakeProvider,
+    Message,
     RawStream,
+    Reset,
     Status,
     closed_port,
     stream_events,
@@ -162,11 +166,124 @@ def test_a_client_leaving_mid_stream_blames_nobody(balancer, unique, provider_ty
                       status="client_gone") == gone_before + 1
 
 
-# -- 3. the status says what happened --------------------------------------------------------------------------
+# -- 2. no 503 while a provider could still serve --------------------------------------------------------------
+
+SOAK_SEED = 1
+SOAK_REQUESTS = 800
+SOAK_SHARE = 0.2  # of requests each provider answers with 529
+
+
+def coin_fails(provider: int, request: int) -> bool:
+    """Whether `provider` answers request number `request` with 529: independent, seeded, and the same whatever
+    order the requests arrive in."""
+    return random.Random(f"{SOAK_SEED}:{provider}:{request}").random() < SOAK_SHARE
+
+
+class Coin(Behavior):
+    """529 for the requests coin_fails picks for this provider, a normal answer for the others."""
+
+    def __init__(self, provider: int):
+        self.provider = provider
+
+    def run(self, handler, request, fake):
+        number = int(request.json()["messages"][0]["content"].split()[-1])
+        (Status(529) if coin_fails(self.provider, number) else Message()).run(handler, request, fake)
+
+
+def test_a_request_fails_only_when_every_provider_failed_it(balancer, unique):
+    """Four providers that each answer 20% of requests with 529, independently: on default settings a request
+    fails only when all four failed it (0.2^4 = 0.16% of requests), not whenever the balancer's cooldowns say so."""
+    fakes = [FakeProvider(Coin(i)) for i in range(4)]
+    for fake in fakes:
+        fake.start()
+    try:
+        balancer.use([anthropic_provider(f"p{i}-{unique}", fake.url) for i, fake in enumerate(fakes)])
+
+        async def soak() -> list[httpx.Response]:
+            limits = httpx.Limits(max_connections=8)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+                gate = asyncio.Semaphore(8)
+
+                async def one(n: int) -> httpx.Response:
+                    body = {**BODY, "messages": [{"role": "user", "content": f"request {n}"}], "stream": n % 2 == 0}
+                    async with gate:
+                        return await http.post(balancer.url + "/v1/messages", json=body)
+
+                return await asyncio.gather(*[one(n) for n in range(SOAK_REQUESTS)])
+
+        responses = asyncio.run(soak())
+    finally:
+        for fake in fakes:
+            fake.stop()
+
+    failed = [n for n, response in enumerate(responses) if response.status_code != 200]
+    all_four_failed = [n for n in range(SOAK_REQUESTS) if all(coin_fails(p, n) for p in range(4))]
+    assert all_four_failed  # the seed gives the test a request that cannot be served
+    assert failed == all_four_failed
+    assert len(failed) / SOAK_REQUESTS < 0.01
+    for n in failed:
+        assert responses[n].status_code == 529
+        assert responses[n].json()["error"]["type"] == "overloaded_error"
+
 
 def post(balancer: BalancerProcess, stream: bool = False) -> httpx.Response:
     return httpx.post(balancer.url + "/v1/messages", json={**BODY, "stream": stream}, timeout=30)
 
+
+def test_one_error_among_successes_does_not_cool_a_provider_down(balancer, unique):
+    a, b = f"a-{unique}", f"b-{unique}"
+    with FakeProvider() as first, FakeProvider() as second:
+        first.then(Message(), Message(), Message(), Status(529), Message(), Status(529), Status(529), Status(529))
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], failure_cooldown=600)
+        assert [post(balancer).headers["x-balancer-provider"] for _ in range(4)] == [a, a, a, b]
+        status = balancer.provider_status(a)
+        assert (status["healthy"], status["failures"], status["consecutive_failures"]) == (True, 1, 1)
+        assert post(balancer).headers["x-balancer-provider"] == a  # still first in line
+
+        # Errors that make up half of its latest answers do cool it down: S S S F S F F F.
+        assert [post(balancer).headers["x-balancer-provider"] for _ in range(2)] == [b, b]
+        assert balancer.provider_status(a)["healthy"] is True
+        assert post(balancer).headers["x-balancer-provider"] == b
+        status = balancer.provider_status(a)
+        assert status["healthy"] is False and 590 < status["cooldown_remaining"] <= 600
+        assert "HTTP 529" in status["cooldown_reason"]
+
+
+    # An unreachable provider, though, cools down at once whatever its record.
+    c = f"c-{unique}"
+    with FakeProvider() as third, FakeProvider() as second:
+        third.then(Message(), Message(), Message(), Reset())
+        balancer.use([anthropic_provider(c, third.url), anthropic_provider(b, second.url)], failure_cooldown=600)
+        assert [post(balancer).headers["x-balancer-provider"] for _ in range(4)] == [c, c, c, b]
+        status = balancer.provider_status(c)
+        assert status["failures_by_class"] == {"transport": 1}
+        assert status["healthy"] is False and status["cooldown_remaining"] > 590
+
+
+def test_providers_cooling_down_are_tried_last_soonest_back_first(balancer, unique):
+    a, b, c = f"a-{unique}", f"b-{unique}", f"c-{unique}"
+    with FakeProvider(Status(500)) as first, FakeProvider() as second, FakeProvider() as third:
+        second.then(Status(529, headers={"retry-after": "300"}))
+        third.then(Status(529, headers={"retry-after": "100"}))
+        balancer.use([anthropic_provider(n, f.url) for n, f in ((a, first), (b, second), (c, third))],
+                     failure_cooldown=30)
+        assert post(balancer).status_code == 529  # all three failed: a cools down 30 s, b 300 s, c 100 s
+        # The next request is not refused: the cooling providers are tried, the soonest back first: a, c, b.
+        response = post(balancer)
+        assert (response.status_code, response.headers["x-balancer-provider"]) == (200, c)
+        assert (len(first.requests), len(second.requests), len(third.requests)) == (2, 1, 2)
+
+
+def test_all_cooling_refuse_still_refuses_at_once(balancer, unique):
+    with FakeProvider(Status(529)) as overloaded:
+        balancer.use([anthropic_provider(f"a-{unique}", overloaded.url)], all_cooling="refuse")
+        assert post(balancer).status_code == 529
+        refused = post(balancer)
+        assert refused.status_code == 529 and "cooling down" in refused.json()["error"]["message"]
+        assert len(overloaded.requests) == 1
+
+
+# -- 3. the status says what happened --------------------------------------------------------------------------
 
 both_modes = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 

@@ -1,5 +1,5 @@
-"""Unit tests for blaming the right party: what the client is told when no provider served (exhaustion.py), and a
-client that leaves while a provider is asked (failover.py)."""
+"""Unit tests for blaming the right party: the cooldown rule (failover.py, health.py), what the client is told when
+no provider served (exhaustion.py), and a client that leaves while a provider is asked (failover.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from addon.config import ProviderConfig, Settings
 from addon.exhaustion import CLIENT_RETRY_LIMIT, answer_for, retry_after_for, status_for
-from addon.failover import CLIENT_GONE, AttemptRecord, Exhausted, attempt_in_turn, record_failure
+from addon.failover import CLIENT_GONE, AttemptRecord, Exhausted, attempt_in_turn, cools_down, record_failure
 from addon.health import AUTH, OVERLOADED, RATE_LIMITED, SERVER_ERROR, STREAM_ERROR, TIMEOUT, TRANSPORT, HealthBoard
 from addon.routing import plan_attempts
 from addon.upstream import ClientPool
@@ -32,6 +32,93 @@ def provider(name: str, url: str | None = None) -> ProviderConfig:
 
 
 POLICY = Settings(failure_cooldown=10, cooldown_growth=2, max_cooldown=35)
+
+
+# -- the cooldown rule ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", [TRANSPORT, TIMEOUT, AUTH])
+def test_an_unreachable_silent_or_refusing_provider_cools_down_at_once(kind: str) -> None:
+    assert cools_down(kind, None, cooldowns=0, failure_rate=0.1, threshold=0.5)
+
+
+@pytest.mark.parametrize("kind", [OVERLOADED, RATE_LIMITED, SERVER_ERROR, STREAM_ERROR])
+def test_an_error_answer_cools_down_by_the_failure_rate(kind: str) -> None:
+    assert not cools_down(kind, None, cooldowns=0, failure_rate=0.4, threshold=0.5)
+    assert cools_down(kind, None, cooldowns=0, failure_rate=0.5, threshold=0.5)
+    assert cools_down(kind, 0.0, cooldowns=0, failure_rate=0.1, threshold=0.5)  # it said when to come back
+    assert cools_down(kind, None, cooldowns=1, failure_rate=0.1, threshold=0.5)  # a failed probe
+    assert cools_down(kind, None, cooldowns=0, failure_rate=0.1, threshold=0.0)  # 0: the first failure
+
+
+def test_one_error_among_successes_is_counted_but_cools_nothing(board: HealthBoard) -> None:
+    for _ in range(3):
+        board.record_success("a")
+    record_failure(board, POLICY, "a", "HTTP 529", OVERLOADED)
+    health = board.get("a")
+    assert (health.failures, health.consecutive_failures, health.cooldowns) == (1, 1, 0)
+    assert not board.is_cooling_down("a")
+    assert board.record_attempt("a") is False  # not a probe either: other requests keep using it
+
+
+def test_errors_that_are_half_of_the_latest_outcomes_cool_it_down(board: HealthBoard) -> None:
+    for _ in range(3):
+        board.record_success("a")
+    record_failure(board, POLICY, "a", "HTTP 529", OVERLOADED)
+    record_failure(board, POLICY, "a", "HTTP 529", OVERLOADED)
+    assert not board.is_cooling_down("a")  # 2 of 5
+    record_failure(board, POLICY, "a", "HTTP 500", SERVER_ERROR)
+    assert board.cooldown_remaining("a") == 10  # 3 of 6: the first cooldown lasts failure_cooldown
+    assert board.get("a").cooldown_reason == "HTTP 500"
+
+
+def test_the_failure_rate_looks_at_the_latest_ten_outcomes_only(board: HealthBoard) -> None:
+    for _ in range(5):
+        record_failure(board, POLICY, "a", "HTTP 500", SERVER_ERROR)
+        board.record_success("a")
+    for _ in range(10):
+        board.record_success("a")
+    assert board.get("a").failure_rate == 0.0
+    record_failure(board, POLICY, "a", "HTTP 500", SERVER_ERROR)
+    assert board.get("a").failure_rate == pytest.approx(0.1)
+    assert not board.is_cooling_down("a")
+
+
+def test_a_failure_rate_of_zero_cools_at_the_first_error(board: HealthBoard) -> None:
+    for _ in range(9):
+        board.record_success("a")
+    record_failure(board, Settings(failure_cooldown=10, failure_rate=0), "a", "HTTP 529", OVERLOADED)
+    assert board.cooldown_remaining("a") == 10
+
+
+def test_a_failure_while_recovering_cools_again_and_longer(board: HealthBoard, clock: ManualClock) -> None:
+    record_failure(board, POLICY, "a", "HTTP 500", SERVER_ERROR)  # a new provider: 1 of 1
+    clock.advance(10)
+    assert board.record_attempt("a") is True  # the probe
+    board.record_success("a")
+    board.record_success("a")
+    record_failure(board, POLICY, "a", "HTTP 500", SERVER_ERROR)  # 2 of 4 after a success: cooled, not grown
+    assert board.cooldown_remaining("a") == 10
+    clock.advance(10)
+    board.record_attempt("a")
+    for _ in range(6):
+        board.record_success("a")
+    record_failure(board, POLICY, "a", "connection refused", TRANSPORT)  # at once, whatever the rate
+    assert board.cooldown_remaining("a") == 10
+    clock.advance(10)
+    record_failure(board, POLICY, "a", "HTTP 500", SERVER_ERROR)  # the probe fails: straight back, twice as long
+    assert board.cooldown_remaining("a") == 20
+
+
+def test_concurrent_failures_may_start_a_cooldown_but_never_lengthen_one(board: HealthBoard) -> None:
+    for _ in range(4):
+        board.record_success("a")
+    epoch = board.get("a").failure_epoch  # five requests reach the provider before any of them fails
+    for count in range(1, 6):
+        record_failure(board, POLICY, "a", f"HTTP 500 #{count}", SERVER_ERROR, epoch=epoch)
+    health = board.get("a")
+    assert (health.failures, health.consecutive_failures, health.cooldowns) == (5, 1, 1)
+    assert board.cooldown_remaining("a") == 10  # started by the fourth (4 of 8), not grown by the fifth
+    assert health.cooldown_reason == "HTTP 500 #4"
 
 
 # -- what the client is told ---------------------------------------------------------------------------------
