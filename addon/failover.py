@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -250,7 +251,7 @@ async def _unless_client_gone(
     return None
 
 
-def _retrieve(task: asyncio.Future[object]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     """Take an abandoned attempt's exception, so that asyncio does not report it as never retrieved."""
     if not task.cancelled():
         task.exception()
