@@ -112,7 +112,11 @@ class Settings(_Lenient):
     max_cooldown: float = Field(default=600.0, ge=0)
     # A provider whose own credential is refused (401/403) stays out this long, or until the next reload.
     auth_failure_cooldown: float = Field(default=3600.0, ge=0)
-    # When every provider is cooling down: try the one whose cooldown ends first, or refuse with 503.
+    # An error answer (5xx, 529, 429 without retry-after, a stream that fails) cools a provider down only when
+    # failures are at least this share of its last 10 outcomes; 0: at its first failure.
+    failure_rate: float = Field(default=0.5, ge=0, le=1)
+    # Providers cooling down are still tried, after the others, soonest back first (try_soonest); or never
+    # until their cooldown ends (refuse: with every provider cooling down, requests are refused at once).
     all_cooling: Literal["try_soonest", "refuse"] = "try_soonest"
     strategy: Literal["priority", "round_robin", "weighted", "random", "least_latency"] = "priority"
     # Keep one Claude Code session on one provider (its prompt cache keeps hitting). Default: on for every

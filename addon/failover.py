@@ -6,8 +6,9 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -23,11 +24,15 @@ from .health import (
     HealthBoard,
     cooldown_seconds,
 )
-from .routing import Plan
+from .routing import Plan, soonest_back_first
 from .stream_guard import StreamFailure
 from .upstream import ClientPool, describe_exception, should_fail_over
 
 ERROR_BODY_LIMIT = 16 * 1024
+# An attempt's outcome, and the status in the request log, when the client left before it was answered.
+CLIENT_GONE = "client gone"
+# How often a waiting attempt looks whether its client is still there (a provider is released within this).
+CLIENT_CHECK_INTERVAL = 0.2
 # A retry-after beyond this is taken as this (a misconfigured provider must not vanish for days).
 RETRY_AFTER_CEILING = 24 * 3600.0
 
@@ -43,10 +48,7 @@ class AttemptRecord:
     ms: float
     failed: bool
     kind: str | None = None  # failure class (health.py), None when not failed
-
-    @property
-    def overloaded(self) -> bool:
-        return self.kind in (OVERLOADED, RATE_LIMITED)
+    retry_after: float | None = None  # seconds, as the provider asked with its failure
 
 
 @dataclass
@@ -63,13 +65,6 @@ class Exhausted:
     attempts: list[AttemptRecord]
     skipped: list[tuple[ProviderConfig, str]] = field(default_factory=list)
     client_gone: bool = False  # stopped because nobody waits for the answer any more
-
-    @property
-    def overloaded(self) -> bool:
-        """Capacity trouble (rate limits, overload, everyone cooling down) rather than breakage."""
-        if not self.attempts:
-            return bool(self.skipped)
-        return any(a.overloaded for a in self.attempts)
 
     def summary(self) -> str:
         parts = [f"{a.provider}: {a.outcome}" for a in self.attempts]
@@ -164,31 +159,51 @@ async def attempt_in_turn(
     open_answer: AnswerOpener,
     penalize: bool = True,
     redact: Callable[[str], str] = str,
-    client_gone: Callable[[], bool] = lambda: False,
+    client_gone: Callable[[], bool] | None = None,
 ) -> Success | Exhausted:
-    """Send to each usable provider in order. A transport error, no headers within `request_timeout`, a
-    failover status, or a failure before the stream's commit point moves on (and, with `penalize`, cools
-    the provider down); any other answer is returned with its body ready to relay. Stops early when the
-    client has gone. Every reason taken from a provider passes through `redact`."""
+    """Send to each planned provider in turn: the usable ones, then those cooling down (soonest back first). A
+    transport error, no headers within `request_timeout`, a failover status, or a failure before the stream's
+    commit point moves on (and, with `penalize`, counts against the provider); any other answer is returned with
+    its body ready to relay. When the client leaves, the attempt under way is cancelled and nobody is blamed.
+    Every reason taken from a provider passes through `redact`."""
     attempts: list[AttemptRecord] = []
     skipped = list(plan.skipped)
-    for position, provider in enumerate(plan.usable):
-        if client_gone():
+    deferred: list[ProviderConfig] = []
+    try_all = settings.all_cooling == "try_soonest"
+
+    def providers() -> Iterable[ProviderConfig]:
+        for position, provider in enumerate(plan.usable):
+            if position > 0 and penalize and not board.is_available(provider.name):
+                # It failed for another request while this one waited on an earlier provider.
+                if try_all:
+                    deferred.append(provider)
+                else:
+                    skipped.append((provider, "failed meanwhile for another request"))
+                continue
+            yield provider
+        yield from soonest_back_first([*plan.later, *deferred], board)
+
+    for provider in providers():
+        if client_gone is not None and client_gone():
             return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
-        if position > 0 and penalize and not board.is_available(provider.name):
-            # It failed for another request while this one waited on an earlier provider.
-            skipped.append((provider, "failed meanwhile for another request"))
-            continue
         epoch = board.get(provider.name).failure_epoch
         if penalize:
             board.record_attempt(provider.name)
+        started = time.perf_counter()
         try:
-            outcome = await _attempt(provider, build_request, pool, settings, open_answer)
+            outcome = await _unless_client_gone(
+                _attempt(provider, build_request, pool, settings, open_answer), client_gone
+            )
         except BaseException:
             # Cancelled (or a bug): whatever happened, this attempt must not leave the provider marked as probed.
             if penalize:
                 board.record_neutral(provider.name)
             raise
+        if outcome is None:  # the client left: the provider did nothing wrong
+            if penalize:
+                board.record_neutral(provider.name)
+            attempts.append(AttemptRecord(provider.name, CLIENT_GONE, (time.perf_counter() - started) * 1000, False))
+            return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
         if isinstance(outcome, Success):
             ms = outcome.attempts[0].ms
             if penalize:
@@ -198,12 +213,48 @@ async def attempt_in_turn(
                     board.record_neutral(provider.name)
             outcome.attempts[:0] = attempts
             return outcome
-        record, retry_after = outcome
+        record = outcome
         record.outcome = redact(record.outcome)
         attempts.append(record)
         if penalize:
-            record_failure(board, settings, provider.name, record.outcome, record.kind or TRANSPORT, retry_after, epoch)
+            kind = record.kind or TRANSPORT
+            record_failure(board, settings, provider.name, record.outcome, kind, record.retry_after, epoch)
     return Exhausted(attempts=attempts, skipped=skipped)
+
+
+async def _unless_client_gone(
+    work: Awaitable[Success | AttemptRecord], client_gone: Callable[[], bool] | None
+) -> Success | AttemptRecord | None:
+    """The attempt's outcome, or None when the client left first: then the attempt is cancelled (which closes
+    its provider connection), within CLIENT_CHECK_INTERVAL of the client leaving."""
+    if client_gone is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=CLIENT_CHECK_INTERVAL)
+            if done:
+                return task.result()
+            if client_gone():
+                break
+    except BaseException:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise
+    task.cancel()
+    try:
+        outcome = await task
+    except asyncio.CancelledError:
+        return None
+    if isinstance(outcome, Success):  # it finished just before the cancellation: nobody will read it
+        await outcome.response.aclose()
+    return None
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Take an abandoned attempt's exception, so that asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _attempt(
@@ -212,8 +263,8 @@ async def _attempt(
     pool: ClientPool,
     settings: Settings,
     open_answer: AnswerOpener,
-) -> Success | tuple[AttemptRecord, float | None]:
-    """One provider: a Success (whose only attempt record is this one), or the failure and its retry-after."""
+) -> Success | AttemptRecord:
+    """One provider: a Success (whose only attempt record is this one), or the failed attempt."""
     request = build_request(provider)
     # httpx's own limits as well as the header deadline below: a cancellation that lands while anyio is still
     # connecting can be lost, and then these are what bound the attempt.
@@ -252,7 +303,21 @@ async def _attempt(
             reason = f"HTTP {status}" + (f" {detail}" if detail else "")
             kind = failure_class(status, detail)
     ms = (time.perf_counter() - started) * 1000
-    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind), retry_after
+    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind, retry_after=retry_after)
+
+
+# Failures that say the provider cannot serve at all right now, or that cost a whole `request_timeout`: they cool it
+# down at once. Error answers (5xx, 529, a 429 without retry-after, a failed stream) go by the failure rate.
+COOLS_AT_ONCE = frozenset({TRANSPORT, TIMEOUT, AUTH})
+
+
+def cools_down(kind: str, retry_after: float | None, cooldowns: int, failure_rate: float, threshold: float) -> bool:
+    """Whether a failure starts a cooldown: at once for an unreachable, silent or refusing provider, one that said
+    when to come back (retry-after), or one already recovering from a cooldown; otherwise when failures make up at
+    least `threshold` of its latest outcomes (`failure_rate`, this failure included)."""
+    if kind in COOLS_AT_ONCE or retry_after is not None or cooldowns > 0:
+        return True
+    return failure_rate >= threshold
 
 
 def record_failure(
@@ -264,14 +329,21 @@ def record_failure(
     retry_after: float | None = None,
     epoch: int | None = None,
 ) -> None:
-    """Count a failure and start the provider's cooldown under the configured policy. `epoch`: the provider's
-    failure epoch when the attempt started; an attempt that started before another failure was recorded
-    counts, but does not lengthen the streak (concurrent requests are one outage, not many)."""
+    """Count a failure and, under the configured policy, cool the provider down. `epoch`: the provider's failure
+    epoch when the attempt started; an attempt that started before another failure was recorded counts, but does
+    not lengthen the streak nor a cooldown already started (concurrent requests are one outage, not many)."""
+    fresh = board.count_failure(name, reason, kind, epoch)
+    health = board.get(name)
+    if not fresh and health.cooldowns > 0:
+        return
+    if not cools_down(kind, retry_after, health.cooldowns, health.failure_rate, settings.failure_rate):
+        return
     if kind == AUTH:
         cooldown = max(settings.auth_failure_cooldown, retry_after or 0.0)
     else:
-        consecutive = board.get(name).consecutive_failures + 1
+        # The first cooldown since the provider last succeeded lasts failure_cooldown; each further one is longer.
         cooldown = cooldown_seconds(
-            settings.failure_cooldown, settings.cooldown_growth, settings.max_cooldown, consecutive, retry_after
+            settings.failure_cooldown, settings.cooldown_growth, settings.max_cooldown, health.cooldowns + 1,
+            retry_after,
         )
-    board.record_failure(name, reason, cooldown, kind, epoch)
+    board.cool_down(name, cooldown, reason, kind)

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import json
 import logging
-import math
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -18,11 +17,11 @@ import httpx
 from mitmproxy import ctx, http
 from mitmproxy.net.http import url as mitmproxy_url
 
-from . import anthropic_adapter, openai_adapter
+from . import anthropic_adapter, exhaustion, openai_adapter
 from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
-from .failover import Exhausted, Success, attempt_in_turn, record_failure
+from .failover import CLIENT_GONE, Exhausted, Success, attempt_in_turn, record_failure
 from .model_map import ModelChoice
 from .providers import Providers
 from .redact import REDACTED
@@ -251,7 +250,8 @@ class Gateway:
             return
         if record.token is not None:
             await self.relay.discard(record.token)
-        self._finish(flow, record, "client gone" if flow.error and "disconnect" in str(flow.error).lower() else "error")
+        left = flow.error is not None and "client disconnected" in str(flow.error).lower()
+        self._finish(flow, record, CLIENT_GONE if left else "error")
 
     def _finish(self, flow: http.HTTPFlow, record: FlowRecord, status: int | str | None) -> None:
         """The flow is over: its metadata gets the final figures, and the log its one line."""
@@ -301,6 +301,8 @@ class Gateway:
             settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout})
 
         def on_committed_failure(provider: ProviderConfig, reason: str, failure_kind: str) -> None:
+            if flow.error is not None or _client_gone(flow):
+                return  # the stream broke because the client left and the balancer closed it: nobody's failure
             reason = self.providers.redact(reason)
             log.warning("%s failed after its stream was committed: %s", provider.name, reason)
             record.fail_after_commit(provider.name, reason, failure_kind)
@@ -361,14 +363,14 @@ class Gateway:
         ))
 
     def _answer_exhausted(self, flow: http.HTTPFlow, record: FlowRecord, result: Exhausted) -> None:
-        board = self.providers.board
-        waits = [board.cooldown_remaining(p.name) for p in self.providers.config.providers if p.enabled]
-        retry_after = max(1, math.ceil(min(waits))) if waits else 1
+        if result.client_gone:
+            # Nobody will read it; it only keeps the flow from going on to mitmproxy's reverse target.
+            self._answer(flow, record, error_response(503, "api_error", "the client left before an answer"))
+            flow.comment = "the client left while providers were tried"
+            return
+        answer = exhaustion.answer_for(result, self.providers.board)
         self._answer(flow, record, error_response(
-            503,
-            "overloaded_error" if result.overloaded else "api_error",
-            result.summary(),
-            **{"retry-after": str(retry_after)},
+            answer.status, answer.error_type, result.summary(), **{"retry-after": str(answer.retry_after)}
         ))
         flow.comment = result.summary()
 

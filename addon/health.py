@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ STREAM_ERROR = "stream_error"  # an error event, a break or an idle stream
 
 # Reading order of a latency sample into the moving average (the rest is history).
 LATENCY_WEIGHT = 0.3
+# How many of a provider's latest outcomes (successes and failures) its failure rate is taken over.
+OUTCOME_WINDOW = 10
 
 
 @dataclass
@@ -25,6 +28,9 @@ class ProviderHealth:
     failures: int = 0  # attempts that failed (all time)
     failures_by_class: dict[str, int] = field(default_factory=dict)
     consecutive_failures: int = 0
+    cooldowns: int = 0  # cooldowns started since the last success: > 0 means the provider is recovering
+    # The latest outcomes, True for a failure: the failure rate that decides whether an error answer cools it down.
+    outcomes: deque[bool] = field(default_factory=lambda: deque(maxlen=OUTCOME_WINDOW))
     cooldown_until: float = 0.0  # monotonic clock
     cooldown_reason: str | None = None
     cooldown_class: str | None = None
@@ -33,6 +39,11 @@ class ProviderHealth:
     probing: bool = False  # a request is testing whether the provider is back
     failure_epoch: int = 0  # counts recorded streak failures: attempts compare it to know they are stale
     latency_ms: float | None = None  # moving average of time to first byte (to first content for streams)
+
+    @property
+    def failure_rate(self) -> float:
+        """The share of failures among the latest outcomes (0 when there are none)."""
+        return sum(self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
 
 
 def cooldown_seconds(
@@ -70,30 +81,45 @@ class HealthBoard:
         return not self.is_cooling_down(name) and not self.get(name).probing
 
     def record_attempt(self, name: str) -> bool:
-        """Count an attempt. True when it is a probe: the first one after failures, which other requests
+        """Count an attempt. True when it is a probe: the first one after a cooldown, which other requests
         wait for rather than piling onto a provider that may still be down."""
         health = self.get(name)
         health.requests += 1
-        if health.consecutive_failures > 0:
+        if health.cooldowns > 0:
             health.probing = True
         return health.probing
 
     def record_failure(
-        self, name: str, reason: str, cooldown: float, kind: str = TRANSPORT, epoch: int | None = None
+        self, name: str, reason: str, cooldown: float | None, kind: str = TRANSPORT, epoch: int | None = None
     ) -> None:
-        """`epoch`: the provider's failure_epoch when the failed attempt started. If another failure was recorded
-        since, this one is counted but neither lengthens the streak nor the cooldown."""
+        """Count a failure and, unless it is stale (see count_failure), cool the provider down for `cooldown`
+        seconds (None: count it only)."""
+        if self.count_failure(name, reason, kind, epoch) and cooldown is not None:
+            self.cool_down(name, cooldown, reason, kind)
+
+    def count_failure(self, name: str, reason: str, kind: str = TRANSPORT, epoch: int | None = None) -> bool:
+        """Count a failure. `epoch`: the provider's failure_epoch when the failed attempt started; if another
+        failure was recorded since, this one is stale: counted, but it does not lengthen the streak (concurrent
+        requests are one outage, not many). True when it is not stale."""
         health = self.get(name)
         health.failures += 1
         health.failures_by_class[kind] = health.failures_by_class.get(kind, 0) + 1
+        health.outcomes.append(True)
         health.last_error = reason
         health.last_error_at = self._wall()
         if epoch is not None and epoch != health.failure_epoch:
-            return
+            return False
         health.consecutive_failures += 1
         health.failure_epoch += 1
         health.probing = False
-        until = self._clock() + cooldown
+        return True
+
+    def cool_down(self, name: str, seconds: float, reason: str, kind: str) -> None:
+        """Leave the provider out for `seconds` (a shorter cooldown never shortens a longer one)."""
+        health = self.get(name)
+        health.cooldowns += 1
+        health.probing = False
+        until = self._clock() + seconds
         if until >= health.cooldown_until:
             health.cooldown_until = until
             health.cooldown_reason = reason
@@ -101,7 +127,8 @@ class HealthBoard:
 
     def record_success(self, name: str, latency_ms: float | None = None) -> None:
         health = self.get(name)
-        health.consecutive_failures = 0
+        health.outcomes.append(False)
+        health.consecutive_failures = health.cooldowns = 0
         health.cooldown_until = 0.0
         health.cooldown_reason = health.cooldown_class = None
         health.probing = False
@@ -120,7 +147,7 @@ class HealthBoard:
             if health.cooldown_class == AUTH:
                 health.cooldown_until = 0.0
                 health.cooldown_reason = health.cooldown_class = None
-                health.consecutive_failures = 0
+                health.consecutive_failures = health.cooldowns = 0
 
     def retain(self, names: Iterable[str]) -> None:
         """After a reload: forget providers that no longer exist, keep the state of the others."""

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import health
+from .failover import CLIENT_GONE
 from .responses import error_response
 from .providers import Providers
 
@@ -35,6 +36,8 @@ FAILURE_CLASSES = frozenset({
 })
 NO_PROVIDER = "none"
 OTHER = "other"
+# The status label of a request whose client left before its answer ended (no provider is to blame for it).
+CLIENT_GONE_STATUS = "client_gone"
 
 # Whole requests to LLM providers run from milliseconds (count_tokens, errors) to minutes (long streams).
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -105,7 +108,8 @@ class Metrics:
         self.requests = Counter(
             "balancer_requests",
             "API requests by kind, the provider that served them ('none' if none did) and the HTTP status the "
-            "client got ('error' when the flow failed, e.g. the client left).",
+            "client got ('client_gone' when the client left before the end, 'error' when the flow failed "
+            "otherwise).",
             ["kind", "provider", "status"],
             registry=self.registry,
         )
@@ -182,7 +186,11 @@ class Metrics:
         """Count one finished API request (`status` None: the flow failed)."""
         kind = _label(record.get("kind"), KINDS)
         provider = _label(record.get("provider"), default=NO_PROVIDER)
-        self.requests.labels(kind, provider, str(status) if isinstance(status, int) else "error").inc()
+        if record.get("status") == CLIENT_GONE:
+            status_label = CLIENT_GONE_STATUS
+        else:
+            status_label = str(status) if isinstance(status, int) else "error"
+        self.requests.labels(kind, provider, status_label).inc()
 
         attempts = record.get("attempts")
         attempts = [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []

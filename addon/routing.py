@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import ProviderConfig, Settings
 from .health import AUTH, HealthBoard
@@ -13,8 +13,10 @@ from .health import AUTH, HealthBoard
 
 @dataclass(frozen=True)
 class Plan:
-    usable: list[ProviderConfig]  # to try, in order; nobody twice
-    skipped: list[tuple[ProviderConfig, str]]  # enabled but left out, with the reason
+    usable: list[ProviderConfig]  # to try first, in order; nobody twice
+    skipped: list[tuple[ProviderConfig, str]]  # enabled but not to be tried, with the reason
+    # Cooling down or being probed: tried after `usable`, soonest back first (empty under all_cooling: refuse).
+    later: list[ProviderConfig] = field(default_factory=list)
 
 
 def _ordered_tier(
@@ -69,22 +71,31 @@ def plan_attempts(
     candidates = [p for p in providers if p.enabled and (types is None or p.type in types)]
     ordered = order_providers(candidates, settings.strategy, board, rng or random.Random(), turn)
     usable = [p for p in ordered if board.is_available(p.name)]
-    skipped = [(p, _skip_reason(p, board)) for p in ordered if not board.is_available(p.name)]
+    waiting = [p for p in ordered if not board.is_available(p.name)]
     if preferred is not None and usable:
         # The session's provider first, if it is in the best tier available now: a session that failed over to a
         # backup tier goes back to the main tier when that recovers.
         best = min(p.priority for p in usable)
         if any(p.name == preferred and p.priority == best for p in usable):
             usable.sort(key=lambda p: p.name != preferred)
-    if not usable and skipped and settings.all_cooling == "try_soonest":
-        # A brief global blip must not become minutes of 503s: try whoever comes back first (a credential
-        # that was refused will not come back by waiting).
-        waiting = [p for p, _ in skipped if board.get(p.name).cooldown_class != AUTH]
-        if waiting:
-            soonest = min(waiting, key=lambda p: board.cooldown_remaining(p.name))
-            usable = [soonest]
-            skipped = [(p, reason) for p, reason in skipped if p is not soonest]
-    return Plan(usable=usable, skipped=skipped)
+    later: list[ProviderConfig] = []
+    if settings.all_cooling == "try_soonest":
+        # A provider cooling down may still answer: a request fails only after every provider had its chance
+        # (a credential that was refused will not come back by trying).
+        later = soonest_back_first([p for p in waiting if not out_for_auth(p, board)], board)
+    tried_later = {p.name for p in later}
+    skipped = [(p, _skip_reason(p, board)) for p in waiting if p.name not in tried_later]
+    return Plan(usable=usable, skipped=skipped, later=later)
+
+
+def out_for_auth(provider: ProviderConfig, board: HealthBoard) -> bool:
+    """Cooling down because the provider refused its own credential: waiting for the cooldown will not help."""
+    return board.is_cooling_down(provider.name) and board.get(provider.name).cooldown_class == AUTH
+
+
+def soonest_back_first(providers: Sequence[ProviderConfig], board: HealthBoard) -> list[ProviderConfig]:
+    """Providers ordered by when their cooldown ends (a stable sort: the planned order breaks ties)."""
+    return sorted(providers, key=lambda p: board.cooldown_remaining(p.name))
 
 
 class Router:

@@ -154,7 +154,7 @@ def test_disabled_providers_are_skipped_silently(board: HealthBoard) -> None:
     board.record_failure("c", "boom", cooldown=60)  # disabled and cooling: still silent
     plan = plan_attempts(providers, board)
     assert names(plan.usable) == ["b"]
-    assert plan.skipped == []
+    assert plan.skipped == [] and plan.later == []
 
 
 def test_cooling_provider_is_skipped_with_reason(board: HealthBoard, clock: ManualClock) -> None:
@@ -162,7 +162,8 @@ def test_cooling_provider_is_skipped_with_reason(board: HealthBoard, clock: Manu
     board.record_failure("a", "HTTP 529 overloaded_error: Overloaded", cooldown=60)
     clock.advance(18)
 
-    plan = plan_attempts(providers, board)
+    assert names(plan_attempts(providers, board).later) == ["a"]  # by default tried after the others
+    plan = plan_attempts(providers, board, settings=Settings(all_cooling="refuse"))
     assert names(plan.usable) == ["b", "c"]
     assert len(plan.skipped) == 1
     skipped, reason = plan.skipped[0]
@@ -210,7 +211,7 @@ def test_types_filter(board: HealthBoard) -> None:
 
     plan = plan_attempts(providers, board, types=("openai",))
     assert names(plan.usable) == ["o1"]
-    assert names([p for p, _ in plan.skipped]) == ["o2"]
+    assert names(plan.later) == ["o2"]
 
     assert names(plan_attempts(providers, board, types=None).usable) == ["o1", "a1", "a2"]
 

@@ -60,7 +60,8 @@ def test_one_line_per_request_says_what_happened(logged_run):
     assert "ttfb " in first and "total " in first and "tokens in 12 out 5" in first and "end_turn" in first
     assert " stream 200" in streamed and "tokens in 12 out 3" in streamed
     assert "count_tokens claude-sonnet-4 -> local 200" in counted
-    assert " 503 " in failed and "gamma HTTP 500" in failed
+    # alpha is out for its credential; beta, cooling down after its 529, is still tried after gamma.
+    assert " 529 " in failed and "gamma HTTP 500" in failed and "beta HTTP 529" in failed
 
 
 def test_debug_shows_payloads(logged_run):

@@ -237,6 +237,20 @@ def test_a_failed_flow_counts_as_error_even_with_a_response(setup):
     assert value(samples, "balancer_request_duration_seconds_count", kind="messages", provider="none") == 1
 
 
+def test_a_client_that_left_is_counted_under_its_own_label(setup):
+    _, metrics = setup
+    left_mid_stream = api_record(stream=True, status="client gone")
+    left_while_tried = api_record(provider=None, attempts=[
+        {"provider": "a", "outcome": "client gone", "ms": 800.0, "failed": False, "class": None}], status="client gone")
+    metrics.error(finished(left_mid_stream, error=True))
+    metrics.error(finished(left_while_tried, status=None, error=True))
+    samples = parse(scrape(metrics).response.text)
+    assert value(samples, "balancer_requests_total", kind="messages", provider="a", status="client_gone") == 1
+    assert value(samples, "balancer_requests_total", kind="messages", provider="none", status="client_gone") == 1
+    assert value(samples, "balancer_requests_total", kind="messages", provider="a", status="error") == 0
+    assert not [key for key in samples if key[0] == "balancer_attempt_failures_total"]
+
+
 def test_flows_without_api_metadata_are_not_counted(setup):
     _, metrics = setup
     metrics.response(finished(None))

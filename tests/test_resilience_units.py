@@ -465,7 +465,7 @@ def test_router_round_robin_skips_cooling_provider(board: HealthBoard) -> None:
     settings = Settings(strategy="round_robin")
     plans = [router.plan(providers, board, settings) for _ in range(3)]
     assert [names(p.usable) for p in plans] == [["a", "c"], ["c", "a"], ["c", "a"]]
-    assert all(names(s for s, _ in p.skipped) == ["b"] for p in plans)
+    assert all(names(p.later) == ["b"] and p.skipped == [] for p in plans)
 
 
 @pytest.mark.parametrize("strategy", ["random", "weighted"])
@@ -525,7 +525,7 @@ def test_weighted_excludes_cooling_and_includes_every_usable(board: HealthBoard)
     for _ in range(50):
         plan = router.plan(providers, board, Settings(strategy="weighted"))
         assert sorted(names(plan.usable)) == ["b", "c"]
-        assert names(s for s, _ in plan.skipped) == ["a"]
+        assert names(plan.later) == ["a"]
 
 
 def test_least_latency_orders_by_latency_unmeasured_first(board: HealthBoard) -> None:
@@ -579,7 +579,7 @@ def test_preferred_cooling_provider_is_not_moved(board: HealthBoard) -> None:
     board.record_failure("b", "HTTP 529", cooldown=60, kind=OVERLOADED)
     plan = plan_attempts(providers, board, preferred="b")
     assert names(plan.usable) == ["a", "c"]
-    assert names(s for s, _ in plan.skipped) == ["b"]
+    assert names(plan.later) == ["b"]
 
 
 def test_preferred_probing_provider_is_not_moved(board: HealthBoard, clock: ManualClock) -> None:
@@ -597,22 +597,22 @@ def test_preferred_unknown_or_disabled_changes_nothing(board: HealthBoard) -> No
     assert names(plan_attempts(providers, board, preferred="c").usable) == ["a", "b"]
 
 
-def test_all_cooling_try_soonest_returns_the_soonest(board: HealthBoard, clock: ManualClock) -> None:
+def test_all_cooling_try_soonest_tries_every_one_soonest_back_first(board: HealthBoard, clock: ManualClock) -> None:
     providers = [provider("a"), provider("b"), provider("c")]
     board.record_failure("a", "HTTP 529", cooldown=60, kind=OVERLOADED)
     board.record_failure("b", "HTTP 500", cooldown=20, kind=SERVER_ERROR)
     board.record_failure("c", "HTTP 429", cooldown=40, kind=RATE_LIMITED)
     clock.advance(5)
     plan = plan_attempts(providers, board, settings=Settings(all_cooling="try_soonest"))
-    assert names(plan.usable) == ["b"]
-    assert names(s for s, _ in plan.skipped) == ["a", "c"]
+    assert plan.usable == [] and plan.skipped == []
+    assert names(plan.later) == ["b", "c", "a"]
 
 
 def test_all_cooling_try_soonest_is_the_default(board: HealthBoard) -> None:
     providers = [provider("a"), provider("b")]
     board.record_failure("a", "x", cooldown=60)
     board.record_failure("b", "y", cooldown=30)
-    assert names(plan_attempts(providers, board).usable) == ["b"]
+    assert names(plan_attempts(providers, board).later) == ["b", "a"]
 
 
 def test_all_cooling_try_soonest_excludes_auth(board: HealthBoard) -> None:
@@ -621,8 +621,15 @@ def test_all_cooling_try_soonest_excludes_auth(board: HealthBoard) -> None:
     board.record_failure("b", "HTTP 529", cooldown=60, kind=OVERLOADED)
     board.record_failure("c", "HTTP 529", cooldown=90, kind=OVERLOADED)
     plan = plan_attempts(providers, board, settings=Settings(all_cooling="try_soonest"))
-    assert names(plan.usable) == ["b"]
-    assert names(s for s, _ in plan.skipped) == ["a", "c"]
+    assert names(plan.later) == ["b", "c"]
+    assert names(s for s, _ in plan.skipped) == ["a"]
+
+
+def test_an_auth_cooldown_that_is_over_is_tried_again(board: HealthBoard, clock: ManualClock) -> None:
+    providers = [provider("a"), provider("b")]
+    board.record_failure("a", "HTTP 401", cooldown=5, kind=AUTH)
+    clock.advance(5)
+    assert names(plan_attempts(providers, board).usable) == ["a", "b"]
 
 
 def test_all_cooling_try_soonest_with_only_auth_cooldowns_gives_nothing(board: HealthBoard) -> None:
@@ -643,11 +650,21 @@ def test_all_cooling_refuse_gives_no_usable_provider(board: HealthBoard) -> None
     assert names(s for s, _ in plan.skipped) == ["a", "b"]
 
 
-def test_try_soonest_does_not_apply_when_someone_is_usable(board: HealthBoard) -> None:
+def test_try_soonest_tries_the_usable_first_and_the_cooling_after(board: HealthBoard) -> None:
     providers = [provider("a"), provider("b")]
     board.record_failure("a", "HTTP 529", cooldown=1, kind=OVERLOADED)
     plan = plan_attempts(providers, board, settings=Settings(all_cooling="try_soonest"))
     assert names(plan.usable) == ["b"]
+    assert names(plan.later) == ["a"]
+    assert plan.skipped == []
+
+
+def test_refuse_skips_cooling_providers_even_when_someone_is_usable(board: HealthBoard) -> None:
+    providers = [provider("a"), provider("b")]
+    board.record_failure("a", "HTTP 529", cooldown=1, kind=OVERLOADED)
+    plan = plan_attempts(providers, board, settings=Settings(all_cooling="refuse"))
+    assert names(plan.usable) == ["b"]
+    assert plan.later == []
     assert names(s for s, _ in plan.skipped) == ["a"]
 
 
@@ -656,7 +673,8 @@ def test_probing_provider_is_skipped_with_a_probe_reason(board: HealthBoard, clo
     board.record_failure("a", "HTTP 503", cooldown=10, kind=OVERLOADED)
     clock.advance(10)
     assert board.record_attempt("a") is True
-    plan = plan_attempts(providers, board)
+    assert names(plan_attempts(providers, board).later) == ["a"]  # tried last while the probe runs
+    plan = plan_attempts(providers, board, settings=Settings(all_cooling="refuse"))
     assert names(plan.usable) == ["b"]
     [(skipped, reason)] = plan.skipped
     assert skipped.name == "a"

@@ -376,14 +376,6 @@ def test_exhausted_summary_lists_attempts_and_skips() -> None:
         "all providers failed: alpha: HTTP 529 overloaded_error: Overloaded; beta: connection refused; "
         "p: cooling down for 30s after HTTP 500"
     )
-    assert exhausted.overloaded
-
-
-def test_exhausted_overloaded_rules() -> None:
-    broken = AttemptRecord("a", "connection refused", 1.0, failed=True)
-    assert not Exhausted(attempts=[broken]).overloaded
-    assert Exhausted(attempts=[], skipped=[(provider(), "cooling down")]).overloaded
-    assert not Exhausted(attempts=[]).overloaded
 
 
 def test_exhausted_summary_with_nothing_to_try() -> None:
