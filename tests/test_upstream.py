@@ -169,12 +169,12 @@ def test_with_model_adds_a_missing_model() -> None:
 # --- should_fail_over --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 529])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308, 408, 429, 500, 502, 503, 504, 529])
 def test_failover_statuses(status: int) -> None:
     assert should_fail_over(status) is True
 
 
-@pytest.mark.parametrize("status", [200, 201, 204, 301, 400, 401, 403, 404, 413, 422])
+@pytest.mark.parametrize("status", [200, 201, 204, 400, 401, 403, 404, 413, 422])
 def test_statuses_that_are_answers(status: int) -> None:
     assert should_fail_over(status) is False
 
