@@ -23,6 +23,7 @@ from .health import (
     HealthBoard,
     cooldown_seconds,
 )
+from .open_files import LOCAL, is_descriptor_exhaustion
 from .routing import Plan
 from .stream_guard import StreamFailure
 from .upstream import ClientPool, describe_exception, should_fail_over
@@ -231,6 +232,7 @@ async def _attempt(
     except (httpx.HTTPError, OSError) as exc:
         reason = describe_exception(exc)
         kind = TIMEOUT if isinstance(exc, httpx.TimeoutException) else TRANSPORT
+        kind = LOCAL if is_descriptor_exhaustion(exc) else kind  # the balancer's shortage, not the provider's
     else:
         status = response.status_code
         if not _is_failover_status(provider, status):
@@ -267,6 +269,9 @@ def record_failure(
     """Count a failure and start the provider's cooldown under the configured policy. `epoch`: the provider's
     failure epoch when the attempt started; an attempt that started before another failure was recorded
     counts, but does not lengthen the streak (concurrent requests are one outage, not many)."""
+    if kind == LOCAL:  # the balancer ran out of descriptors: nothing is held against the provider
+        board.record_neutral(name)
+        return
     if kind == AUTH:
         cooldown = max(settings.auth_failure_cooldown, retry_after or 0.0)
     else:
