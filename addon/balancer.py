@@ -18,17 +18,23 @@ from addon.admin import AdminApi  # noqa: E402
 from addon.commands import BalancerCommands  # noqa: E402
 from addon.fallback import NotFound  # noqa: E402
 from addon.gateway import Gateway  # noqa: E402
+from addon.listen_backlog import ListenBacklog  # noqa: E402
 from addon.metrics import Metrics  # noqa: E402
 from addon.models_api import ModelsApi  # noqa: E402
+from addon.open_files import OpenFileLimit  # noqa: E402
 from addon.providers import Providers  # noqa: E402
+from addon.relay_headroom import RelayHeadroom  # noqa: E402
 
 providers = Providers()
 gateway = Gateway(providers)
 addons = [
+    OpenFileLimit(),  # first: the limit is raised before anything opens connections
+    ListenBacklog(),
     providers,
     AccessControl(providers),  # before anything that answers or forwards a request
     AdminApi(providers, gateway.runtime_status),
     ModelsApi(providers),
+    RelayHeadroom(gateway.relay.reserve, lambda: gateway.relay.port),  # just before the gateway asks providers
     gateway,
     Metrics(providers),  # after the gateway: it counts flows once the gateway has finished them
     BalancerCommands(providers, gateway.runtime_status),
