@@ -34,8 +34,8 @@ addons = [
     AccessControl(providers),  # before anything that answers or forwards a request
     AdminApi(providers, gateway.runtime_status),
     ModelsApi(providers),
-    RelayHeadroom(gateway.relay.reserve, lambda: gateway.relay.port),  # just before the gateway asks providers
     gateway,
+    RelayHeadroom(gateway.relay),  # right after the gateway: an answer it parked needs descriptors for the hop
     Metrics(providers),  # after the gateway: it counts flows once the gateway has finished them
     BalancerCommands(providers, gateway.runtime_status),
     NotFound(),  # last: whatever nothing above answered

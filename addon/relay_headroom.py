@@ -1,22 +1,25 @@
-"""Descriptors for the relay hop, held back per API request until mitmproxy connects to the relay.
+"""Descriptors for the relay hop, held back from the moment a provider's answer is parked until mitmproxy has
+connected to the relay.
 
 mitmproxy answers a failed connection to the relay with its own HTML 502, and no addon can change that answer.
-So each API request first holds back the two descriptors its hop will need (mitmproxy's end and the relay's);
-one is given up in `server_connect`, right before mitmproxy creates that socket, the other when the relay's
-accept finds no free descriptor. A request that cannot hold them is answered 503 in Anthropic's shape before
-any provider is asked. Registered before the gateway.
+So once the gateway has parked an answer, the two descriptors its hop will need (mitmproxy's end and the
+relay's) are taken at once; one is given up in `server_connect`, right before mitmproxy creates that socket, the
+other when the relay's accept finds no descriptor free. An answer whose hop cannot have them is closed and the
+client gets 503 in Anthropic's shape. They are taken only once the provider has answered, not when a request
+arrives: taken up front, a burst of requests would hold every descriptor back and leave none for connecting to
+the providers, so that no request at all got through. Registered after the gateway.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
-from .open_files import DescriptorReserve, open_file_limit
+from .open_files import open_file_limit
+from .relay import PATH_PREFIX, RELAYED, RelayServer
 from .responses import error_response
 
 log = logging.getLogger("balancer.open_files")
@@ -38,27 +41,31 @@ def exhausted_response(limit: int | None) -> http.Response:
 
 
 class RelayHeadroom:
-    def __init__(self, reserve: DescriptorReserve, relay_port: Callable[[], int | None]):
-        self.reserve = reserve
-        self._relay_port = relay_port
+    def __init__(self, relay: RelayServer):
+        self.relay = relay
+        self.reserve = relay.reserve
         self._holding: dict[str, float] = {}  # flow id -> when its descriptors were taken
 
-    def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live or not flow.request.path.startswith("/v1/"):
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or not flow.live or not flow.metadata.get(RELAYED):
             return
         self._expire()
         if self.reserve.take(HOP_DESCRIPTORS):
             self._holding[flow.id] = time.monotonic()
             return
-        limit = open_file_limit()
-        log.warning("request refused: %s", exhaustion_message(limit))
-        flow.response = exhausted_response(limit)
+        path = flow.request.path
+        if path.startswith(PATH_PREFIX):
+            await self.relay.discard(path[len(PATH_PREFIX):])  # the provider stops generating for nobody
+        message = exhaustion_message(open_file_limit())
+        log.warning("answer dropped: %s", message)
+        flow.response = exhausted_response(open_file_limit())
+        flow.comment = f"not relayed: {message}"
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         # Synchronous on purpose: mitmproxy creates the socket right after this hook returns, in the same turn of
         # the event loop, so the slot given up here is the one that socket gets.
         address = data.server.address
-        port = self._relay_port()
+        port = self.relay.port
         if address is not None and port is not None and address[1] == port and address[0] in _LOOPBACK:
             self.reserve.release(1)
 
@@ -71,13 +78,9 @@ class RelayHeadroom:
     def error(self, flow: http.HTTPFlow) -> None:
         self._done(flow)
 
-    def done(self) -> None:
-        self._holding.clear()
-        self.reserve.close()
-
     @property
     def holding(self) -> int:
-        """Requests holding descriptors back right now."""
+        """Answers holding descriptors back for their hop right now."""
         return len(self._holding)
 
     def _done(self, flow: http.HTTPFlow) -> None:

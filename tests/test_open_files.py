@@ -4,6 +4,7 @@ Python with that limit."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -275,60 +276,87 @@ def test_the_relay_accepts_with_a_held_back_descriptor_when_none_is_free():
     assert "hello" in answer
 
 
-def test_the_hop_reservation_answers_503_in_anthropics_shape_when_no_descriptor_is_free():
-    status, headers, body, held = run_limited("""
-        import json
+def test_an_answer_whose_hop_cannot_have_its_descriptors_is_closed_and_the_client_gets_503_json():
+    status, headers, body, closed, held = run_limited("""
+        import asyncio, json
         from mitmproxy.test import tflow
-        from addon.open_files import DescriptorReserve
+        from addon.relay import PATH_PREFIX, RELAYED, Parked, RelayServer
         from addon.relay_headroom import RelayHeadroom
 
-        headroom = RelayHeadroom(DescriptorReserve(), lambda: 1234)
-        flow = tflow.tflow()
-        flow.request.path = "/v1/messages"
-        kept = fill()
-        headroom.request(flow)
-        r = flow.response
-        print(json.dumps([r.status_code, dict(r.headers), json.loads(r.content), len(headroom.reserve)]))
+        async def main():
+            relay = RelayServer()
+            headroom = RelayHeadroom(relay)
+            closed = asyncio.Event()
+
+            async def body():
+                yield b"never relayed"
+
+            async def close():
+                closed.set()
+
+            flow = tflow.tflow()
+            flow.response = None
+            flow.request.path = PATH_PREFIX + relay.park(Parked(200, [], body(), close))
+            flow.metadata[RELAYED] = True
+            kept = fill()
+            await headroom.request(flow)
+            r = flow.response
+            return [r.status_code, dict(r.headers), json.loads(r.content), closed.is_set(), len(relay.reserve)]
+
+        print(json.dumps(asyncio.run(main())))
     """, soft=64)
     assert status == 503
     assert headers["content-type"] == "application/json" and headers["retry-after"] == "1"
     assert body["type"] == "error" and body["error"]["type"] == "overloaded_error"
     assert "out of open files (limit 64)" in body["error"]["message"]
+    assert closed  # the provider's answer was closed: it stops generating
     assert held == 0
 
 
-def test_the_hop_reservation_gives_its_descriptors_back_as_the_hop_comes_up_and_the_flow_ends():
+def relayed_flow() -> Any:
+    from mitmproxy.test import tflow
+
+    from addon.relay import PATH_PREFIX, RELAYED
+
+    flow = tflow.tflow()
+    flow.response = None
+    flow.request.path = PATH_PREFIX + "token"
+    flow.metadata[RELAYED] = True
+    return flow
+
+
+def test_the_hop_descriptors_are_given_back_as_the_hop_comes_up_and_the_flow_ends():
     from mitmproxy.connection import Server
     from mitmproxy.proxy.server_hooks import ServerConnectionHookData
     from mitmproxy.test import tflow
 
-    from addon.open_files import DescriptorReserve
+    from addon.relay import RelayServer
     from addon.relay_headroom import RelayHeadroom
 
-    headroom = RelayHeadroom(DescriptorReserve(), lambda: 4321)
-    flows = [tflow.tflow() for _ in range(3)]
+    relay = RelayServer()
+    relay.port = 4321  # as if started: only the port matters here
+    headroom = RelayHeadroom(relay)
+    flows = [relayed_flow() for _ in range(3)]
     for flow in flows:
-        flow.request.path = "/v1/messages"
-        flow.response = None
-        headroom.request(flow)
-    assert len(headroom.reserve) == 6 and headroom.holding == 3
+        asyncio.run(headroom.request(flow))
+    assert len(relay.reserve) == 6 and headroom.holding == 3
     client = flows[0].client_conn
     headroom.server_connect(ServerConnectionHookData(client=client, server=Server(address=("10.0.0.1", 4321))))
-    assert len(headroom.reserve) == 6  # not the relay: nothing given up
+    assert len(relay.reserve) == 6  # not the relay: nothing given up
     headroom.server_connect(ServerConnectionHookData(client=client, server=Server(address=("127.0.0.1", 4321))))
-    assert len(headroom.reserve) == 5
+    assert len(relay.reserve) == 5
     headroom.responseheaders(flows[0])
-    assert len(headroom.reserve) == 4  # two for each flow still waiting for its hop
+    assert len(relay.reserve) == 4  # two for each answer still waiting for its hop
     headroom.error(flows[1])
     headroom.response(flows[1])  # a flow's end seen twice gives nothing back twice
-    assert len(headroom.reserve) == 2
+    assert len(relay.reserve) == 2
     headroom.response(flows[2])
-    assert len(headroom.reserve) == 0 and headroom.holding == 0
-    admin = tflow.tflow()
-    admin.request.path = "/providers"
-    headroom.request(admin)
-    assert headroom.holding == 0  # only API requests are relayed
-    headroom.done()
+    assert len(relay.reserve) == 0 and headroom.holding == 0
+    not_relayed = tflow.tflow()
+    not_relayed.response = None
+    asyncio.run(headroom.request(not_relayed))
+    assert headroom.holding == 0  # only answers handed to the relay need a hop
+    relay.reserve.close()
 
 
 # -- listen backlog ----------------------------------------------------------------------------------------------
