@@ -89,9 +89,9 @@ def is_descriptor_exhaustion(exc: BaseException) -> bool:
 
 
 class DescriptorReserve:
-    """Descriptors held back (duplicates of one open file) and given up one at a time exactly when another
-    socket needs the slot: POSIX hands out the lowest free descriptor, so closing one frees a slot for the next
-    socket() or accept() of this thread."""
+    """Descriptors held back (duplicates of one open file) and given up one at a time right before another socket
+    is created: the slot closed is the one the next socket() or accept() gets (the event loop runs nothing in
+    between)."""
 
     def __init__(self, opener: Callable[[], int] | None = None):
         self._opener = opener or (lambda: os.open(os.devnull, os.O_RDONLY))
