@@ -20,21 +20,27 @@ from addon.commands import BalancerCommands  # noqa: E402
 from addon.fallback import NotFound  # noqa: E402
 from addon.gateway import Gateway  # noqa: E402
 from addon.head import HeadRequests  # noqa: E402
+from addon.listen_backlog import ListenBacklog  # noqa: E402
 from addon.metrics import Metrics  # noqa: E402
 from addon.models_api import ModelsApi  # noqa: E402
+from addon.open_files import OpenFileLimit  # noqa: E402
 from addon.providers import Providers  # noqa: E402
+from addon.relay_headroom import RelayHeadroom  # noqa: E402
 from addon.request_target import RequestTarget  # noqa: E402
 
 providers = Providers()
 gateway = Gateway(providers)
 addons = [
+    OpenFileLimit(),  # first: the limit is raised before anything opens connections
+    ListenBacklog(),
     providers,
-    RequestTarget(),  # first: every later part routes on the canonical path
+    RequestTarget(),  # before any request hook: every later part routes on the canonical path
     BodyLimits(providers),  # the body decoded, within max_body_size, before anything reads it
     AccessControl(providers),  # before anything that answers or forwards a request
     AdminApi(providers, gateway.runtime_status),
     ModelsApi(providers),
     gateway,
+    RelayHeadroom(gateway.relay),  # right after the gateway: an answer it parked needs descriptors for the hop
     Metrics(providers),  # after the gateway: it counts flows once the gateway has finished them
     BalancerCommands(providers, gateway.runtime_status),
     NotFound(),  # last: whatever nothing above answered

@@ -24,6 +24,7 @@ from .health import (
     HealthBoard,
     cooldown_seconds,
 )
+from .open_files import LOCAL, is_descriptor_exhaustion
 from .routing import Plan, soonest_back_first
 from .stream_guard import StreamFailure
 from .upstream import ClientPool, describe_exception, should_fail_over
@@ -282,6 +283,7 @@ async def _attempt(
     except (httpx.HTTPError, OSError) as exc:
         reason = describe_exception(exc)
         kind = TIMEOUT if isinstance(exc, httpx.TimeoutException) else TRANSPORT
+        kind = LOCAL if is_descriptor_exhaustion(exc) else kind  # the balancer's shortage, not the provider's
     else:
         status = response.status_code
         if not _is_failover_status(provider, status):
@@ -332,6 +334,9 @@ def record_failure(
     """Count a failure and, under the configured policy, cool the provider down. `epoch`: the provider's failure
     epoch when the attempt started; an attempt that started before another failure was recorded counts, but does
     not lengthen the streak nor a cooldown already started (concurrent requests are one outage, not many)."""
+    if kind == LOCAL:  # the balancer ran out of descriptors: nothing is held against the provider
+        board.record_neutral(name)
+        return
     fresh = board.count_failure(name, reason, kind, epoch)
     health = board.get(name)
     if not fresh and health.cooldowns > 0:

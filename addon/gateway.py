@@ -192,8 +192,8 @@ class Gateway:
         options = ctx.options
         key = tuple(getattr(options, name, None) for name in TLS_OPTIONS)
         if key != self._tls_key:
-            self._tls_key = key
             await self.pool.reconfigure(provider_tls(*key))
+            self._tls_key = key  # only once it took effect: a failed set-up (no descriptor free) is tried again
 
     # -- hooks -----------------------------------------------------------------------------------------------
     async def request(self, flow: http.HTTPFlow) -> None:

@@ -4,6 +4,9 @@ mitmproxy cannot retry a flow or give it a new upstream after the fact, so the a
 attempts itself. Once a provider has answered acceptably, its response is *parked* here under a random
 single-use token and the flow is pointed at `http://127.0.0.1:<port>/relay/<token>`; mitmproxy then
 streams that to the client like any upstream answer. A parked response nobody claims is closed after a TTL.
+
+The relay accepts its connections itself, with a backlog sized for bursts: when no descriptor is free for a
+connection, it gives up one held back for the hop (relay_headroom.py) instead of leaving mitmproxy waiting.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from .errors import sse_error_event
+from .listen_backlog import listen_backlog
+from .open_files import EXHAUSTION_ERRNOS, DescriptorReserve
 
 log = logging.getLogger("balancer.relay")
 
@@ -24,6 +30,8 @@ PATH_PREFIX = "/relay/"
 # flow.metadata key set on flows whose answer comes from the relay (no other addon answers them).
 RELAYED = "balancer_relayed"
 _MAX_HEAD = 64 * 1024
+# How long the relay waits before accepting again when no descriptor is free and none is held back for it.
+_ACCEPT_RETRY = 0.05
 
 
 @dataclass
@@ -58,10 +66,15 @@ def _reason(status: int) -> str:
 
 
 class RelayServer:
-    def __init__(self, ttl: float = 30.0):
+    def __init__(self, ttl: float = 30.0, reserve: DescriptorReserve | None = None):
         self.ttl = ttl
         self.port: int | None = None
-        self._server: asyncio.Server | None = None
+        # Descriptors held back for relay hops: given up when an accept finds none free.
+        self.reserve = reserve or DescriptorReserve()
+        self.backlog = listen_backlog()
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task | None = None
+        self._connections: set[asyncio.Task] = set()
         self._parked: dict[str, Parked] = {}
         self._active: dict[str, Parked] = {}  # being written out right now
         self._reaper: asyncio.Task | None = None
@@ -72,23 +85,28 @@ class RelayServer:
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._server is None:
-                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=_MAX_HEAD)
-                self.port = self._server.sockets[0].getsockname()[1]
+            if self._listener is None:
+                listener = socket.create_server(("127.0.0.1", 0), backlog=self.backlog)
+                listener.setblocking(False)
+                self._listener = listener
+                self.port = listener.getsockname()[1]
+                self._acceptor = asyncio.create_task(self._accept_forever(listener))
                 self._reaper = asyncio.create_task(self._reap_forever())
         assert self.port is not None
         return self.port
 
     async def stop(self) -> None:
-        if self._reaper:
-            self._reaper.cancel()
-            self._reaper = None
-        if self._server:
-            self._server.close()
-            self._server = None
+        for task in (self._reaper, self._acceptor):
+            if task:
+                task.cancel()
+        self._reaper = self._acceptor = None
+        if self._listener:
+            self._listener.close()
+            self._listener = None
             self.port = None
         for token in list(self._parked) + list(self._active):
             await self.discard(token)
+        self.reserve.close()
 
     # -- parking ---------------------------------------------------------------------------------------------
     def park(self, parked: Parked) -> str:
@@ -119,6 +137,35 @@ class RelayServer:
             await self.reap()
 
     # -- serving ---------------------------------------------------------------------------------------------
+    async def _accept_forever(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        short = False  # said once per shortage, not at every retry
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno not in EXHAUSTION_ERRNOS:
+                    log.debug("relay: accept failed: %s", exc)
+                elif self.reserve.release(1):
+                    continue  # the slot given up is the one the next accept() gets
+                elif not short:
+                    short = True
+                    log.warning("relay: no descriptor free to accept mitmproxy's connection; waiting for one")
+                await asyncio.sleep(_ACCEPT_RETRY)
+                continue
+            short = False
+            task = asyncio.create_task(self._serve_socket(conn))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=_MAX_HEAD)
+        except OSError:
+            conn.close()
+            return
+        await self._serve(reader, writer)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:

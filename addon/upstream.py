@@ -14,6 +14,7 @@ import httpcore
 import httpx
 
 from .config import ProviderConfig
+from .open_files import is_descriptor_exhaustion
 
 # Never forwarded in either direction (RFC 9110 7.6.1 plus what the client library recomputes).
 HOP_BY_HOP = frozenset(
@@ -139,6 +140,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def describe_exception(exc: BaseException) -> str:
     """A short, credential-free reason for a transport failure (httpx wraps the operating system's reason)."""
+    if is_descriptor_exhaustion(exc):
+        return "out of open files in the balancer"
     chain = _chain(exc)
     for cause in chain:
         if isinstance(cause, ConnectionRefusedError):
