@@ -15,7 +15,7 @@ for _name in [m for m in sys.modules if m == "addon" or m.startswith("addon.")]:
 
 from addon.access import AccessControl  # noqa: E402
 from addon.admin import AdminApi  # noqa: E402
-from addon.body_limits import BodyLimits  # noqa: E402
+from addon.body_limits import BodyLimits, DeferredAnswers  # noqa: E402
 from addon.commands import BalancerCommands  # noqa: E402
 from addon.fallback import NotFound  # noqa: E402
 from addon.gateway import Gateway  # noqa: E402
@@ -35,7 +35,7 @@ addons = [
     ListenBacklog(),
     providers,
     RequestTarget(),  # before any request hook: every later part routes on the canonical path
-    BodyLimits(providers),  # the body decoded, within max_body_size, before anything reads it
+    BodyLimits(providers, gateway.relay),  # the body decoded, within max_body_size, before anything reads it
     AccessControl(providers),  # before anything that answers or forwards a request
     AdminApi(providers, gateway.runtime_status),
     ModelsApi(providers),
@@ -44,5 +44,6 @@ addons = [
     Metrics(providers),  # after the gateway: it counts flows once the gateway has finished them
     BalancerCommands(providers, gateway.runtime_status),
     NotFound(),  # last: whatever nothing above answered
+    DeferredAnswers(gateway.relay),  # after every answer: flows already on their way to the relay get it there
     HeadRequests(),  # HEAD answers lose their bodies, whoever made them
 ]

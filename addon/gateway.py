@@ -25,7 +25,7 @@ from .failover import CLIENT_GONE, Exhausted, Success, attempt_in_turn, record_f
 from .model_map import ModelChoice
 from .providers import Providers
 from .redact import REDACTED
-from .relay import PATH_PREFIX, RELAYED, Parked, RelayServer
+from .relay import DEFERRED, PATH_PREFIX, RELAYED, Parked, RelayServer
 from .request_log import REQUEST_FIELD, summary_line
 from .responses import PROVIDER_HEADER, error_response
 from .routing import Router
@@ -389,7 +389,7 @@ class Gateway:
             record.forwarded = asyncio.Event()
         parked = Parked(answer.status, headers, body, result.response.aclose, is_sse=answer.is_sse,
                         forwarded=record.forwarded)
-        record.token = self.relay.park(parked)
+        record.token = self.relay.park(parked, token=flow.metadata.get(DEFERRED))
 
         sent = result.request
         if log.isEnabledFor(logging.DEBUG):
@@ -407,11 +407,12 @@ class Gateway:
         flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
         flow.request.path = PATH_PREFIX + record.token
         flow.metadata[RELAYED] = True
-        # The relay does not need the body again.
-        flow.request.raw_content = b""
-        flow.request.headers["content-length"] = "0"
-        for name in ("content-encoding", "transfer-encoding"):
-            flow.request.headers.pop(name, None)
+        if not flow.metadata.get(DEFERRED):  # a deferred flow's request is on its way already: leave it as sent
+            # The relay does not need the body again.
+            flow.request.raw_content = b""
+            flow.request.headers["content-length"] = "0"
+            for name in ("content-encoding", "transfer-encoding"):
+                flow.request.headers.pop(name, None)
         failed = [a for a in result.attempts if a.failed]
         flow.comment = f"served by {result.provider.name}" + (
             " after " + "; ".join(f"{a.provider}: {a.outcome}" for a in failed) if failed else ""

@@ -29,6 +29,9 @@ log = logging.getLogger("balancer.relay")
 PATH_PREFIX = "/relay/"
 # flow.metadata key set on flows whose answer comes from the relay (no other addon answers them).
 RELAYED = "balancer_relayed"
+# flow.metadata key of a flow that was sent to the relay before its answer was known (a chunked request body is
+# streamed there as it arrives): its answer is parked under this token once the request hooks have run.
+DEFERRED = "balancer_deferred"
 _MAX_HEAD = 64 * 1024
 # How long the relay waits before accepting again when no descriptor is free and none is held back for it.
 _ACCEPT_RETRY = 0.05
@@ -109,10 +112,15 @@ class RelayServer:
         self.reserve.close()
 
     # -- parking ---------------------------------------------------------------------------------------------
-    def park(self, parked: Parked) -> str:
-        token = secrets.token_urlsafe(18)
+    def park(self, parked: Parked, token: str | None = None) -> str:
+        """Park under a new token, or under the one a deferred flow was sent with."""
+        token = token or secrets.token_urlsafe(18)
         self._parked[token] = parked
         return token
+
+    def holds(self, token: str) -> bool:
+        """Whether an answer is parked (or being written) under `token`."""
+        return token in self._parked or token in self._active
 
     async def discard(self, token: str) -> None:
         """Close a parked or in-progress response (the client went away)."""
@@ -173,9 +181,12 @@ class RelayServer:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     return
-                target, length = _parse_head(head)
+                target, length, chunked = _parse_head(head)
                 if length:
                     await reader.readexactly(length)  # the flow's body was emptied; tolerate one anyway
+                elif chunked:
+                    # A deferred flow: mitmproxy ends the body once the request hooks have parked its answer.
+                    await _skip_chunked_body(reader)
                 token = target[len(PATH_PREFIX) :] if target.startswith(PATH_PREFIX) else ""
                 parked = self._parked.pop(token, None)
                 if parked is None:
@@ -288,16 +299,33 @@ class _Batch:
             self._handle = None
 
 
-def _parse_head(head: bytes) -> tuple[str, int]:
+def _parse_head(head: bytes) -> tuple[str, int, bool]:
+    """(request target, content-length, whether the body is chunked)."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     target = parts[1] if len(parts) >= 2 else ""
     length = 0
+    chunked = False
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
+        name = name.strip().lower()
+        if name == "content-length":
             try:
                 length = int(value.strip())
             except ValueError:
                 length = 0
-    return target, length
+        elif name == "transfer-encoding":
+            chunked = "chunked" in value.lower()
+    return target, length, chunked
+
+
+async def _skip_chunked_body(reader: asyncio.StreamReader) -> None:
+    """Read a chunked body to its end, keeping nothing (what reaches the relay is empty or a few bytes)."""
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+                pass
+            return
+        await reader.readexactly(size + 2)

@@ -19,7 +19,7 @@ from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
 from .open_files import open_file_limit
-from .relay import PATH_PREFIX, RELAYED, RelayServer
+from .relay import DEFERRED, PATH_PREFIX, RELAYED, RelayServer
 from .responses import error_response
 
 log = logging.getLogger("balancer.open_files")
@@ -48,6 +48,8 @@ class RelayHeadroom:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or not flow.live or not flow.metadata.get(RELAYED):
+            return
+        if flow.metadata.get(DEFERRED):  # its hop to the relay was opened when the request began
             return
         self._expire()
         if self.reserve.take(HOP_DESCRIPTORS):

@@ -86,8 +86,15 @@ def _printable(text: str, limit: int = 120) -> str:
     return shown + ("..." if len(text) > limit else "")
 
 
+# flow.metadata key of a request refused for its target (answered in the `request` hook).
+REFUSED_TARGET = "balancer_refused_target"
+
+
 class RequestTarget:
-    """First of the balancer's request hooks: every later one sees the canonical path, or nothing at all."""
+    """First of the balancer's hooks: every later one sees the canonical path, or the flow answered.
+
+    The decision is made in `requestheaders`, the answer given in `request`: an answer set before the body is
+    read would make mitmproxy keep the whole body (and refuse to stream one that is too large)."""
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
@@ -98,7 +105,13 @@ class RequestTarget:
             flow.request.authority = ""
         result = canonical_target(flow.request.path)
         if isinstance(result, Refused):
-            error_type = "not_found_error" if result.status == 404 else "invalid_request_error"
-            flow.response = error_response(result.status, error_type, result.message)
+            flow.metadata[REFUSED_TARGET] = result
         elif result.target != flow.request.path:
             flow.request.path = result.target
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        refused = flow.metadata.pop(REFUSED_TARGET, None)
+        if refused is None or flow.response or flow.error or not flow.live:
+            return
+        error_type = "not_found_error" if refused.status == 404 else "invalid_request_error"
+        flow.response = error_response(refused.status, error_type, refused.message)
