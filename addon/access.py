@@ -9,6 +9,7 @@ import logging
 
 from mitmproxy import ctx, http
 
+from .log_text import loggable
 from .responses import error_response
 from .providers import Providers
 
@@ -83,7 +84,7 @@ class AccessControl:
         else:
             return
         if keys and not key_matches(presented_key(flow.request.headers), keys):
-            log.info("refused %s %s from %s: no valid %s", flow.request.method, path,
+            log.info("refused %s %s from %s: no valid %s", loggable(flow.request.method), loggable(path),
                      flow.client_conn.peername[0] if flow.client_conn.peername else "?", what.removeprefix("a "))
             flow.response = error_response(
                 401, "authentication_error", f"this balancer needs {what} (x-api-key or Authorization: Bearer)"

@@ -23,6 +23,7 @@ from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
 from .failover import Exhausted, Success, attempt_in_turn, record_failure
+from .log_text import loggable
 from .model_map import ModelChoice
 from .providers import Providers
 from .redact import REDACTED
@@ -284,7 +285,7 @@ class Gateway:
             settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout})
 
         def on_committed_failure(provider: ProviderConfig, reason: str, failure_kind: str) -> None:
-            log.warning("%s failed after its stream was committed: %s", provider.name, reason)
+            log.warning("%s failed after its stream was committed: %s", provider.name, loggable(reason))
             if penalize:
                 record_failure(board, self.providers.settings, provider.name, self.providers.redact(reason),
                                failure_kind)
@@ -326,8 +327,8 @@ class Gateway:
             state = states.get(result.provider.name)
             choice = state.choice if isinstance(state, openai_adapter.Translation) else state
             if choice is not None and not choice.tier_known and choice.model != requested:
-                log.warning("model %r matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
-                            requested, result.provider.name, choice.model)
+                log.warning("model '%s' matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
+                            loggable(requested), result.provider.name, choice.model)
             if penalize:
                 self.affinity.remember(affinity_key, result.provider.name)
             await self._relay(flow, record, result, choice)
@@ -372,8 +373,8 @@ class Gateway:
 
         sent = result.request
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("req %s sent to %s %s:\n%s", record.request_id, sent.method, sent.url,
-                      sent.content[:DEBUG_PAYLOAD_LIMIT].decode("utf-8", errors="replace"))
+            log.debug("req %s sent to %s %s: %s", record.request_id, sent.method, loggable(str(sent.url)),
+                      loggable(sent.content[:DEBUG_PAYLOAD_LIMIT].decode("utf-8", errors="replace"), limit=None))
         record.sent = {
             "url": str(sent.url),
             "headers": [
