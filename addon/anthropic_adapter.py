@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .config import ProviderConfig
+from .errors import bounded_error_body
 from .exchange import Answer, Exchange
 from .model_echo import echo_model_in_body, echo_model_in_stream
 from .model_map import ModelChoice, choose_model
@@ -66,7 +67,7 @@ async def open_answer(
         body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
         if not complete:
             raise StreamFailure("the answer broke off before its end")
-        chunks = _single(exchange.redact_body(body) if response.status_code >= 400 else body)
+        chunks = _single(bounded_error_body(exchange.redact_body(body)) if response.status_code >= 400 else body)
     elif exchange.stream and is_sse and response.status_code < 300:
         held = await hold_until_content(chunks, deadline)
         chunks = guarded(

@@ -1,4 +1,4 @@
-"""log_text.py, and the line per request built from hostile text."""
+"""log_text.py, the line per request built from hostile text, and error bodies bounded before they are relayed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from addon.errors import MAX_MESSAGE_CHARS, bounded_error_body
 from addon.log_text import LOG_FIELD_CHARS, json_safe, loggable
 from addon.request_log import JsonLinesFormatter, REQUEST_FIELD, summary_line
 
@@ -69,3 +70,18 @@ def test_json_lines_keep_the_text_but_no_raw_control_character():
     assert text.splitlines() == [text] and "\x85" not in text and "\u2028" not in text
     assert json.loads(text)["request"]["stop_reason"] == "a\x85b\u2028c"
 
+
+def test_error_bodies_are_bounded_in_every_string():
+    long = "e" * 5000
+    anthropic = json.dumps({"type": "error", "error": {"type": "api_error", "message": long}}).encode()
+    error = json.loads(bounded_error_body(anthropic))["error"]
+    assert error["type"] == "api_error" and len(error["message"]) == MAX_MESSAGE_CHARS and error["message"][-1] == "…"
+    assert json.loads(bounded_error_body(json.dumps({"detail": [long, {"msg": long}]}).encode())) == {
+        "detail": [long[: MAX_MESSAGE_CHARS - 1] + "…", {"msg": long[: MAX_MESSAGE_CHARS - 1] + "…"}]
+    }
+    html = b"<html>" + b"oops " * 2000 + b"</html>"
+    assert len(bounded_error_body(html).decode()) == MAX_MESSAGE_CHARS
+    short = json.dumps({"type": "error", "error": {"type": "x", "message": "short"}}).encode()
+    assert bounded_error_body(short) is short  # within the limit: the provider's bytes as they were
+    many_short = json.dumps({"error": {"message": "m", "pad": ["x"] * 2000}}).encode()
+    assert bounded_error_body(many_short) is many_short
