@@ -82,7 +82,7 @@ async def open_answer(
             chunks = echo_model_in_stream(chunks, requested)
         elif content_type.startswith("application/json"):
             chunks = echo_model_in_body(chunks, requested)
-    return Answer(response.status_code, answer_headers(response), chunks, is_sse)
+    return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse)
 
 
 async def _single(body: bytes) -> AsyncIterator[bytes]:

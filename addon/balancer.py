@@ -17,6 +17,7 @@ from addon.access import AccessControl  # noqa: E402
 from addon.admin import AdminApi  # noqa: E402
 from addon.commands import BalancerCommands  # noqa: E402
 from addon.fallback import NotFound  # noqa: E402
+from addon.flow_hygiene import FlowHygiene  # noqa: E402
 from addon.gateway import Gateway  # noqa: E402
 from addon.metrics import Metrics  # noqa: E402
 from addon.models_api import ModelsApi  # noqa: E402
@@ -26,6 +27,7 @@ providers = Providers()
 gateway = Gateway(providers)
 addons = [
     providers,
+    FlowHygiene(providers),  # first to see a flow: no credential in what mitmweb shows or -w saves
     AccessControl(providers),  # before anything that answers or forwards a request
     AdminApi(providers, gateway.runtime_status),
     ModelsApi(providers),

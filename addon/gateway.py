@@ -18,7 +18,7 @@ import httpx
 from mitmproxy import ctx, http
 from mitmproxy.net.http import url as mitmproxy_url
 
-from . import anthropic_adapter, openai_adapter
+from . import anthropic_adapter, flow_hygiene, openai_adapter
 from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
@@ -269,7 +269,7 @@ class Gateway:
 
         settings = self.providers.settings
         board = self.providers.board
-        client_headers = [(k, v) for k, v in flow.request.headers.items(multi=True)]
+        client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
         affinity_key = session_key(parsed, client_headers) if settings.affinity_in_force == "session" else None
         # Messages go to every provider type; other endpoints exist only at Anthropic-type providers.
         plan = self.router.plan(
