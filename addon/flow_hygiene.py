@@ -11,9 +11,13 @@ has seen it, and the flow never holds them again: not while the providers are tr
 mid-request, an export, `save.file`), not in any answer the balancer makes itself (401, 404, /metrics, ...).
 The real values stay beside the flow, never in it; the access check and the gateway read the client's headers
 through `client_headers(flow)`, so what a provider receives (a passthrough provider: the client's own key) is
-unchanged. In `response` / `error`, still before the save and the view's update, a last pass redacts any header
-value and the comment that contain a configured secret (a provider's credential, a client or admin key), and the
-kept values are dropped.
+unchanged. In `response` / `error`, still before the save and the view's update, a last pass redacts request
+header values that contain a configured secret (a provider's credential, a client or admin key), and the kept
+values are dropped.
+
+The response is left alone here: a non-streamed answer is not sent yet in `response`, so changing it would change
+what the client gets. What a provider sent is redacted where it is relayed (upstream.answer_headers, error bodies);
+the comment and metadata are built from redacted text.
 """
 
 from __future__ import annotations
@@ -38,15 +42,13 @@ _REDACTED = REDACTED.encode()
 _kept: weakref.WeakKeyDictionary[http.HTTPFlow, Kept] = weakref.WeakKeyDictionary()
 
 
-def shown_fields(
-    fields: Iterable[tuple[bytes, bytes]], redact: Callable[[str], str] = str, by_name: bool = True
-) -> tuple[Fields, Kept]:
-    """The header fields as a flow may show them: a credential header's value is `[redacted]` (`by_name`), any
-    other value passes through `redact`. Also the real values of the fields that changed."""
+def shown_fields(fields: Iterable[tuple[bytes, bytes]], redact: Callable[[str], str] = str) -> tuple[Fields, Kept]:
+    """The header fields as a flow may show them: a credential header's value is `[redacted]`, any other value
+    passes through `redact`. Also the real values of the fields that changed."""
     shown: list[tuple[bytes, bytes]] = []
     kept: Kept = {}
     for name, value in fields:
-        if by_name and is_secret_header(name.decode("latin-1")):
+        if is_secret_header(name.decode("latin-1")):
             new = _REDACTED
         else:
             text = value.decode("utf-8", "surrogateescape")
@@ -85,19 +87,12 @@ def hide_credentials(flow: http.HTTPFlow, redact: Callable[[str], str] = str) ->
 
 
 def scrub(flow: http.HTTPFlow, redact: Callable[[str], str]) -> None:
-    """The flow's last pass before it is saved or shown finished: no header value, no comment holds a secret."""
+    """The flow's last pass before it is saved or shown finished: no request header value holds a secret (the
+    request as a provider received it shows that provider's extra headers)."""
     _kept.pop(flow, None)
     shown, changed = shown_fields(flow.request.headers.fields, redact)
     if changed:
         flow.request.headers.fields = shown
-    if flow.response is not None:
-        # By value only: a non-streamed answer is not sent yet, and its `anthropic-ratelimit-tokens-*` headers
-        # are the client's to read. The relayed ones have been redacted the same way already (answer_headers).
-        shown, changed = shown_fields(flow.response.headers.fields, redact, by_name=False)
-        if changed:
-            flow.response.headers.fields = shown
-    if flow.comment:
-        flow.comment = redact(flow.comment)
 
 
 class FlowHygiene:
