@@ -61,9 +61,10 @@ async def open_answer(
     content_type = response.headers.get("content-type", "")
     is_sse = content_type.startswith("text/event-stream")
     chunks = response.aiter_bytes()
-    if not is_sse and exchange.parsed is not None:
+    if not is_sse and (exchange.parsed is not None or response.status_code >= 400):
         # A whole JSON answer is read here, so that one breaking off can still fail over (mitmproxy would
-        # buffer it anyway): never a truncated body, never mitmproxy's own 502.
+        # buffer it anyway): never a truncated body, never mitmproxy's own 502. Errors of the other endpoints
+        # too: they are redacted and bounded like any other.
         body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
         if not complete:
             raise StreamFailure("the answer broke off before its end")

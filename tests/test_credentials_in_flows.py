@@ -89,6 +89,9 @@ def test_no_credential_in_any_saved_flow_log_or_answer(tmp_path, fakes_for_flows
         Status(400, {"type": "error", "error": {"type": "invalid_request_error",
                                                 "message": EVIL.format(key=KEYS["echo"])}},
                headers=echo_headers("echo")),
+        Status(404, {"type": "error", "error": {"type": "not_found_error",
+                                                "message": EVIL.format(key=KEYS["echo"])}},
+               headers=echo_headers("echo")),
     )
     echo.default = Message()
     # A balancer's own answers are fine; the point is what the flows keep of them.
@@ -105,6 +108,7 @@ def test_no_credential_in_any_saved_flow_log_or_answer(tmp_path, fakes_for_flows
         assert call("stream", "POST", "/v1/messages", client(bearer=True), json={**BODY, "stream": True}) \
             .status_code == 200
         assert call("relayed 400", "POST", "/v1/messages", client(), json=BODY).status_code == 400
+        assert call("relayed 404", "GET", "/v1/files/file_none", client()).status_code == 404  # another endpoint
         # Answered by the balancer itself.
         assert call("count", "POST", "/v1/messages/count_tokens", client(), json=BODY).status_code == 200
         assert call("401 x-api-key", "POST", "/v1/messages", client(WRONG_KEY), json=BODY).status_code == 401
@@ -136,8 +140,10 @@ def test_no_credential_in_any_saved_flow_log_or_answer(tmp_path, fakes_for_flows
     assert answers["failover"].headers["x-echo-bearer"] == "Bearer [redacted]"
     assert answers["failover"].headers["x-plain"] == "nothing secret"
     assert answers["stream"].headers["x-echo"] == "[redacted]"
-    relayed = answers["relayed 400"].json()["error"]["message"]
-    assert relayed.startswith("bad request\nreq deadbeef") and len(relayed) <= MAX_MESSAGE_CHARS
+    for label in ("relayed 400", "relayed 404"):
+        relayed = answers[label].json()["error"]["message"]
+        assert relayed.startswith("bad request\nreq deadbeef") and len(relayed) <= MAX_MESSAGE_CHARS
+        assert answers[label].headers["x-echo"] == "[redacted]"
     assert answers["openai 401"].headers["x-request-id"] == "[redacted]"
     for label, answer in answers.items():
         for secret in SECRETS:
