@@ -120,10 +120,11 @@ async def open_answer(
                 status, body = to_anthropic_error(response.status_code, raw)
                 if status >= 500 or status == 429:
                     raise StreamFailure(f"error in a 200 answer: HTTP {status}", OVERLOADED) from None
-                body = exchange.redact_body(body)
-                return Answer(status, _headers(response, "application/json", exchange.redact), _single(body), is_sse=False)
+                return Answer(status, _headers(response, "application/json", exchange.redact),
+                              _single(exchange.redact_body(body)), is_sse=False)
             raise StreamFailure("the answer is not JSON", STREAM_ERROR) from None
-        return Answer(200, _headers(response, "application/json", exchange.redact), _single(json.dumps(message).encode()), False)
+        return Answer(200, _headers(response, "application/json", exchange.redact),
+                      _single(json.dumps(message).encode()), False)
     translator = StreamTranslator(requested, state.names)
     chunks = response.aiter_bytes()
     held = await _hold(translator, chunks, deadline)
