@@ -8,6 +8,8 @@ import logging
 
 from mitmproxy import ctx, http
 
+from .flow_hygiene import client_headers
+from .log_text import loggable
 from .responses import error_response
 from .providers import Providers
 
@@ -69,8 +71,8 @@ class AccessControl:
             keys, what = settings.client_keys, "a client key"
         else:
             return
-        if keys and not key_matches(presented_key(flow.request.headers), keys):
-            log.info("refused %s %s from %s: no valid %s", flow.request.method, path,
+        if keys and not key_matches(presented_key(client_headers(flow)), keys):
+            log.info("refused %s %s from %s: no valid %s", loggable(flow.request.method), loggable(path),
                      flow.client_conn.peername[0] if flow.client_conn.peername else "?", what.removeprefix("a "))
             flow.response = error_response(
                 401, "authentication_error", f"this balancer needs {what} (x-api-key or Authorization: Bearer)"

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .config import ProviderConfig
+from .errors import bounded_error_body
 from .exchange import Answer, Exchange
 from .model_echo import echo_model_in_body, echo_model_in_stream
 from .message_shape import message_problem
@@ -66,9 +67,10 @@ async def open_answer(
     must_be_message = exchange.kind == "messages" and 200 <= response.status_code < 300 and not (
         exchange.stream and is_sse
     )
-    if must_be_message or (not is_sse and exchange.parsed is not None):
+    if must_be_message or (not is_sse and (exchange.parsed is not None or response.status_code >= 400)):
         # A whole JSON answer is read here, so that one breaking off can still fail over (mitmproxy would
-        # buffer it anyway): never a truncated body, never mitmproxy's own 502.
+        # buffer it anyway): never a truncated body, never mitmproxy's own 502. Errors of the other endpoints
+        # too: they are redacted and bounded like any other.
         body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
         if not complete:
             raise StreamFailure("the answer broke off before its end")
@@ -76,7 +78,7 @@ async def open_answer(
             problem = message_problem(body)
             if problem is not None:
                 raise StreamFailure(*problem)
-        chunks = _single(exchange.redact_body(body) if response.status_code >= 400 else body)
+        chunks = _single(bounded_error_body(exchange.redact_body(body)) if response.status_code >= 400 else body)
     elif exchange.stream and is_sse and response.status_code < 300:
         opening = await hold_until_content(chunks, deadline)
         chunks = guarded(
@@ -92,7 +94,7 @@ async def open_answer(
             chunks = echo_model_in_stream(chunks, requested)
         elif content_type.startswith("application/json"):
             chunks = echo_model_in_body(chunks, requested)
-    return Answer(response.status_code, answer_headers(response), chunks, is_sse)
+    return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse)
 
 
 async def _single(body: bytes) -> AsyncIterator[bytes]:

@@ -18,6 +18,7 @@ from addon.admin import AdminApi  # noqa: E402
 from addon.body_limits import BodyLimits, DeferredAnswers  # noqa: E402
 from addon.commands import BalancerCommands  # noqa: E402
 from addon.fallback import NotFound  # noqa: E402
+from addon.flow_hygiene import FlowHygiene  # noqa: E402
 from addon.gateway import Gateway  # noqa: E402
 from addon.head import HeadRequests  # noqa: E402
 from addon.listen_backlog import ListenBacklog  # noqa: E402
@@ -34,7 +35,8 @@ addons = [
     OpenFileLimit(),  # first: the limit is raised before anything opens connections
     ListenBacklog(),
     providers,
-    RequestTarget(),  # before any request hook: every later part routes on the canonical path
+    FlowHygiene(providers),  # first to see a flow: no credential in what mitmweb shows or -w saves
+    RequestTarget(),  # before any other request hook: every later part routes on the canonical path
     BodyLimits(providers, gateway.relay),  # the body decoded, within max_body_size, before anything reads it
     AccessControl(providers),  # before anything that answers or forwards a request
     AdminApi(providers, gateway.runtime_status),

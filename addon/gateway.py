@@ -17,11 +17,12 @@ import httpx
 from mitmproxy import ctx, http
 from mitmproxy.net.http import url as mitmproxy_url
 
-from . import anthropic_adapter, exhaustion, openai_adapter
+from . import anthropic_adapter, exhaustion, flow_hygiene, openai_adapter
 from .affinity import SessionAffinity, session_key
 from .config import ProviderConfig
 from .exchange import Answer, Exchange
 from .failover import CLIENT_GONE, Exhausted, Success, attempt_in_turn, record_failure
+from .log_text import loggable
 from .model_map import ModelChoice
 from .providers import Providers
 from .redact import REDACTED
@@ -285,7 +286,7 @@ class Gateway:
 
         settings = self.providers.settings
         board = self.providers.board
-        client_headers = [(k, v) for k, v in flow.request.headers.items(multi=True)]
+        client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
         affinity_key = session_key(parsed, client_headers) if settings.affinity_in_force == "session" else None
         # Messages go to every provider type; other endpoints exist only at Anthropic-type providers.
         plan = self.router.plan(
@@ -304,7 +305,7 @@ class Gateway:
             if flow.error is not None or _client_gone(flow):
                 return  # the stream broke because the client left and the balancer closed it: nobody's failure
             reason = self.providers.redact(reason)
-            log.warning("%s failed after its stream was committed: %s", provider.name, reason)
+            log.warning("%s failed after its stream was committed: %s", provider.name, loggable(reason))
             record.fail_after_commit(provider.name, reason, failure_kind)
             flow.comment = f"{flow.comment}, then failed: {reason}" if flow.comment else f"failed: {reason}"
             if penalize:
@@ -347,8 +348,8 @@ class Gateway:
             state = states.get(result.provider.name)
             choice = state.choice if isinstance(state, openai_adapter.Translation) else state
             if choice is not None and not choice.tier_known and choice.model != requested:
-                log.warning("model %r matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
-                            requested, result.provider.name, choice.model)
+                log.warning("model '%s' matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
+                            loggable(requested), result.provider.name, choice.model)
             if penalize:
                 self.affinity.remember(affinity_key, result.provider.name)
             await self._relay(flow, record, result, choice)
@@ -393,8 +394,8 @@ class Gateway:
 
         sent = result.request
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("req %s sent to %s %s:\n%s", record.request_id, sent.method, sent.url,
-                      sent.content[:DEBUG_PAYLOAD_LIMIT].decode("utf-8", errors="replace"))
+            log.debug("req %s sent to %s %s: %s", record.request_id, sent.method, loggable(str(sent.url)),
+                      loggable(sent.content[:DEBUG_PAYLOAD_LIMIT].decode("utf-8", errors="replace"), limit=None))
         record.sent = {
             "url": str(sent.url),
             "headers": [

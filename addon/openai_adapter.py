@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -78,8 +78,8 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
     return request, Translation(choice, names)
 
 
-def _headers(response: httpx.Response, content_type: str) -> list[tuple[str, str]]:
-    passed = [(k, v) for k, v in response.headers.multi_items() if k.lower() in _PASSED_ON]
+def _headers(response: httpx.Response, content_type: str, redact: Callable[[str], str]) -> list[tuple[str, str]]:
+    passed = [(k, redact(v)) for k, v in response.headers.multi_items() if k.lower() in _PASSED_ON]
     return [("content-type", content_type), *passed]
 
 
@@ -112,7 +112,7 @@ async def open_answer(
     if response.status_code >= 300:
         status, body = to_anthropic_error(response.status_code, await _read_all(response, exchange, deadline))
         body = exchange.redact_body(body)
-        return Answer(status, _headers(response, "application/json"), _single(body), is_sse=False)
+        return Answer(status, _headers(response, "application/json", exchange.redact), _single(body), is_sse=False)
     if not exchange.stream:
         raw = await _read_all(response, exchange, deadline)
         try:
@@ -122,9 +122,11 @@ async def open_answer(
                 status, body = to_anthropic_error(response.status_code, raw)
                 if status >= 500 or status == 429:
                     raise StreamFailure(f"error in a 200 answer: HTTP {status}", OVERLOADED) from None
-                return Answer(status, _headers(response, "application/json"), _single(body), is_sse=False)
+                return Answer(status, _headers(response, "application/json", exchange.redact),
+                              _single(exchange.redact_body(body)), is_sse=False)
             raise StreamFailure("the answer is not JSON", STREAM_ERROR) from None
-        return Answer(200, _headers(response, "application/json"), _single(json.dumps(message).encode()), False)
+        return Answer(200, _headers(response, "application/json", exchange.redact),
+                      _single(json.dumps(message).encode()), False)
     translator = StreamTranslator(requested, state.names, redact=exchange.redact)
     chunks = response.aiter_bytes()
     held = await _hold(translator, chunks, deadline)
@@ -132,7 +134,7 @@ async def open_answer(
         held, translator, chunks, lambda reason, kind: exchange.on_committed_failure(provider, reason, kind),
         exchange.idle_timeout,
     )
-    return Answer(200, _headers(response, "text/event-stream; charset=utf-8"), body, is_sse=True)
+    return Answer(200, _headers(response, "text/event-stream; charset=utf-8", exchange.redact), body, is_sse=True)
 
 
 async def _single(body: bytes) -> AsyncIterator[bytes]:

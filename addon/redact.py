@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -9,6 +10,9 @@ REDACTED = "[redacted]"
 # Shorter secrets are not looked for: too many innocent words would match.
 MIN_SECRET = 8
 _TOKEN = re.compile(r"[A-Za-z0-9_\-.~+/=]{%d,}" % MIN_SECRET)
+# Texts up to this long (header values, mostly) are remembered with their redaction: every request brings the
+# same user agent, beta flags and content types, and each flow's headers are looked at.
+SHORT_TEXT = 256
 
 
 class Redactor:
@@ -17,10 +21,14 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()):
         self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET}, key=len, reverse=True)
+        self._short = functools.lru_cache(maxsize=1024)(self._redact)
 
     def __call__(self, text: str) -> str:
         if not self.secrets or not text:
             return text
+        return self._short(text) if len(text) <= SHORT_TEXT else self._redact(text)
+
+    def _redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         return _TOKEN.sub(self._token, text)

@@ -1,7 +1,8 @@
 """One line per request in the log, and the same as JSON lines in `settings.log_file`.
 
 Neither ever holds a credential: the line is built from what the balancer decided (providers, attempts,
-timings, token counts), never from headers."""
+timings, token counts), never from headers. What clients and providers wrote in it (model names, paths, error
+messages, stop reasons) is bounded and escaped (log_text.py): one request is one line, whatever they wrote."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import logging
 import time
 from typing import Any
 
+from .errors import bounded_message
+from .log_text import LOG_FIELD_CHARS, json_safe, loggable
+
 REQUEST_FIELD = "balancer_request"  # the LogRecord attribute that carries a request's fields
 
 
@@ -17,13 +21,14 @@ def summary_line(request: dict[str, Any]) -> str:
     """`req 1a2b3c4d messages claude-sonnet-4 -> b/model stream 200 | attempts: ... | ttfb 45ms total 1203ms |
     tokens in 12 out 340 | end_turn`"""
     attempts = ", ".join(
-        f"{a['provider']} {a['outcome']} {a['ms']:.0f}ms" for a in request.get("attempts") or []
+        f"{a['provider']} {_field(a['outcome'])} {a['ms']:.0f}ms" for a in request.get("attempts") or []
     ) or "none"
     target = request.get("provider") or "no provider"
     if request.get("provider") and request.get("model"):
-        target += f"/{request['model']}"
+        target += f"/{_field(request['model'])}"
     parts = [
-        f"req {request.get('request_id')} {request.get('kind')} {request.get('requested_model') or request.get('path')}"
+        f"req {request.get('request_id')} {request.get('kind')} "
+        f"{_field(request.get('requested_model') or request.get('path'))}"
         f" -> {target}{' stream' if request.get('stream') else ''} {request.get('status')}",
         f"attempts: {attempts}",
     ]
@@ -38,8 +43,13 @@ def summary_line(request: dict[str, Any]) -> str:
     if usage:
         parts.append(f"tokens in {usage.get('input_tokens', '?')} out {usage.get('output_tokens', '?')}")
     if request.get("stop_reason"):
-        parts.append(str(request["stop_reason"]))
-    return " | ".join(parts)
+        parts.append(_field(request["stop_reason"]))
+    return loggable(" | ".join(parts), limit=None)
+
+
+def _field(value: Any) -> str:
+    """Client or provider text within the line, bounded (the whole line is escaped once it is built)."""
+    return bounded_message(value if isinstance(value, str) else str(value), LOG_FIELD_CHARS)
 
 
 class JsonLinesFormatter(logging.Formatter):
@@ -53,7 +63,7 @@ class JsonLinesFormatter(logging.Formatter):
         request = getattr(record, REQUEST_FIELD, None)
         if isinstance(request, dict):
             entry["request"] = request
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return json_safe(json.dumps(entry, ensure_ascii=False, default=str))
 
 
 class LogFile:

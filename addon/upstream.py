@@ -7,7 +7,7 @@ import json
 import select
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpcore
@@ -96,10 +96,11 @@ def upstream_headers(
     return [(k, v) for k, v in out if k.lower() not in extra] + list(provider.extra_headers.items())
 
 
-def answer_headers(response: httpx.Response) -> list[tuple[str, str]]:
-    """The provider's response headers worth passing on (the body is relayed decoded and re-chunked)."""
+def answer_headers(response: httpx.Response, redact: Callable[[str], str] = str) -> list[tuple[str, str]]:
+    """The provider's response headers worth passing on (the body is relayed decoded and re-chunked), their
+    values through `redact` (a provider may echo its key in a header)."""
     return [
-        (k, v)
+        (k, redact(v))
         for k, v in response.headers.multi_items()
         if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-encoding", "x-balancer-provider")
     ]
