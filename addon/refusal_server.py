@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from .errors import error_body
+from .listen_backlog import listen_backlog
 from .responses import PROVIDER_HEADER
 
 class RefusalServer:
@@ -24,7 +25,7 @@ class RefusalServer:
     async def start(self) -> int:
         async with self._starting:
             if self._server is None:
-                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
+                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=listen_backlog())
                 self.port = self._server.sockets[0].getsockname()[1]
         assert self.port is not None
         return self.port
