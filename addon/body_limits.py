@@ -90,6 +90,7 @@ class BodyLimits:
         request = flow.request
         if request.stream:  # mitmproxy marked it: the content-length is over the limit
             port = self.refusals.port or await self.refusals.start()  # a client can be quicker than `running`
+            flow.metadata[_TARGET] = (request.scheme, request.host, request.port, request.path)
             request.scheme, request.host, request.port = "http", "127.0.0.1", port
             request.stream = _discard  # the answer does not depend on the body: nothing crosses the loopback
             flow.metadata[REFUSED] = True
@@ -107,9 +108,11 @@ class BodyLimits:
         request = flow.request
         limit = self.providers.settings.max_body_size
         collector = request.stream if isinstance(request.stream, Collector) else None
-        if collector is not None:
-            # The request line went out to the relay already; the hooks see where it was really headed.
+        if _TARGET in flow.metadata:
+            # The request line went out to the relay or the sink already; the hooks (and mitmweb) see where it was
+            # really headed.
             request.scheme, request.host, request.port, request.path = flow.metadata.pop(_TARGET)
+        if collector is not None:
             request.raw_content = b"" if collector.over else collector.body()
         if flow.response:
             return
