@@ -17,13 +17,15 @@ import httpx
 from mitmproxy import ctx, http
 from mitmproxy.net.http import url as mitmproxy_url
 
-from . import anthropic_adapter, exhaustion, flow_hygiene, openai_adapter
+from . import exhaustion, flow_hygiene
 from .affinity import SessionAffinity, session_key
+from .anthropic_adapter import AnthropicAdapter
 from .config import ProviderConfig
-from .exchange import Answer, Exchange
+from .exchange import Answer, Exchange, ProviderAdapter, ProviderCall
 from .failover import CLIENT_GONE, Exhausted, Success, attempt_in_turn, record_failure
 from .log_text import loggable
 from .model_map import ModelChoice
+from .openai_adapter import OpenAIAdapter
 from .providers import Providers
 from .redact import REDACTED
 from .relay import DEFERRED, PATH_PREFIX, RELAYED, Parked, RelayServer
@@ -39,7 +41,7 @@ log = logging.getLogger("balancer")
 
 DEBUG_PAYLOAD_LIMIT = 8192  # bytes of a request body shown at log_level DEBUG
 
-ADAPTERS = {"anthropic": anthropic_adapter, "openai": openai_adapter}
+ADAPTERS: dict[str, ProviderAdapter] = {"anthropic": AnthropicAdapter(), "openai": OpenAIAdapter()}
 MESSAGE_TYPES = ("anthropic", "openai")
 
 # Kinds of API request: messages are balanced with failover and health accounting; the rest are forwarded
@@ -317,15 +319,14 @@ class Gateway:
             idle_timeout=settings.stream_idle_timeout, on_committed_failure=on_committed_failure,
             redact=self.providers.redact,
         )
-        states: dict[str, Any] = {}  # per provider: what its adapter decided when building the request
+        calls: dict[str, ProviderCall] = {}  # per provider: the call its adapter prepared
 
         def build(provider: ProviderConfig) -> httpx.Request:
-            request, states[provider.name] = ADAPTERS[provider.type].build_request(provider, exchange)
-            return request
+            call = calls[provider.name] = ADAPTERS[provider.type].prepare(provider, exchange)
+            return call.request
 
         async def open_answer(provider: ProviderConfig, response: httpx.Response, deadline: float) -> Answer:
-            adapter = ADAPTERS[provider.type]
-            return await adapter.open_answer(provider, response, exchange, deadline, states[provider.name])
+            return await calls[provider.name].open_answer(response, deadline)
 
         result = await attempt_in_turn(
             plan, build, self.pool, board, settings, open_answer, penalize,
@@ -345,8 +346,7 @@ class Gateway:
         if isinstance(result, Exhausted):
             self._answer_exhausted(flow, record, result)
         else:
-            state = states.get(result.provider.name)
-            choice = state.choice if isinstance(state, openai_adapter.Translation) else state
+            choice = calls[result.provider.name].choice
             if choice is not None and not choice.tier_known and choice.model != requested:
                 log.warning("model '%s' matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
                             loggable(requested), result.provider.name, choice.model)
