@@ -9,7 +9,6 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from typing import Any
 
 import certifi
@@ -28,7 +27,7 @@ from .model_map import ModelChoice
 from .openai_adapter import OpenAIAdapter
 from .providers import Providers
 from .redact import REDACTED
-from .relay import DEFERRED, PATH_PREFIX, RELAYED, Parked, RelayServer
+from .relay import DEFERRED, RELAYED, HandOff, RelayServer
 from .request_log import REQUEST_FIELD, summary_line
 from .responses import PROVIDER_HEADER, error_response
 from .routing import Router
@@ -77,10 +76,9 @@ class FlowRecord:
     provider: str | None = None
     model: str | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    token: str | None = None
+    handoff: HandOff | None = None  # where the relay holds the provider's answer
     sent: dict[str, Any] | None = None  # the request as the provider received it (credentials redacted)
     watch: UsageWatch | None = None
-    forwarded: asyncio.Event | None = None  # set once a relayed stream's opening is on its way to the client
     answered_at: float | None = None  # when the balancer answered by itself
     failed_mid_stream: bool = False  # the serving provider failed after its stream was committed
 
@@ -127,18 +125,6 @@ def _parse_json_object(flow: http.HTTPFlow) -> tuple[dict[str, Any] | None, byte
     if not isinstance(parsed, dict):
         return None, body, "the request body must be a JSON object"
     return parsed, body, None
-
-
-def _passing_on(forwarded: asyncio.Event) -> Callable[[bytes], bytes]:
-    """mitmproxy's stream callable for a relayed stream: passes every chunk on unchanged, and tells the relay
-    when the first one is on its way to the client."""
-
-    def stream(data: bytes) -> bytes:
-        if not forwarded.is_set():
-            forwarded.set()
-        return data
-
-    return stream
 
 
 @functools.lru_cache(maxsize=256)  # providers have a few URLs; clients choose paths, so the memory is bounded
@@ -229,12 +215,13 @@ class Gateway:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         record = self._records.get(flow.id)
-        if record is None or record.token is None or flow.response is None:
+        if record is None or record.handoff is None or flow.response is None:
             return
         if record.stream and flow.response.headers.get("content-type", "").startswith("text/event-stream"):
-            flow.response.stream = _passing_on(record.forwarded) if record.forwarded else True
-        elif record.forwarded is not None:
-            record.forwarded.set()  # not streamed: mitmproxy reads the whole answer, the relay must not wait
+            flow.response.stream = record.handoff.stream or True
+        elif record.handoff.stream is not None:
+            # Not streamed: mitmproxy reads the whole answer, the relay must not wait for it to be passed on.
+            record.handoff.stream.release()
         # From here on the flow shows the request as the provider received it, not the hop to the relay.
         sent = record.sent or {}
         # What `flow.request.url = sent["url"]` does, with the URL parsed once per URL, not once per request.
@@ -251,8 +238,8 @@ class Gateway:
         record = self._records.pop(flow.id, None)
         if record is None:
             return
-        if record.token is not None:
-            await self.relay.discard(record.token)
+        if record.handoff is not None:
+            await self.relay.discard(record.handoff.token)
         left = flow.error is not None and "client disconnected" in str(flow.error).lower()
         self._finish(flow, record, CLIENT_GONE if left else "error")
 
@@ -385,12 +372,15 @@ class Gateway:
         answer = result.answer
         headers = [*answer.headers, (PROVIDER_HEADER, result.provider.name)]
         record.watch = UsageWatch(answer.is_sse)
-        body = watched(answer.body, record.watch)
-        if record.stream and answer.is_sse:
-            record.forwarded = asyncio.Event()
-        parked = Parked(answer.status, headers, body, result.response.aclose, is_sse=answer.is_sse,
-                        forwarded=record.forwarded)
-        record.token = self.relay.park(parked, token=flow.metadata.get(DEFERRED))
+        deferred = flow.metadata.get(DEFERRED)
+        try:
+            record.handoff = await self.relay.hand_off(
+                answer.status, headers, watched(answer.body, record.watch), response.aclose,
+                is_sse=answer.is_sse, streamed=record.stream, token=deferred,
+            )
+        except BaseException:
+            await response.aclose()
+            raise
 
         sent = result.request
         if log.isEnabledFor(logging.DEBUG):
@@ -404,11 +394,10 @@ class Gateway:
             ],
             "body": sent.content,
         }
-        port = self.relay.port or await self.relay.start()
-        flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", port
-        flow.request.path = PATH_PREFIX + record.token
+        flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", record.handoff.port
+        flow.request.path = record.handoff.path
         flow.metadata[RELAYED] = True
-        if not flow.metadata.get(DEFERRED):  # a deferred flow's request is on its way already: leave it as sent
+        if not deferred:  # a deferred flow's request is on its way already: leave it as sent
             # The relay does not need the body again.
             flow.request.raw_content = b""
             flow.request.headers["content-length"] = "0"
