@@ -1,13 +1,15 @@
-"""What the balancer did with one API flow: the record it keeps while the flow runs, shown once the flow is over
-in the log and in `flow.metadata["balancer"]` (for mitmweb and saved flows)."""
+"""What the balancer did with one API flow: the record it keeps while the flow runs, and the summary it hands on
+once the flow is over (to the log, to `flow.metadata["balancer"]` for mitmweb and saved flows, and to the metrics).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .failover import AttemptRecord
+from .failover import CLIENT_GONE, AttemptRecord
 from .relay import HandOff
 from .usage_watch import UsageWatch
 
@@ -38,6 +40,55 @@ class AttemptSummary:
         if self.after_commit:
             out["after_commit"] = True
         return out
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """One finished API request."""
+
+    request_id: str
+    kind: str  # "messages", "count_tokens" or "api"
+    path: str
+    requested_model: str | None
+    provider: str | None  # who served it: a provider's name, "local" (a local count), None (nobody)
+    model: str | None  # the model that provider was asked for
+    stream: bool
+    http_status: int | None  # the status the client got; None when the flow ended in an error
+    ended: str | None  # None when the answer ran to its end; CLIENT_GONE or "error" otherwise
+    failed_mid_stream: bool
+    attempts: tuple[AttemptSummary, ...]
+    ttfb_ms: float | None
+    total_ms: float
+    usage: Mapping[str, int] | None  # token counts as the answer reported them
+    stop_reason: str | None
+
+    @property
+    def status(self) -> int | str | None:
+        """The status the log and the flow show."""
+        if self.failed_mid_stream:  # the client got its status line, then an error event (and may have left)
+            return FAILED_MID_STREAM
+        return self.ended or self.http_status
+
+    @property
+    def client_left(self) -> bool:
+        return self.status == CLIENT_GONE
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "kind": self.kind,
+            "path": self.path,
+            "requested_model": self.requested_model,
+            "provider": self.provider,
+            "model": self.model,
+            "stream": self.stream,
+            "status": self.status,
+            "attempts": [attempt.as_metadata() for attempt in self.attempts],
+            "ttfb_ms": self.ttfb_ms,
+            "total_ms": self.total_ms,
+            "usage": dict(self.usage) if self.usage else None,
+            "stop_reason": self.stop_reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -81,23 +132,28 @@ class FlowRecord:
                 )
                 return
 
-    def as_metadata(self, status: int | str | None = None) -> dict[str, Any]:
+    def finished(self, http_status: int | None, ended: str | None = None) -> RequestSummary:
+        """The summary of the flow, now over: `http_status` of its answer, or `ended` (CLIENT_GONE, "error")."""
         now = time.perf_counter()
-        if self.failed_mid_stream:  # the client got its status line, then an error event (and may have left)
-            status = FAILED_MID_STREAM
-        first_byte = self.watch.first_byte_at if self.watch else self.answered_at
-        return {
-            "request_id": self.request_id,
-            "kind": self.kind,
-            "path": self.path,
-            "requested_model": self.requested_model,
-            "provider": self.provider,
-            "model": self.model,
-            "stream": self.stream,
-            "status": status,
-            "attempts": [attempt.as_metadata() for attempt in self.attempts],
-            "ttfb_ms": round((first_byte - self.started) * 1000, 1) if first_byte else None,
-            "total_ms": round((now - self.started) * 1000, 1),
-            "usage": dict(self.watch.usage) if self.watch and self.watch.usage else None,
-            "stop_reason": self.watch.stop_reason if self.watch else None,
-        }
+        watch = self.watch
+        if watch is not None and ended is not None:  # the body did not run to its end
+            watch.finish()
+        first_byte = watch.first_byte_at if watch else self.answered_at
+        return RequestSummary(
+            request_id=self.request_id,
+            kind=self.kind,
+            path=self.path,
+            requested_model=self.requested_model,
+            provider=self.provider,
+            model=self.model,
+            stream=self.stream,
+            http_status=http_status,
+            ended=ended,
+            failed_mid_stream=self.failed_mid_stream,
+            attempts=tuple(self.attempts),
+            ttfb_ms=round((first_byte - self.started) * 1000, 1) if first_byte else None,
+            total_ms=round((now - self.started) * 1000, 1),
+            usage=dict(watch.usage) if watch and watch.usage else None,
+            stop_reason=watch.stop_reason if watch else None,
+        )
+

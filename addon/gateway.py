@@ -2,8 +2,8 @@
 
 `request`: the flow gets its record (flow_record.py) and is dispatched (dispatch.py); the balancer's own answer
 is set on the flow, or a provider's answer handed to the relay (relay_handoff.py). `responseheaders`: the flow
-takes the relayed answer up. `response` / `error`: the flow is over; its record goes to the flow's metadata and
-the log.
+takes the relayed answer up. `response` / `error`: the flow is over; its summary goes to the flow's metadata,
+the log and whoever listens (`on_finished`: the metrics).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import ctx, http
@@ -18,7 +19,7 @@ from mitmproxy import ctx, http
 from .affinity import SessionAffinity
 from .dispatch import MESSAGE_ROUTES, Dispatcher, Reply, route_of
 from .failover import CLIENT_GONE
-from .flow_record import FlowRecord
+from .flow_record import FlowRecord, RequestSummary
 from .providers import Providers
 from .relay import RELAYED, RelayServer
 from .relay_handoff import hand_off, take_up
@@ -39,6 +40,8 @@ class Gateway:
         self.router = Router()
         self.affinity = SessionAffinity()
         self.dispatcher = Dispatcher(providers, self.pool, self.router, self.affinity)
+        # Called with each finished API request's summary, whatever the order of the addons.
+        self.on_finished: list[Callable[[RequestSummary], None]] = []
         # The API flows under way, by flow id (flow.metadata only holds plain data).
         self._records: dict[str, FlowRecord] = {}
 
@@ -96,7 +99,7 @@ class Gateway:
     def response(self, flow: http.HTTPFlow) -> None:
         record = self._records.pop(flow.id, None)
         if record is not None:
-            self._finish(flow, record, flow.response.status_code if flow.response else None)
+            self._finish(flow, record.finished(flow.response.status_code if flow.response else None))
 
     async def error(self, flow: http.HTTPFlow) -> None:
         record = self._records.pop(flow.id, None)
@@ -105,7 +108,7 @@ class Gateway:
         if record.handoff is not None:
             await self.relay.discard(record.handoff.token)
         left = flow.error is not None and "client disconnected" in str(flow.error).lower()
-        self._finish(flow, record, CLIENT_GONE if left else "error")
+        self._finish(flow, record.finished(None, ended=CLIENT_GONE if left else "error"))
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _answer(self, flow: http.HTTPFlow, record: FlowRecord, reply: Reply) -> None:
@@ -115,10 +118,14 @@ class Gateway:
         if reply.comment is not None:
             flow.comment = reply.comment
 
-    def _finish(self, flow: http.HTTPFlow, record: FlowRecord, status: int | str | None) -> None:
-        """The flow is over: its metadata gets the final figures, and the log its one line."""
-        if record.watch is not None and isinstance(status, str):  # the body did not run to its end
-            record.watch.finish()
-        metadata = record.as_metadata(status)
+    def _finish(self, flow: http.HTTPFlow, summary: RequestSummary) -> None:
+        """The flow is over: its metadata gets the final figures, the log its one line, the listeners the
+        summary."""
+        metadata = summary.as_metadata()
         flow.metadata["balancer"] = metadata
         log.info(summary_line(metadata), extra={REQUEST_FIELD: metadata})
+        for listener in self.on_finished:
+            try:
+                listener(summary)
+            except Exception:  # a listener's problem (the metrics) must never break a flow
+                log.exception("req %s: a listener failed on the finished request", summary.request_id)
