@@ -2,7 +2,7 @@
 
 `request`: the flow gets its record (flow_record.py) and is dispatched (dispatch.py); the balancer's own answer
 is set on the flow, or a provider's answer handed to the relay (relay_handoff.py). `responseheaders`: the flow
-takes the relayed answer up. `response` / `error`: the flow is over; its summary goes to the flow's metadata,
+receives the relayed answer. `response` / `error`: the flow is over; its summary goes to the flow's metadata,
 the log and whoever listens (`on_finished`: the metrics).
 """
 
@@ -22,7 +22,7 @@ from .failover import CLIENT_GONE
 from .flow_record import FlowRecord, RequestSummary
 from .providers import Providers
 from .relay import RELAYED, RelayServer
-from .relay_handoff import hand_off, take_up
+from .relay_handoff import hand_off, receive_answer
 from .request_log import REQUEST_FIELD, summary_line
 from .responses import error_response
 from .routing import Router
@@ -94,7 +94,7 @@ class Gateway:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         record = self._records.get(flow.id)
         if record is not None:
-            take_up(flow, record)
+            receive_answer(flow, record)
 
     def response(self, flow: http.HTTPFlow) -> None:
         record = self._records.pop(flow.id, None)

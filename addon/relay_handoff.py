@@ -85,7 +85,7 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
     )
 
 
-def take_up(flow: http.HTTPFlow, record: FlowRecord) -> None:
+def receive_answer(flow: http.HTTPFlow, record: FlowRecord) -> None:
     """The relay's answer has its headers (`responseheaders`): a stream is passed on through the relay's stream
     callable, and the flow shows the request as the provider received it."""
     handoff, sent = record.handoff, record.sent
