@@ -3,48 +3,27 @@ as the provider sent it (model echoed, stream held to its commit point and guard
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import httpx
 
-import time
-from collections.abc import AsyncIterator
-from typing import Any
-
+from .answer_body import one_chunk, read_answer
 from .config import ProviderConfig
 from .errors import bounded_error_body
 from .exchange import Answer, Exchange
-from .model_echo import echo_model_in_body, echo_model_in_stream
 from .message_shape import message_problem
+from .model_echo import echo_model_in_body, echo_model_in_stream
 from .model_map import ModelChoice, choose_model
-from .failover import read_body
 from .stream_guard import StreamFailure, guarded, hold_until_content
-from .openai_response import SIGNATURE_PREFIX
+from .translated_thinking import may_hold_translated_thinking, without_translated_thinking
 from .upstream import answer_headers, parsed_url, to_wire, upstream_headers, upstream_url, with_model
-
-_SIGNATURE_BYTES = SIGNATURE_PREFIX.encode()
-
-
-def without_translated_thinking(body: dict[str, Any]) -> dict[str, Any]:
-    """The body without thinking blocks that an OpenAI-type provider's answer produced earlier in the
-    conversation: their signatures are ours, and Anthropic rejects signatures it did not make."""
-    messages = []
-    for message in body.get("messages") or []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            kept = [
-                block for block in content
-                if not (isinstance(block, dict) and block.get("type") == "thinking"
-                        and str(block.get("signature", "")).startswith(SIGNATURE_PREFIX))
-            ]
-            message = {**message, "content": kept or [{"type": "text", "text": "(thinking)"}]}
-        messages.append(message)
-    return {**body, "messages": messages}
 
 
 def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, ModelChoice | None]:
     content, choice = exchange.body, None
     if exchange.parsed is not None and exchange.requested_model is not None:
         choice = choose_model(exchange.requested_model, provider)
-        if _SIGNATURE_BYTES in exchange.body:
+        if may_hold_translated_thinking(exchange.body):
             content = with_model(b"", without_translated_thinking(exchange.parsed), choice.model, force=True)
         else:
             content = with_model(exchange.body, exchange.parsed, choice.model)
@@ -55,47 +34,56 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
     return request, choice
 
 
-async def open_answer(
-    provider: ProviderConfig, response: httpx.Response, exchange: Exchange, deadline: float, choice: ModelChoice | None
-) -> Answer:
-    """Raises StreamFailure when the answer fails before anything reached the client (the request can still fail
-    over): a stream before its first content, or a message answer (2xx) that is not a complete message."""
-    content_type = response.headers.get("content-type", "")
-    is_sse = content_type.startswith("text/event-stream")
-    chunks = response.aiter_bytes()
-    # A 2xx answer to /v1/messages must be a message unless it is the stream the client asked for.
-    must_be_message = exchange.kind == "messages" and 200 <= response.status_code < 300 and not (
-        exchange.stream and is_sse
-    )
-    if must_be_message or (not is_sse and (exchange.parsed is not None or response.status_code >= 400)):
-        # A whole JSON answer is read here, so that one breaking off can still fail over (mitmproxy would
-        # buffer it anyway): never a truncated body, never mitmproxy's own 502. Errors of the other endpoints
-        # too: they are redacted and bounded like any other.
-        body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
-        if not complete:
-            raise StreamFailure("the answer broke off before its end")
-        if must_be_message:
-            problem = message_problem(body)
-            if problem is not None:
-                raise StreamFailure(*problem)
-        chunks = _single(bounded_error_body(exchange.redact_body(body)) if response.status_code >= 400 else body)
-    elif exchange.stream and is_sse and response.status_code < 300:
-        opening = await hold_until_content(chunks, deadline)
-        chunks = guarded(
-            opening,
-            chunks,
-            lambda reason, kind: exchange.on_committed_failure(provider, reason, kind),
-            exchange.idle_timeout,
-            exchange.redact,
+@dataclass(frozen=True)
+class AnthropicCall:
+    provider: ProviderConfig
+    exchange: Exchange
+    request: httpx.Request
+    choice: ModelChoice | None
+
+    async def open_answer(self, response: httpx.Response, deadline: float) -> Answer:
+        """Raises StreamFailure when the answer fails before anything reached the client (the request can still
+        fail over): a stream before its first content, or a message answer (2xx) that is not a complete message."""
+        exchange = self.exchange
+        content_type = response.headers.get("content-type", "")
+        is_sse = content_type.startswith("text/event-stream")
+        chunks = response.aiter_bytes()
+        # A 2xx answer to /v1/messages must be a message unless it is the stream the client asked for.
+        must_be_message = exchange.kind == "messages" and 200 <= response.status_code < 300 and not (
+            exchange.stream and is_sse
         )
-    requested = exchange.requested_model
-    if choice is not None and requested and choice.model != requested:
-        if is_sse:
-            chunks = echo_model_in_stream(chunks, requested)
-        elif content_type.startswith("application/json"):
-            chunks = echo_model_in_body(chunks, requested)
-    return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse)
+        if must_be_message or (not is_sse and (exchange.parsed is not None or response.status_code >= 400)):
+            # A whole JSON answer is read here, so that one breaking off can still fail over (mitmproxy would
+            # buffer it anyway): never a truncated body, never mitmproxy's own 502. Errors of the other endpoints
+            # too: they are redacted and bounded like any other.
+            body, complete = await read_answer(response, deadline, exchange.idle_timeout)
+            if not complete:
+                raise StreamFailure("the answer broke off before its end")
+            if must_be_message:
+                problem = message_problem(body)
+                if problem is not None:
+                    raise StreamFailure(*problem)
+            chunks = one_chunk(bounded_error_body(exchange.redact_body(body)) if response.status_code >= 400 else body)
+        elif exchange.stream and is_sse and response.status_code < 300:
+            opening = await hold_until_content(chunks, deadline)
+            chunks = guarded(
+                opening,
+                chunks,
+                lambda reason, kind: exchange.on_committed_failure(self.provider, reason, kind),
+                exchange.idle_timeout,
+                exchange.redact,
+            )
+        requested = exchange.requested_model
+        choice = self.choice
+        if choice is not None and requested and choice.model != requested:
+            if is_sse:
+                chunks = echo_model_in_stream(chunks, requested)
+            elif content_type.startswith("application/json"):
+                chunks = echo_model_in_body(chunks, requested)
+        return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse)
 
 
-async def _single(body: bytes) -> AsyncIterator[bytes]:
-    yield body
+class AnthropicAdapter:
+    def prepare(self, provider: ProviderConfig, exchange: Exchange) -> AnthropicCall:
+        request, choice = build_request(provider, exchange)
+        return AnthropicCall(provider, exchange, request, choice)

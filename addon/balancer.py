@@ -31,6 +31,8 @@ from addon.request_target import RequestTarget  # noqa: E402
 
 providers = Providers()
 gateway = Gateway(providers)
+metrics = Metrics(providers)
+gateway.on_finished.append(metrics.count)
 addons = [
     OpenFileLimit(),  # first: the limit is raised before anything opens connections
     ListenBacklog(),
@@ -43,7 +45,7 @@ addons = [
     ModelsApi(providers),
     gateway,
     RelayHeadroom(gateway.relay),  # right after the gateway: an answer it parked needs descriptors for the hop
-    Metrics(providers),  # after the gateway: it counts flows once the gateway has finished them
+    metrics,
     BalancerCommands(providers, gateway.runtime_status),
     NotFound(),  # last: whatever nothing above answered
     DeferredAnswers(gateway.relay),  # after every answer: flows already on their way to the relay get it there

@@ -1,12 +1,21 @@
-"""What every attempt of one client request shares, and the answer a provider adapter hands to the relay."""
+"""The contract between the gateway and the provider adapters.
+
+The gateway describes one client request once (`Exchange`); for each provider it tries, the adapter of that
+provider's type prepares a call (`ProviderCall`: the request to send, the model chosen, how to open the answer);
+the answer it opens (`Answer`) is what the relay hands to the client. The gateway holds every adapter as a
+`ProviderAdapter` and every call as a `ProviderCall`: it never asks which type of provider it deals with.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import httpx
 
 from .config import ProviderConfig
+from .model_map import ModelChoice
 
 
 @dataclass
@@ -39,3 +48,31 @@ class Answer:
     headers: list[tuple[str, str]]
     body: AsyncIterator[bytes]
     is_sse: bool
+
+
+class ProviderCall(Protocol):
+    """One attempt at one provider, as its adapter prepared it."""
+
+    @property
+    def request(self) -> httpx.Request:
+        """What the provider is sent."""
+        ...
+
+    @property
+    def choice(self) -> ModelChoice | None:
+        """The model the provider is asked for (None: the request names no model, e.g. `/v1/models`)."""
+        ...
+
+    async def open_answer(self, response: httpx.Response, deadline: float) -> Answer:
+        """The provider's answer (its headers read) made ready to relay. Raises `StreamFailure` when it turns
+        out to be a failure before anything reached the client (a stream before its commit point, a message
+        that breaks off): the request then goes to the next provider. `deadline`: a time.monotonic() value."""
+        ...
+
+
+class ProviderAdapter(Protocol):
+    """A type of provider (`anthropic`, `openai`)."""
+
+    def prepare(self, provider: ProviderConfig, exchange: Exchange) -> ProviderCall:
+        """The call this request makes to `provider` (one of this adapter's type)."""
+        ...

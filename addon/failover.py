@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from .answer_body import read_body
 from .config import ProviderConfig, Settings
 from .exchange import Answer
 from .health import (
@@ -100,27 +101,6 @@ def failure_class(status: int, detail: str) -> str:
     if status in (503, 529) or "overloaded" in detail:
         return OVERLOADED
     return SERVER_ERROR
-
-
-async def read_body(response: httpx.Response, deadline: float, limit: int | None = None) -> tuple[bytes, bool]:
-    """The body, read until `deadline` (a time.monotonic() value) or `limit` bytes: (bytes, complete)."""
-    chunks: list[bytes] = []
-    size = 0
-    iterator = response.aiter_bytes()
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return b"".join(chunks), False
-        try:
-            chunk = await asyncio.wait_for(iterator.__anext__(), remaining)
-        except StopAsyncIteration:
-            return b"".join(chunks), True
-        except (TimeoutError, httpx.HTTPError, OSError):
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-        if limit is not None and size >= limit:
-            return b"".join(chunks), False
 
 
 async def error_summary(response: httpx.Response, deadline: float) -> str:

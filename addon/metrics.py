@@ -1,9 +1,8 @@
 """`GET /metrics`: Prometheus text exposition of the balancer's traffic and of the providers' health.
 
-Traffic is counted from what the gateway leaves in `flow.metadata["balancer"]` when a flow is over (its
-`response` and `error` hooks; this addon is listed after the gateway so that the figures are final). Provider
-health is read from the health board at scrape time, so it is never stale and providers removed by a reload
-disappear from the output.
+Traffic is counted from the summary the gateway hands its `on_finished` listeners when an API flow is over
+(flow_record.RequestSummary), whatever the order of the addons. Provider health is read from the health board at
+scrape time, so it is never stale and providers removed by a reload disappear from the output.
 
 Labels carry only bounded, non-secret values: kind, provider name, HTTP status, failure class, direction,
 stream. Never a credential, a model name or an error message.
@@ -11,7 +10,6 @@ stream. Never a credential, a model name or an error message.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -22,11 +20,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import health
-from .failover import CLIENT_GONE
-from .responses import error_response
+from .flow_record import RequestSummary
 from .providers import Providers
-
-log = logging.getLogger("balancer")
+from .responses import error_response
 
 PATH = "/metrics"
 KINDS = ("messages", "count_tokens", "api")
@@ -45,7 +41,7 @@ TTFB_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 
 
 def _label(value: Any, allowed: frozenset[str] | tuple[str, ...] | None = None, default: str = OTHER) -> str:
-    """A label value from metadata: only plain strings (of the allowed ones, when given)."""
+    """A label value: only plain strings (of the allowed ones, when given)."""
     if not isinstance(value, str) or not value:
         return default
     if allowed is not None and value not in allowed:
@@ -167,51 +163,34 @@ class Metrics:
         return generate_latest(self.registry)
 
     # -- counting --------------------------------------------------------------------------------------------
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._count(flow)
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._count(flow)
-
-    def _count(self, flow: http.HTTPFlow) -> None:
-        record = flow.metadata.get("balancer")
-        if not isinstance(record, dict) or not record.get("kind"):
-            return  # not an API flow (an admin endpoint, /metrics itself, a 404)
-        try:
-            self.observe(record, flow.response.status_code if flow.response and not flow.error else None)
-        except Exception:  # a metrics problem must never break a flow
-            log.exception("metrics: could not count flow %s", flow.id)
-
-    def observe(self, record: dict[str, Any], status: int | None) -> None:
-        """Count one finished API request (`status` None: the flow failed)."""
-        kind = _label(record.get("kind"), KINDS)
-        provider = _label(record.get("provider"), default=NO_PROVIDER)
-        if record.get("status") == CLIENT_GONE:
+    def count(self, request: RequestSummary) -> None:
+        """Count one finished API request (a listener of the gateway's `on_finished`)."""
+        kind = _label(request.kind, KINDS)
+        provider = _label(request.provider, default=NO_PROVIDER)
+        if request.client_left:
             status_label = CLIENT_GONE_STATUS
         else:
-            status_label = str(status) if isinstance(status, int) else "error"
+            status_label = str(request.http_status) if request.http_status is not None else "error"
         self.requests.labels(kind, provider, status_label).inc()
 
-        attempts = record.get("attempts")
-        attempts = [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
-        for attempt in attempts:
-            if attempt.get("failed"):
+        for attempt in request.attempts:
+            if attempt.failed:
                 self.attempt_failures.labels(
-                    _label(attempt.get("provider"), default=NO_PROVIDER), _label(attempt.get("class"), FAILURE_CLASSES)
+                    _label(attempt.provider, default=NO_PROVIDER), _label(attempt.failure_class, FAILURE_CLASSES)
                 ).inc()
-        if len(attempts) > 1:
+        if len(request.attempts) > 1:
             self.failovers.inc()
 
-        total = _seconds(record.get("total_ms"))
+        total = _seconds(request.total_ms)
         if total is not None:
             self.duration.labels(kind, provider).observe(total)
-        ttfb = _seconds(record.get("ttfb_ms"))
+        ttfb = _seconds(request.ttfb_ms)
         if ttfb is not None:
-            self.ttfb.labels(provider, "true" if record.get("stream") is True else "false").observe(ttfb)
+            self.ttfb.labels(provider, "true" if request.stream is True else "false").observe(ttfb)
 
-        usage = record.get("usage")
-        if isinstance(usage, dict):
+        # Token counts are what a provider reported: only plain, positive integers are counted.
+        if request.usage:
             for key, direction in (("input_tokens", "in"), ("output_tokens", "out")):
-                count = _tokens(usage.get(key))
+                count = _tokens(request.usage.get(key))
                 if count:
                     self.tokens.labels(provider, direction).inc(count)

@@ -4,13 +4,13 @@ translated back to Anthropic's messages, events and errors."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
 
 from .anthropic_events import error_of, failure_class_of
+from .answer_body import one_chunk, read_answer
 from .config import ProviderConfig
 from .error_text import REASON_CHARS
 from .errors import bounded_message
@@ -23,19 +23,10 @@ from .openai_response import OpenAIResponseError, to_anthropic_message
 from .openai_stream import StreamTranslator
 from .sse import SSESplitter
 from .stream_guard import StreamFailure, broke_off_reason, next_chunk_before
-from .failover import read_body
 from .upstream import json_bytes, to_wire
 
 # Response headers of an OpenAI-type provider worth passing on to an Anthropic client.
 _PASSED_ON = ("retry-after", "x-request-id", "request-id", "openrouter-provider")
-
-
-@dataclass
-class Translation:
-    """What one attempt's request translation decided, needed to translate its answer."""
-
-    choice: ModelChoice
-    names: ToolNames
 
 
 def options_for(provider: ProviderConfig) -> OpenAIOptions:
@@ -56,6 +47,14 @@ def _bearer(provider: ProviderConfig, client_headers: list[tuple[str, str]]) -> 
         if name.lower() == "x-api-key":
             return f"Bearer {value}"
     return None
+
+
+@dataclass(frozen=True)
+class Translation:
+    """What one attempt's request translation decided, needed to translate its answer."""
+
+    choice: ModelChoice
+    names: ToolNames
 
 
 def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, Translation]:
@@ -98,47 +97,59 @@ def _error_reason(events: bytes, when: str = "before content") -> tuple[str, str
 
 async def _read_all(response: httpx.Response, exchange: Exchange, deadline: float) -> bytes:
     """The whole body; an answer (2xx) that breaks off before its end is a failure that can fail over."""
-    body, complete = await read_body(response, max(deadline, time.monotonic() + exchange.idle_timeout))
+    body, complete = await read_answer(response, deadline, exchange.idle_timeout)
     if not complete and response.status_code < 300:
         raise StreamFailure("the answer broke off before its end")
     return body
 
 
-async def open_answer(
-    provider: ProviderConfig, response: httpx.Response, exchange: Exchange, deadline: float, state: Translation
-) -> Answer:
-    """Raises StreamFailure when the answer fails before any content reached the client (fail over)."""
-    requested = exchange.requested_model or state.choice.model
-    if response.status_code >= 300:
-        status, body = to_anthropic_error(response.status_code, await _read_all(response, exchange, deadline))
-        body = exchange.redact_body(body)
-        return Answer(status, _headers(response, "application/json", exchange.redact), _single(body), is_sse=False)
-    if not exchange.stream:
-        raw = await _read_all(response, exchange, deadline)
-        try:
-            message = to_anthropic_message(json.loads(raw), requested, state.names)
-        except (ValueError, AttributeError, TypeError) as exc:
-            if isinstance(exc, OpenAIResponseError) or raw[:1] in (b"{", b"["):
-                status, body = to_anthropic_error(response.status_code, raw)
-                if status >= 500 or status == 429:
-                    raise StreamFailure(f"error in a 200 answer: HTTP {status}", OVERLOADED) from None
-                return Answer(status, _headers(response, "application/json", exchange.redact),
-                              _single(exchange.redact_body(body)), is_sse=False)
-            raise StreamFailure("the answer is not JSON", STREAM_ERROR) from None
-        return Answer(200, _headers(response, "application/json", exchange.redact),
-                      _single(json.dumps(message).encode()), False)
-    translator = StreamTranslator(requested, state.names, redact=exchange.redact)
-    chunks = response.aiter_bytes()
-    held = await _hold(translator, chunks, deadline)
-    body = _translated(
-        held, translator, chunks, lambda reason, kind: exchange.on_committed_failure(provider, reason, kind),
-        exchange.idle_timeout,
-    )
-    return Answer(200, _headers(response, "text/event-stream; charset=utf-8", exchange.redact), body, is_sse=True)
+@dataclass(frozen=True)
+class OpenAICall:
+    provider: ProviderConfig
+    exchange: Exchange
+    request: httpx.Request
+    translation: Translation
+
+    @property
+    def choice(self) -> ModelChoice:
+        return self.translation.choice
+
+    async def open_answer(self, response: httpx.Response, deadline: float) -> Answer:
+        """Raises StreamFailure when the answer fails before any content reached the client (fail over)."""
+        exchange, names = self.exchange, self.translation.names
+        requested = exchange.requested_model or self.choice.model
+        if response.status_code >= 300:
+            status, body = to_anthropic_error(response.status_code, await _read_all(response, exchange, deadline))
+            body = exchange.redact_body(body)
+            return Answer(status, _headers(response, "application/json", exchange.redact), one_chunk(body), False)
+        if not exchange.stream:
+            raw = await _read_all(response, exchange, deadline)
+            try:
+                message = to_anthropic_message(json.loads(raw), requested, names)
+            except (ValueError, AttributeError, TypeError) as exc:
+                if isinstance(exc, OpenAIResponseError) or raw[:1] in (b"{", b"["):
+                    status, body = to_anthropic_error(response.status_code, raw)
+                    if status >= 500 or status == 429:
+                        raise StreamFailure(f"error in a 200 answer: HTTP {status}", OVERLOADED) from None
+                    return Answer(status, _headers(response, "application/json", exchange.redact),
+                                  one_chunk(exchange.redact_body(body)), is_sse=False)
+                raise StreamFailure("the answer is not JSON", STREAM_ERROR) from None
+            return Answer(200, _headers(response, "application/json", exchange.redact),
+                          one_chunk(json.dumps(message).encode()), False)
+        translator = StreamTranslator(requested, names, redact=exchange.redact)
+        chunks = response.aiter_bytes()
+        held = await _hold(translator, chunks, deadline)
+        events = _translated(
+            held, translator, chunks, lambda reason, kind: exchange.on_committed_failure(self.provider, reason, kind),
+            exchange.idle_timeout,
+        )
+        return Answer(200, _headers(response, "text/event-stream; charset=utf-8", exchange.redact), events, True)
 
 
-async def _single(body: bytes) -> AsyncIterator[bytes]:
-    yield body
+class OpenAIAdapter:
+    def prepare(self, provider: ProviderConfig, exchange: Exchange) -> OpenAICall:
+        request, translation = build_request(provider, exchange)
+        return OpenAICall(provider, exchange, request, translation)
 
 
 async def _hold(translator: StreamTranslator, chunks: AsyncIterator[bytes], deadline: float) -> bytes:
@@ -161,7 +172,13 @@ async def _hold(translator: StreamTranslator, chunks: AsyncIterator[bytes], dead
     return b"".join(out)
 
 
-async def _translated(held, translator, chunks, on_failure, idle_timeout: float) -> AsyncIterator[bytes]:
+async def _translated(
+    held: bytes,
+    translator: StreamTranslator,
+    chunks: AsyncIterator[bytes],
+    on_failure: Callable[[str, str], None],
+    idle_timeout: float,
+) -> AsyncIterator[bytes]:
     """The held opening, then the provider's chunks translated as they come; any failure after the commit
     point ends the stream with an Anthropic `event: error` and is reported through `on_failure`."""
     if translator.done and b"event: error" in held:  # content, then an error, all in the first chunks

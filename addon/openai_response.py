@@ -1,9 +1,9 @@
 """OpenAI Chat Completions answer -> Anthropic Message (pure, no I/O); helpers shared with the stream translator.
 
 Content order is thinking, text, tool_use (shared/notes/anthropic-openai.md, section 2). Reasoning never goes into
-text. Thinking blocks carry a synthetic signature, `SIGNATURE_PREFIX` + a hash of the thinking text: clients drop
-unsigned thinking, and the recognisable prefix lets the proxy strip these blocks before a conversation is ever
-replayed to a real Anthropic provider (which would reject the signature).
+text. Thinking blocks carry a synthetic signature (translated_thinking.py): clients drop unsigned thinking, and
+the recognisable prefix lets the proxy strip these blocks before a conversation is ever replayed to a real
+Anthropic provider (which would reject the signature).
 
 Tool arguments become the tool_use `input`:
 - an object is used as is; `""`, whitespace or null become `{}`;
@@ -19,15 +19,14 @@ when the client replays them); with no tool call it is kept so that the answer i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import uuid
 from typing import Any
 
 from .openai_request import ToolNames
-
-SIGNATURE_PREFIX = "openai-translated."
+from .translated_thinking import ThinkingSignature as ThinkingSignature  # openai_stream signs with it too
+from .translated_thinking import thinking_signature
 INVALID_ARGUMENTS_KEY = "_raw_arguments"
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -112,25 +111,6 @@ def content_text(content: Any) -> str:
             if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
         )
     return ""
-
-
-class ThinkingSignature:
-    """The synthetic signature of a thinking text, computed incrementally so a stream never keeps the text."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-
-    def update(self, text: str) -> None:
-        self._hash.update(text.encode("utf-8", errors="surrogatepass"))
-
-    def value(self) -> str:
-        return SIGNATURE_PREFIX + self._hash.hexdigest()[:32]
-
-
-def thinking_signature(text: str) -> str:
-    signature = ThinkingSignature()
-    signature.update(text)
-    return signature.value()
 
 
 def stop_reason(finish_reason: Any, has_tool_calls: bool, matched_stop: Any = None) -> tuple[str, str | None]:

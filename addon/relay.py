@@ -4,6 +4,8 @@ mitmproxy cannot retry a flow or give it a new upstream after the fact, so the a
 attempts itself. Once a provider has answered acceptably, its response is *parked* here under a random
 single-use token and the flow is pointed at `http://127.0.0.1:<port>/relay/<token>`; mitmproxy then
 streams that to the client like any upstream answer. A parked response nobody claims is closed after a TTL.
+`hand_off` is the gateway's one call: it parks the answer and returns where mitmproxy collects it and, for a
+stream, mitmproxy's stream callable, through which the relay learns that the opening reached the client.
 
 The relay accepts its connections itself, with a backlog sized for bursts: when no descriptor is free for a
 connection, it gives up one held back for the hop (relay_headroom.py) instead of leaving mitmproxy waiting.
@@ -37,6 +39,46 @@ _MAX_HEAD = 64 * 1024
 _ACCEPT_RETRY = 0.05
 
 
+class PassOn:
+    """mitmproxy's stream callable for a relayed stream: passes every chunk on unchanged, and tells the relay once
+    the first one is on its way to the client (the relay waits for that before it relays more)."""
+
+    def __init__(self) -> None:
+        self._forwarded = asyncio.Event()
+
+    def __call__(self, data: bytes) -> bytes:
+        if not self._forwarded.is_set():
+            self._forwarded.set()
+        return data
+
+    def release(self) -> None:
+        """Nothing will pass the stream on (mitmproxy reads the answer whole, or it was closed): the relay stops
+        waiting for it."""
+        self._forwarded.set()
+
+    async def passed_on(self, at_most: float) -> None:
+        if not self._forwarded.is_set():
+            try:
+                async with asyncio.timeout(at_most):
+                    await self._forwarded.wait()
+            except TimeoutError:
+                pass
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """A provider's answer parked for one flow: where mitmproxy collects it, and the stream callable that passes
+    it on to the client (None: it is not relayed as a stream)."""
+
+    port: int
+    token: str
+    stream: PassOn | None
+
+    @property
+    def path(self) -> str:
+        return PATH_PREFIX + self.token
+
+
 @dataclass
 class Parked:
     status: int
@@ -44,15 +86,15 @@ class Parked:
     body: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]  # releases the provider connection
     is_sse: bool = False
-    # Set by whoever passes the stream on once its opening is on its way to the client (the gateway, from
-    # mitmproxy's stream callable); the relay waits for it before relaying more.
-    forwarded: asyncio.Event | None = None
+    # The flow's stream callable, when the answer is relayed as a stream: the relay waits until it has passed the
+    # opening on before it relays more.
+    pass_on: PassOn | None = None
     created: float = field(default_factory=time.monotonic)
     closed: bool = False
 
     async def aclose(self) -> None:
-        if self.forwarded is not None:
-            self.forwarded.set()  # nothing waits for a closed response
+        if self.pass_on is not None:
+            self.pass_on.release()  # nothing waits for a closed response
         if not self.closed:
             self.closed = True
             try:
@@ -112,6 +154,25 @@ class RelayServer:
         self.reserve.close()
 
     # -- parking ---------------------------------------------------------------------------------------------
+    async def hand_off(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: AsyncIterator[bytes],
+        close: Callable[[], Awaitable[None]],
+        *,
+        is_sse: bool,
+        streamed: bool,
+        token: str | None = None,
+    ) -> HandOff:
+        """Park a provider's answer for one flow. `streamed`: the client gets it as a stream; the hand-off's
+        `stream` is then the callable for the flow's `response.stream`. `token`: the one a deferred flow was sent
+        to the relay with (its request is on its way here already)."""
+        pass_on = PassOn() if streamed and is_sse else None
+        port = self.port or await self.start()
+        token = self.park(Parked(status, headers, body, close, is_sse=is_sse, pass_on=pass_on), token=token)
+        return HandOff(port, token, pass_on)
+
     def park(self, parked: Parked, token: str | None = None) -> str:
         """Park under a new token, or under the one a deferred flow was sent with."""
         token = token or secrets.token_urlsafe(18)
@@ -226,7 +287,7 @@ class RelayServer:
                             # works through whatever else the provider has sent meanwhile.
                             first = False
                             out.flush()
-                            await _until_forwarded(parked.forwarded)
+                            await _until_passed_on(parked.pass_on)
                         await writer.drain()  # also how a client that went away is noticed
             except (ConnectionError, RuntimeError):
                 raise ConnectionResetError("client side of the relay went away") from None
@@ -249,15 +310,11 @@ _FLUSH_AT = 64 * 1024
 _FORWARD_WAIT = 1.0
 
 
-async def _until_forwarded(forwarded: asyncio.Event | None) -> None:
-    if forwarded is None:  # nobody will tell: one turn of the loop for mitmproxy
+async def _until_passed_on(pass_on: PassOn | None) -> None:
+    if pass_on is None:  # nobody will tell: one turn of the loop for mitmproxy
         await asyncio.sleep(0)
-    elif not forwarded.is_set():
-        try:
-            async with asyncio.timeout(_FORWARD_WAIT):
-                await forwarded.wait()
-        except TimeoutError:
-            pass
+    else:
+        await pass_on.passed_on(_FORWARD_WAIT)
 
 
 class _Batch:

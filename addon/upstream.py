@@ -1,4 +1,5 @@
-"""Talking to providers: the request a provider receives, how its answer is classified, and the HTTP clients."""
+"""Talking to providers: the request a provider receives, how its answer is classified, and the HTTP clients with
+their TLS settings."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import certifi
 import httpcore
 import httpx
 
@@ -229,8 +231,23 @@ def _use_network_backend(client: httpx.AsyncClient) -> None:
     transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
     for transport in transports:
         pool = getattr(transport, "_pool", None)
-        if isinstance(getattr(pool, "_network_backend", None), httpcore.AsyncNetworkBackend):
+        if pool is not None and isinstance(getattr(pool, "_network_backend", None), httpcore.AsyncNetworkBackend):
             pool._network_backend = _NetworkBackend()
+
+
+# mitmproxy's options for its own upstream TLS; the provider connections follow them.
+TLS_OPTIONS = ("ssl_insecure", "ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir")
+
+
+def provider_tls(insecure: bool | None, ca_file: str | None, ca_dir: str | None) -> bool | ssl.SSLContext:
+    """Certificates are verified (against certifi's roots, like mitmproxy), plus a custom CA file or folder
+    when mitmproxy is given one; `ssl_insecure` turns verification off."""
+    if insecure:
+        return False
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_file or ca_dir:
+        context.load_verify_locations(cafile=ca_file or None, capath=ca_dir or None)
+    return context
 
 
 class ClientPool:
@@ -238,6 +255,7 @@ class ClientPool:
 
     def __init__(self, verify: bool | str | ssl.SSLContext = True):
         self._verify = verify
+        self._tls_options: tuple[Any, ...] | None = None  # mitmproxy's TLS options the clients follow
         self._retired: list[httpx.AsyncClient] = []
         self._clients: dict[str | None, httpx.AsyncClient] = {}
 
@@ -257,6 +275,14 @@ class ClientPool:
             _use_network_backend(client)
             self._clients[proxy] = client
         return client
+
+    async def follow_tls_options(self, options: Any) -> None:
+        """mitmproxy's upstream TLS options (`options`: mitmproxy's, with the TLS_OPTIONS) apply to the
+        provider connections too; new settings take effect for new connections."""
+        key = tuple(getattr(options, name, None) for name in TLS_OPTIONS)
+        if key != self._tls_options:
+            await self.reconfigure(provider_tls(*key))
+            self._tls_options = key  # only once it took effect: a failed set-up (no descriptor free) is tried again
 
     async def reconfigure(self, verify: bool | str | ssl.SSLContext) -> None:
         """New TLS settings for new connections. Clients in use are retired, not closed: streams still running

@@ -9,7 +9,8 @@ from mitmproxy import exceptions
 from mitmproxy.test import taddons, tflow
 
 from addon.admin import AdminApi
-from addon.gateway import Gateway, route_of
+from addon.dispatch import route_of
+from addon.gateway import Gateway
 from addon.providers import Providers
 from balancer_proc import anthropic_provider, providers_yaml
 

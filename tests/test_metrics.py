@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -14,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from addon.config import load_config
 from addon.fallback import NotFound
+from addon.flow_record import AttemptSummary, RequestSummary
 from addon.gateway import Gateway
 from addon.metrics import Metrics
 from addon.providers import Providers
@@ -50,17 +53,14 @@ def scrape(metrics: Metrics, path: str = "/metrics") -> http.HTTPFlow:
     return flow
 
 
-def finished(record: dict[str, Any] | None, status: int | None = 200, error: bool = False) -> http.HTTPFlow:
-    """A flow as the gateway leaves it when it is over."""
-    flow = tflow.tflow(resp=status is not None, err=error)
-    if status is not None:
-        flow.response.status_code = status
-    if record is not None:
-        flow.metadata["balancer"] = record
-    return flow
+def finished(record: RequestSummary, status: int | None = 200, error: bool = False) -> RequestSummary:
+    """The request as the gateway hands it on when its flow is over: the status of its answer, or an error."""
+    if error:
+        return replace(record, http_status=None, ended=record.ended or "error")
+    return replace(record, http_status=status)
 
 
-def api_record(**fields: Any) -> dict[str, Any]:
+def api_record(**fields: Any) -> RequestSummary:
     record = {
         "kind": "messages", "requested_model": "claude-sonnet-4", "provider": "a", "model": "m", "stream": False,
         "attempts": [{"provider": "a", "outcome": "200", "ms": 12.0, "failed": False, "class": None}],
@@ -68,7 +68,13 @@ def api_record(**fields: Any) -> dict[str, Any]:
         "stop_reason": "end_turn",
     }
     record.update(fields)
-    return record
+    attempts = tuple(
+        AttemptSummary(a["provider"], a.get("outcome", ""), a.get("ms", 0.0), a["failed"], a.get("class"))
+        for a in record.pop("attempts")
+    )
+    ended = record.pop("status", None)  # "client gone": the client left before the end
+    return RequestSummary(request_id="r", path="/v1/messages", http_status=200, ended=ended, failed_mid_stream=False,
+                          attempts=attempts, **record)
 
 
 @pytest.fixture
@@ -98,7 +104,6 @@ def test_get_metrics_answers_prometheus_text_with_provider_health(setup):
     assert value(samples, "balancer_provider_enabled", provider="off") == 0
     assert flow.metadata["balancer"] == {"admin": "metrics"}
     # The scrape itself is not API traffic.
-    metrics.response(flow)
     assert not any(name == "balancer_requests_total" for name, _ in parse(scrape(metrics).response.text))
 
 
@@ -152,12 +157,15 @@ async def test_the_gateway_leaves_metrics_to_this_addon(setup):
     and whatever nobody answers gets the fallback's 404."""
     providers, metrics = setup
     gateway = Gateway(providers)
+    gateway.on_finished.append(metrics.count)
     flow = tflow.tflow()
     flow.request.method, flow.request.path = "GET", "/metrics"
     await gateway.request(flow)
     metrics.request(flow)
     assert flow.response.status_code == 200
     assert "balancer_provider_healthy" in flow.response.text
+    gateway.response(flow)  # the scrape itself is not API traffic
+    assert not any(name == "balancer_requests_total" for name, _ in parse(scrape(metrics).response.text))
 
     other = tflow.tflow()
     other.request.method, other.request.path = "GET", "/nope"
@@ -165,6 +173,44 @@ async def test_the_gateway_leaves_metrics_to_this_addon(setup):
     metrics.request(other)
     NotFound().request(other)
     assert other.response.status_code == 404
+
+
+@pytest.mark.anyio
+async def test_a_request_is_counted_from_the_summary_the_gateway_hands_on(tmp_path):
+    """Metrics listens to the gateway (as balancer.py wires it): the count does not depend on the order of the
+    addons nor on flow.metadata, which keeps the same figures as a plain dict for saved flows."""
+    providers = Providers()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers: 3\n")
+    metrics, gateway = Metrics(providers), Gateway(providers)
+    gateway.on_finished.append(metrics.count)
+    with taddons.context(providers, gateway) as tctx:
+        tctx.configure(providers, providers=str(bad))
+        flow = tflow.tflow()
+        flow.request.method, flow.request.path = "POST", "/v1/messages"
+        flow.request.content = b'{"model": "m", "messages": []}'
+        await gateway.request(flow)
+        gateway.response(flow)
+        flow.metadata["balancer"] = {"kind": "messages", "provider": "rewritten later"}  # by some later addon
+    samples = parse(scrape(metrics).response.text)
+    assert value(samples, "balancer_requests_total", kind="messages", provider="none", status="503") == 1
+    assert value(samples, "balancer_request_duration_seconds_count", kind="messages", provider="none") == 1
+    assert not [key for key in samples if key[0] == "balancer_requests_total" and ("provider", "rewritten later")
+                in key[1]]
+
+
+def test_the_flow_keeps_the_summary_as_plain_data():
+    summary = finished(api_record(attempts=[
+        {"provider": "a", "outcome": "HTTP 529", "ms": 40.0, "failed": True, "class": "overloaded"},
+        {"provider": "b", "outcome": "200", "ms": 300.0, "failed": False, "class": None},
+    ], provider="b"))
+    metadata = summary.as_metadata()
+    assert json.loads(json.dumps(metadata)) == metadata
+    assert metadata["status"] == 200 and metadata["provider"] == "b" and metadata["kind"] == "messages"
+    assert metadata["attempts"][0] == {"provider": "a", "outcome": "HTTP 529", "ms": 40.0, "failed": True,
+                                       "class": "overloaded"}
+    assert finished(summary, error=True).as_metadata()["status"] == "error"
+    assert replace(summary, failed_mid_stream=True).as_metadata()["status"] == "failed mid-stream"
 
 
 def test_counts_requests_failures_failovers_latency_and_tokens(setup):
@@ -178,11 +224,11 @@ def test_counts_requests_failures_failovers_latency_and_tokens(setup):
         ],
         ttfb_ms=400.0, total_ms=2500.0, usage={"input_tokens": 100, "output_tokens": 30},
     )
-    metrics.response(finished(failed_then_served))
-    metrics.response(finished(api_record()))
-    metrics.response(finished(api_record(stream=True, ttfb_ms=80.0, total_ms=9000.0,
+    metrics.count(finished(failed_then_served))
+    metrics.count(finished(api_record()))
+    metrics.count(finished(api_record(stream=True, ttfb_ms=80.0, total_ms=9000.0,
                                          usage={"input_tokens": 7, "output_tokens": 3})))
-    metrics.response(finished(api_record(kind="count_tokens", usage=None, ttfb_ms=5.0, total_ms=5.0)))
+    metrics.count(finished(api_record(kind="count_tokens", usage=None, ttfb_ms=5.0, total_ms=5.0)))
     exhausted = api_record(
         provider=None, usage=None, ttfb_ms=30.0, total_ms=30.0,
         attempts=[
@@ -190,7 +236,7 @@ def test_counts_requests_failures_failovers_latency_and_tokens(setup):
             {"provider": "b", "outcome": "HTTP 429", "ms": 2.0, "failed": True, "class": "rate_limited"},
         ],
     )
-    metrics.response(finished(exhausted, status=503))
+    metrics.count(finished(exhausted, status=503))
 
     samples = parse(scrape(metrics).response.text)
     assert value(samples, "balancer_requests_total", kind="messages", provider="a", status="200") == 2
@@ -227,8 +273,8 @@ def test_counts_requests_failures_failovers_latency_and_tokens(setup):
 
 def test_a_failed_flow_counts_as_error_even_with_a_response(setup):
     _, metrics = setup
-    metrics.error(finished(api_record(stream=True, usage={"input_tokens": 12, "output_tokens": 1}), error=True))
-    metrics.error(finished(api_record(provider=None, attempts=[], ttfb_ms=None, usage=None), status=None,
+    metrics.count(finished(api_record(stream=True, usage={"input_tokens": 12, "output_tokens": 1}), error=True))
+    metrics.count(finished(api_record(provider=None, attempts=[], ttfb_ms=None, usage=None), status=None,
                            error=True))
     samples = parse(scrape(metrics).response.text)
     assert value(samples, "balancer_requests_total", kind="messages", provider="a", status="error") == 1
@@ -242,8 +288,8 @@ def test_a_client_that_left_is_counted_under_its_own_label(setup):
     left_mid_stream = api_record(stream=True, status="client gone")
     left_while_tried = api_record(provider=None, attempts=[
         {"provider": "a", "outcome": "client gone", "ms": 800.0, "failed": False, "class": None}], status="client gone")
-    metrics.error(finished(left_mid_stream, error=True))
-    metrics.error(finished(left_while_tried, status=None, error=True))
+    metrics.count(finished(left_mid_stream, error=True))
+    metrics.count(finished(left_while_tried, status=None, error=True))
     samples = parse(scrape(metrics).response.text)
     assert value(samples, "balancer_requests_total", kind="messages", provider="a", status="client_gone") == 1
     assert value(samples, "balancer_requests_total", kind="messages", provider="none", status="client_gone") == 1
@@ -251,13 +297,21 @@ def test_a_client_that_left_is_counted_under_its_own_label(setup):
     assert not [key for key in samples if key[0] == "balancer_attempt_failures_total"]
 
 
-def test_flows_without_api_metadata_are_not_counted(setup):
-    _, metrics = setup
-    metrics.response(finished(None))
-    metrics.response(finished({"admin": "list"}))
-    metrics.response(finished({"kind": None, "provider": "a"}))
-    metrics.error(finished({"admin": "reload"}, error=True))
-    metrics.response(finished("not a dict"))  # type: ignore[arg-type]
+@pytest.mark.anyio
+async def test_flows_that_are_not_api_requests_are_not_counted(setup):
+    providers, metrics = setup
+    gateway = Gateway(providers)
+    gateway.on_finished.append(metrics.count)
+    for method, path, error in (("GET", "/", False), ("GET", "/providers", False), ("POST", "/providers/reload", True),
+                                ("GET", "/nope", False), ("GET", "/v1/messages", False)):
+        flow = tflow.tflow(resp=not error, err=error)
+        flow.request.method, flow.request.path = method, path
+        flow.response = None
+        await gateway.request(flow)  # GET /v1/messages: answered 405 at once, not an API request
+        if error:
+            await gateway.error(flow)
+        else:
+            gateway.response(flow)
     samples = parse(scrape(metrics).response.text)
     assert not [key for key in samples if key[0].startswith(("balancer_requests", "balancer_tokens"))]
 
@@ -265,22 +319,20 @@ def test_flows_without_api_metadata_are_not_counted(setup):
 def test_missing_or_odd_fields_are_tolerated_and_never_become_labels(setup):
     _, metrics = setup
     secret = "sk-ant-api03-LEAKED connection refused by 10.0.0.1"
-    metrics.response(finished({"kind": "messages"}))  # everything else missing
-    metrics.response(finished({
-        "kind": "messages", "provider": None, "stream": None, "attempts": None, "ttfb_ms": None,
-        "total_ms": None, "usage": None, "stop_reason": None,
-    }, status=400))
-    metrics.response(finished({
-        "kind": secret, "provider": "b", "stream": "yes",
-        "attempts": [
+    nothing = {"provider": None, "attempts": [], "ttfb_ms": None, "total_ms": float("nan"), "usage": None,
+               "stop_reason": None}
+    metrics.count(finished(api_record(**nothing)))  # everything but the kind missing
+    metrics.count(finished(api_record(**{**nothing, "total_ms": -1.0}), status=400))
+    metrics.count(finished(api_record(
+        kind=secret, provider="b", stream="yes",
+        attempts=[
             {"provider": "b", "outcome": secret, "failed": True, "class": secret},
-            {"provider": None, "failed": True},
-            "garbage",
+            {"provider": "", "failed": True},
             {"provider": "b", "failed": False, "class": "overloaded"},
         ],
-        "ttfb_ms": "fast", "total_ms": float("nan"),
-        "usage": {"input_tokens": True, "output_tokens": -3, "cache_read_input_tokens": 1000},
-    }))
+        ttfb_ms=-5.0, total_ms=float("nan"),
+        usage={"input_tokens": True, "output_tokens": -3, "cache_read_input_tokens": 1000},
+    )))
     text = scrape(metrics).response.text
     samples = parse(text)
     assert "LEAKED" not in text and "10.0.0.1" not in text
@@ -290,14 +342,14 @@ def test_missing_or_odd_fields_are_tolerated_and_never_become_labels(setup):
     assert value(samples, "balancer_attempt_failures_total", provider="b", **{"class": "other"}) == 1
     assert value(samples, "balancer_attempt_failures_total", provider="none", **{"class": "other"}) == 1
     assert value(samples, "balancer_attempt_failures_total", provider="b", **{"class": "overloaded"}) == 0
-    assert value(samples, "balancer_failovers_total") == 1  # three attempts that are dicts
+    assert value(samples, "balancer_failovers_total") == 1  # the one with three attempts
     assert not [key for key in samples if key[0].startswith(("balancer_tokens", "balancer_request_duration",
                                                              "balancer_time_to_first_byte"))]
 
 
 def test_each_instance_has_its_own_registry(setup):
     providers, metrics = setup
-    metrics.response(finished(api_record()))
+    metrics.count(finished(api_record()))
     again = Metrics(providers)  # as after a script reload: no "duplicated timeseries" error, a fresh count
     samples = parse(scrape(again).response.text)
     assert value(samples, "balancer_requests_total", kind="messages", provider="a", status="200") == 0

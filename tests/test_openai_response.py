@@ -12,12 +12,12 @@ from anthropic.types import Message
 from addon.openai_request import ToolNames
 from addon.openai_response import (
     INVALID_ARGUMENTS_KEY,
-    SIGNATURE_PREFIX,
     OpenAIResponseError,
     anthropic_usage,
     parse_arguments,
     to_anthropic_message,
 )
+from addon.translated_thinking import SIGNATURE_PREFIX
 
 MODEL = "claude-opus-4-1"
 

@@ -15,7 +15,8 @@ from anthropic.types import RawMessageStreamEvent
 from openai_golden import GOLDEN, Golden
 
 from addon.openai_request import ToolNames
-from addon.openai_response import INVALID_ARGUMENTS_KEY, SIGNATURE_PREFIX, thinking_signature, to_anthropic_message
+from addon.openai_response import INVALID_ARGUMENTS_KEY, to_anthropic_message
+from addon.translated_thinking import SIGNATURE_PREFIX, thinking_signature
 from addon.openai_stream import EOF_MESSAGE, StreamTranslator, _JsonProgress
 from addon.sse import SSESplitter
 

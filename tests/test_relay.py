@@ -155,14 +155,14 @@ def test_a_streams_opening_goes_out_first_and_the_rest_waits_until_it_was_passed
         relay = RelayServer()
         await relay.start()
         body = Body([opening, *rest])  # the provider sent it all at once
-        forwarded = asyncio.Event()
         item = parked(body)
-        item.forwarded = forwarded
-        token = relay.park(item)
+        handoff = await relay.hand_off(item.status, item.headers, item.body, item.close, is_sse=True, streamed=True)
+        token = handoff.token
         reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
         writer.write(f"POST {PATH_PREFIX}{token} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n".encode())
         first = await _read_some(reader, 0.2)
-        forwarded.set()  # mitmproxy passed the opening on
+        assert handoff.stream is not None
+        handoff.stream(opening)  # mitmproxy passed the opening on (the hand-off's stream callable)
         later = await _read_some(reader, 0.2)
         writer.close()
         await relay.stop()
@@ -181,8 +181,9 @@ def test_a_discarded_stream_does_not_keep_the_relay_waiting(run):
         await relay.start()
         body = Body([b"event: message_start\ndata: {}\n\n", b"event: message_stop\ndata: {}\n\n"])
         item = parked(body)
-        item.forwarded = asyncio.Event()  # never set: the flow ended before mitmproxy passed anything on
-        token = relay.park(item)
+        # Its stream callable is never called: the flow ended before mitmproxy passed anything on.
+        handoff = await relay.hand_off(item.status, item.headers, item.body, item.close, is_sse=True, streamed=True)
+        token = handoff.token
         async with httpx.AsyncClient() as client:
             task = asyncio.create_task(fetch(relay, token, client))
             await asyncio.sleep(0.05)

@@ -1,0 +1,199 @@
+"""One API request to the providers: its body read and checked, the providers planned and tried in turn through
+their adapters, and what came of it -- an answer the balancer gives by itself, or a provider's answer to relay."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from mitmproxy import http
+
+from . import exhaustion, flow_hygiene
+from .affinity import SessionAffinity, session_key
+from .anthropic_adapter import AnthropicAdapter
+from .config import ProviderConfig
+from .exchange import Answer, Exchange, ProviderAdapter, ProviderCall
+from .failover import Exhausted, Success, attempt_in_turn, record_failure
+from .flow_record import AttemptSummary, FlowRecord
+from .local_count import LOCAL_PROVIDER, counts_after_asking, counts_before_asking, local_count
+from .log_text import loggable
+from .model_map import ModelChoice
+from .openai_adapter import OpenAIAdapter
+from .providers import Providers
+from .responses import error_response
+from .routing import Router
+from .upstream import ClientPool
+from .validation import request_problem
+
+log = logging.getLogger("balancer")
+
+ADAPTERS: dict[str, ProviderAdapter] = {"anthropic": AnthropicAdapter(), "openai": OpenAIAdapter()}
+MESSAGE_TYPES = ("anthropic", "openai")
+
+# Kinds of API request: messages are balanced with failover and health accounting; the rest are forwarded
+# with failover but never count against a provider.
+MESSAGES, COUNT_TOKENS, OTHER_API = "messages", "count_tokens", "api"
+MESSAGE_ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+
+
+def route_of(method: str, path: str) -> tuple[str | None, str | None]:
+    """(kind, None) for a request the gateway serves, (None, error) for a wrong method, (None, None) otherwise."""
+    route = path.split("?", 1)[0]
+    if route in MESSAGE_ROUTES:
+        if method != "POST":
+            return None, f"{route} accepts POST only"
+        return (MESSAGES if route == "/v1/messages" else COUNT_TOKENS), None
+    if route.startswith("/v1/"):
+        if method == "HEAD":  # the relay hop and the providers' answers carry bodies: never forwarded
+            return None, "HEAD is answered only on the balancer's own endpoints"
+        return OTHER_API, None
+    return None, None
+
+
+def client_gone(flow: http.HTTPFlow) -> bool:
+    # While a hook runs, mitmproxy keeps the flow live; only the client connection's end time says it left.
+    return flow.client_conn.timestamp_end is not None
+
+
+def _parse_json_object(flow: http.HTTPFlow) -> tuple[dict[str, Any] | None, bytes, str | None]:
+    try:
+        body = flow.request.get_content(strict=True) or b""
+    except ValueError:
+        return None, b"", "the request body's content-encoding could not be decoded"
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None, body, "the request body is not valid JSON (or nested too deeply)"
+    if not isinstance(parsed, dict):
+        return None, body, "the request body must be a JSON object"
+    return parsed, body, None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The balancer answers by itself: a request it refuses, a local count, no provider that served it."""
+
+    response: http.Response
+    comment: str | None = None  # what the flow says about it
+
+
+@dataclass(frozen=True)
+class Served:
+    """A provider's answer, to relay."""
+
+    result: Success
+    choice: ModelChoice | None  # the model the serving provider was asked for
+
+
+class Dispatcher:
+    def __init__(self, providers: Providers, pool: ClientPool, router: Router, affinity: SessionAffinity):
+        self.providers = providers
+        self.pool = pool
+        self.router = router
+        self.affinity = affinity
+
+    async def dispatch(self, flow: http.HTTPFlow, record: FlowRecord) -> Reply | Served:
+        kind = record.kind
+        parsed: dict[str, Any] | None = None
+        body = flow.request.get_content(strict=False) or b""
+        requested: str | None = None
+        if kind != OTHER_API:
+            parsed, body, problem = _parse_json_object(flow)
+            if problem is None and parsed is not None:
+                problem = request_problem(kind, parsed)
+            if problem or parsed is None:
+                return Reply(error_response(400, "invalid_request_error", problem or "no request body"))
+            requested = parsed["model"]
+        stream = kind == MESSAGES and bool(parsed and parsed.get("stream") is True)
+        record.requested_model, record.stream = requested, stream
+
+        settings = self.providers.settings
+        board = self.providers.board
+        client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
+        affinity_key = session_key(parsed, client_headers) if settings.affinity_in_force == "session" else None
+        # Messages go to every provider type; other endpoints exist only at Anthropic-type providers.
+        plan = self.router.plan(
+            self.providers.config.providers, board, settings,
+            types=MESSAGE_TYPES if kind == MESSAGES else ("anthropic",),
+            preferred=self.affinity.provider_for(affinity_key),
+        )
+        penalize = kind == MESSAGES
+        if kind == COUNT_TOKENS:
+            if counts_before_asking(settings, plan):
+                return await self._count_locally(record, parsed)
+            # A count is quick or not worth waiting for; it never cools a provider down (penalize is off).
+            settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout})
+
+        exchange = Exchange(
+            kind=kind, method=flow.request.method, path=flow.request.path, client_headers=client_headers,
+            body=body, parsed=parsed, requested_model=requested, stream=stream,
+            idle_timeout=settings.stream_idle_timeout,
+            on_committed_failure=self._committed_failure_handler(flow, record, penalize),
+            redact=self.providers.redact,
+        )
+        calls: dict[str, ProviderCall] = {}  # per provider: the call its adapter prepared
+
+        def build(provider: ProviderConfig) -> httpx.Request:
+            call = calls[provider.name] = ADAPTERS[provider.type].prepare(provider, exchange)
+            return call.request
+
+        async def open_answer(provider: ProviderConfig, response: httpx.Response, deadline: float) -> Answer:
+            return await calls[provider.name].open_answer(response, deadline)
+
+        result = await attempt_in_turn(
+            plan, build, self.pool, board, settings, open_answer, penalize,
+            redact=self.providers.redact, client_gone=lambda: client_gone(flow),
+        )
+        record.attempts = [AttemptSummary.of(attempt) for attempt in result.attempts]
+        if kind == COUNT_TOKENS and counts_after_asking(settings, result):
+            if isinstance(result, Success):
+                await result.response.aclose()
+            return await self._count_locally(record, parsed)
+        if isinstance(result, Exhausted):
+            return self._exhausted(result)
+        choice = calls[result.provider.name].choice
+        if choice is not None and not choice.tier_known and choice.model != requested:
+            log.warning("model '%s' matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
+                        loggable(requested), result.provider.name, choice.model)
+        if penalize:
+            self.affinity.remember(affinity_key, result.provider.name)
+        return Served(result, choice)
+
+    def _committed_failure_handler(
+        self, flow: http.HTTPFlow, record: FlowRecord, penalize: bool
+    ) -> Callable[[ProviderConfig, str, str], None]:
+        """What happens when the serving provider fails after its stream reached the client: the flow and its
+        record say so, and (for messages) it counts against the provider."""
+
+        def on_committed_failure(provider: ProviderConfig, reason: str, failure_kind: str) -> None:
+            if flow.error is not None or client_gone(flow):
+                return  # the stream broke because the client left and the balancer closed it: nobody's failure
+            reason = self.providers.redact(reason)
+            log.warning("%s failed after its stream was committed: %s", provider.name, loggable(reason))
+            record.fail_after_commit(provider.name, reason, failure_kind)
+            flow.comment = f"{flow.comment}, then failed: {reason}" if flow.comment else f"failed: {reason}"
+            if penalize:
+                record_failure(self.providers.board, self.providers.settings, provider.name, reason, failure_kind)
+
+        return on_committed_failure
+
+    async def _count_locally(self, record: FlowRecord, parsed: dict[str, Any] | None) -> Reply:
+        response = await local_count(parsed)
+        record.provider = LOCAL_PROVIDER
+        return Reply(response)
+
+    def _exhausted(self, result: Exhausted) -> Reply:
+        if result.client_gone:
+            # Nobody will read it; it only keeps the flow from going on to mitmproxy's reverse target.
+            return Reply(error_response(503, "api_error", "the client left before an answer"),
+                         "the client left while providers were tried")
+        answer = exhaustion.answer_for(result, self.providers.board)
+        return Reply(
+            error_response(answer.status, answer.error_type, result.summary(),
+                           **{"retry-after": str(answer.retry_after)}),
+            result.summary(),
+        )

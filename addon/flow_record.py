@@ -1,0 +1,159 @@
+"""What the balancer did with one API flow: the record it keeps while the flow runs, and the summary it hands on
+once the flow is over (to the log, to `flow.metadata["balancer"]` for mitmweb and saved flows, and to the metrics).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .failover import CLIENT_GONE, AttemptRecord
+from .relay import HandOff
+from .usage_watch import UsageWatch
+
+# The status of a request whose provider failed after its stream had reached the client.
+FAILED_MID_STREAM = "failed mid-stream"
+
+
+@dataclass(frozen=True)
+class AttemptSummary:
+    """One provider attempt, as the log, the flow and the metrics show it."""
+
+    provider: str
+    outcome: str  # "200", "HTTP 529 overloaded_error: Overloaded", "connection refused", ...
+    ms: float
+    failed: bool
+    failure_class: str | None  # health.py's failure classes; None when it did not fail
+    after_commit: bool = False  # it failed after its stream had reached the client
+
+    @classmethod
+    def of(cls, attempt: AttemptRecord) -> AttemptSummary:
+        return cls(attempt.provider, attempt.outcome, round(attempt.ms, 1), attempt.failed, attempt.kind)
+
+    def as_metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "provider": self.provider, "outcome": self.outcome, "ms": self.ms, "failed": self.failed,
+            "class": self.failure_class,
+        }
+        if self.after_commit:
+            out["after_commit"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """One finished API request."""
+
+    request_id: str
+    kind: str  # "messages", "count_tokens" or "api"
+    path: str
+    requested_model: str | None
+    provider: str | None  # who served it: a provider's name, "local" (a local count), None (nobody)
+    model: str | None  # the model that provider was asked for
+    stream: bool
+    http_status: int | None  # the status the client got; None when the flow ended in an error
+    ended: str | None  # None when the answer ran to its end; CLIENT_GONE or "error" otherwise
+    failed_mid_stream: bool
+    attempts: tuple[AttemptSummary, ...]
+    ttfb_ms: float | None
+    total_ms: float
+    usage: Mapping[str, int] | None  # token counts as the answer reported them
+    stop_reason: str | None
+
+    @property
+    def status(self) -> int | str | None:
+        """The status the log and the flow show."""
+        if self.failed_mid_stream:  # the client got its status line, then an error event (and may have left)
+            return FAILED_MID_STREAM
+        return self.ended or self.http_status
+
+    @property
+    def client_left(self) -> bool:
+        return self.status == CLIENT_GONE
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "kind": self.kind,
+            "path": self.path,
+            "requested_model": self.requested_model,
+            "provider": self.provider,
+            "model": self.model,
+            "stream": self.stream,
+            "status": self.status,
+            "attempts": [attempt.as_metadata() for attempt in self.attempts],
+            "ttfb_ms": self.ttfb_ms,
+            "total_ms": self.total_ms,
+            "usage": dict(self.usage) if self.usage else None,
+            "stop_reason": self.stop_reason,
+        }
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """A request as a provider received it, fit to show on the flow (credential values redacted)."""
+
+    url: str
+    headers: list[tuple[str, bytes]]
+    body: bytes
+
+
+@dataclass
+class FlowRecord:
+    """Everything the balancer knows about one API flow while it runs (the gateway keeps it by flow id from the
+    `request` hook until `response` or `error`)."""
+
+    request_id: str
+    kind: str
+    path: str
+    requested_model: str | None = None
+    stream: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    provider: str | None = None
+    model: str | None = None
+    attempts: list[AttemptSummary] = field(default_factory=list)
+    handoff: HandOff | None = None  # where the relay holds the provider's answer
+    sent: SentRequest | None = None  # the request as the provider received it (credentials redacted)
+    watch: UsageWatch | None = None
+    answered_at: float | None = None  # when the balancer answered by itself
+    failed_mid_stream: bool = False  # the serving provider failed after its stream was committed
+
+    def fail_after_commit(self, provider: str, reason: str, kind: str) -> None:
+        """The serving provider's attempt failed after all, once its stream had reached the client."""
+        self.failed_mid_stream = True
+        for position in range(len(self.attempts) - 1, -1, -1):
+            attempt = self.attempts[position]
+            if attempt.provider == provider and not attempt.failed:
+                self.attempts[position] = replace(
+                    attempt, outcome=f"{attempt.outcome}, then {kind}: {reason}", failed=True, failure_class=kind,
+                    after_commit=True,
+                )
+                return
+
+    def finished(self, http_status: int | None, ended: str | None = None) -> RequestSummary:
+        """The summary of the flow, now over: `http_status` of its answer, or `ended` (CLIENT_GONE, "error")."""
+        now = time.perf_counter()
+        watch = self.watch
+        if watch is not None and ended is not None:  # the body did not run to its end
+            watch.finish()
+        first_byte = watch.first_byte_at if watch else self.answered_at
+        return RequestSummary(
+            request_id=self.request_id,
+            kind=self.kind,
+            path=self.path,
+            requested_model=self.requested_model,
+            provider=self.provider,
+            model=self.model,
+            stream=self.stream,
+            http_status=http_status,
+            ended=ended,
+            failed_mid_stream=self.failed_mid_stream,
+            attempts=tuple(self.attempts),
+            ttfb_ms=round((first_byte - self.started) * 1000, 1) if first_byte else None,
+            total_ms=round((now - self.started) * 1000, 1),
+            usage=dict(watch.usage) if watch and watch.usage else None,
+            stop_reason=watch.stop_reason if watch else None,
+        )
+
