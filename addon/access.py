@@ -71,9 +71,12 @@ class AccessControl:
             keys, what = settings.client_keys, "a client key"
         else:
             return
-        if keys and not key_matches(presented_key(client_headers(flow)), keys):
+        presented = presented_key(client_headers(flow))
+        if keys and not key_matches(presented, keys):
             log.info("refused %s %s from %s: no valid %s", loggable(flow.request.method), loggable(path),
                      flow.client_conn.peername[0] if flow.client_conn.peername else "?", what.removeprefix("a "))
+            problem = "the key sent is not one of its keys" if presented else "no key was sent"
             flow.response = error_response(
-                401, "authentication_error", f"this balancer needs {what} (x-api-key or Authorization: Bearer)"
+                401, "authentication_error",
+                f"this balancer needs {what} (x-api-key or Authorization: Bearer): {problem}",
             )

@@ -18,7 +18,13 @@ def json_response(status: int, payload: Any, **headers: str) -> http.Response:
     return http.Response.make(status, body, {"content-type": "application/json", PROVIDER_HEADER: "none", **headers})
 
 
+# Client errors a retry cannot fix: Anthropic's SDKs (Claude Code's included) honour `x-should-retry: false`
+# instead of retrying them for minutes.
+_FINAL_CLIENT_ERRORS = frozenset(range(400, 500)) - {408, 409, 429}
+
+
 def error_response(status: int, error_type: str, message: str, **headers: str) -> http.Response:
-    return http.Response.make(
-        status, error_body(error_type, message), {"content-type": "application/json", PROVIDER_HEADER: "none", **headers}
-    )
+    base = {"content-type": "application/json", PROVIDER_HEADER: "none"}
+    if status in _FINAL_CLIENT_ERRORS:
+        base["x-should-retry"] = "false"
+    return http.Response.make(status, error_body(error_type, message), {**base, **headers})

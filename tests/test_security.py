@@ -147,3 +147,18 @@ def test_a_providers_file_others_can_read_is_warned_about(tmp_path, caplog):
     path.chmod(0o600)
     assert file_safety_warnings(str(path)) == []
     assert file_safety_warnings(str(tmp_path / "missing.yaml")) == []
+
+
+def test_a_refused_key_is_final_for_the_sdk_and_says_what_was_wrong(guarded):
+    """Claude Code retried the balancer's 401 for three minutes; it honours `x-should-retry: false`."""
+    process, fake = guarded
+    wrong = post(process.url, {"x-api-key": "wrong-key-0000"}, json=BODY)
+    missing = post(process.url, {}, json=BODY)
+    for response in (wrong, missing):
+        assert response.status_code == 401
+        assert response.headers["x-should-retry"] == "false"
+    assert "not one of its keys" in wrong.json()["error"]["message"]
+    assert "no key was sent" in missing.json()["error"]["message"]
+    assert fake.requests == []
+    # A 429 or 529 stays retryable: no such header there.
+    assert "x-should-retry" not in post(process.url, {"x-api-key": CLIENT_KEY}, json=BODY).headers
