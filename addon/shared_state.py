@@ -319,9 +319,9 @@ class SharedState:
                 continue
             try:
                 await self._flush(link)
-            except Exception as exc:  # LinkDown (the supervisor reconnects), or a surprise: never the end of sharing
-                if not link.connected or self._link is not link:
-                    continue
+            except LinkDown:  # the supervisor reconnects, and re-synchronising writes what was not written
+                continue
+            except Exception as exc:  # a surprise must not end sharing
                 log.exception("shared state: writing failed")
                 link.fail(exc)
 

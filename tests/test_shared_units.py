@@ -8,11 +8,19 @@ import json
 import math
 
 import pytest
+from clock import ManualClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from addon.affinity import SessionAffinity
-from addon.config import BalancerConfig, ConfigError, LoadedConfig, ProviderConfig, Settings, parse_config
+from addon.config import (
+    BalancerConfig,
+    ConfigError,
+    LoadedConfig,
+    ProviderConfig,
+    Settings,
+    parse_config,
+)
 from addon.health import AUTH, LATENCY_WEIGHT, OVERLOADED, HealthBoard, folded_latency
 from addon.probe_gate import ASKING_TIMEOUT, ProbeGate
 from addon.providers import Providers, url_secrets
@@ -41,7 +49,6 @@ from addon.shared_records import (
     session_digest,
 )
 from addon.shared_state import SharedState, shown_url
-from clock import ManualClock
 
 WALL = 1_700_000_000.0
 
@@ -153,8 +160,8 @@ def test_records_and_pins_survive_the_trip() -> None:
     b'{"v": 1, "from": "a", "kind": "latency", "provider": "p", "fp": "f", "ms": true, "n": 1}',
     b'{"v": 1, "from": "a", "kind": "latency", "provider": "p", "fp": "f", "ms": 1, "n": 1.5}',
     b'{"v": 1, "from": "a", "kind": "health", "provider": "p", "fp": "f", "record": {"gen": [0, ""]}}',
-    b'{"v": 1, "from": "a", "kind": "health", "provider": "p", "fp": "f", "record": {"gen": [0, ""], "until": 0,'
-    b' "consecutive": -3, "cooldowns": 0}}',
+    (b'{"v": 1, "from": "a", "kind": "health", "provider": "p", "fp": "f", "record": {"gen": [0, ""], "until": 0,'
+     b' "consecutive": -3, "cooldowns": 0}}'),
     b"[" * 100_000,
 ])
 def test_anything_else_is_ignored(data: bytes) -> None:
@@ -549,7 +556,7 @@ def test_an_instance_ignores_its_own_messages() -> None:
 
 def test_a_reload_that_changes_a_provider_starts_it_afresh() -> None:
     main = provider("main")
-    providers, shared, _ = shared_providers(main, provider("backup", base_url="https://b.example.com"))
+    providers, _, _ = shared_providers(main, provider("backup", base_url="https://b.example.com"))
     providers.board.record_failure("main", "refused", cooldown=60)
     providers.board.record_failure("backup", "refused", cooldown=60)
     config = BalancerConfig(providers=[provider("main", auth_value="sk-rotated"),
