@@ -87,7 +87,9 @@ class KeyValueServer:
                 "--dir", str(self.dir), "--daemonize", "no", "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
+        # A session of its own: a Ctrl-C meant for the script that started it does not stop it before the others.
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir,
+                                     start_new_session=True)
         deadline = time.monotonic() + timeout
         while not answers(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
