@@ -189,7 +189,8 @@ class SharedState:
         previous = self._tasks
         self._tasks = []
         for task in previous:
-            task.cancel()
+            task.cancel()  # the old link closes its connection as its task ends
+        self._connection_changed(False)  # decide alone until the new link is up
         board = self.providers.board
         if self._wanted is None:
             board.listener = board.probe_gate = None
