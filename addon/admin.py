@@ -42,7 +42,7 @@ def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, A
         "healthy": provider.enabled and remaining <= 0,
         "cooldown_remaining": round(remaining, 1),
         "cooldown_reason": health.cooldown_reason if remaining > 0 else None,
-        "probing": health.probing,
+        "probing": board.is_probing(provider.name),
         "priority": provider.priority,
         "weight": provider.weight,
         "requests": health.requests,
@@ -84,12 +84,15 @@ class AdminApi:
         board = self.providers.board
         statuses = [provider_status(p, board) for p in self.providers.config.providers]
         usable = [s["name"] for s in statuses if s["healthy"]]
-        payload = {
+        payload: dict[str, Any] = {
             "status": "ok" if usable else "unavailable",
             "providers": len(statuses),
             "usable": usable,
             "config": self.providers.loaded.source,
         }
+        shared = self.providers.shared_status()
+        if shared is not None:
+            payload["shared_state"] = shared
         return json_response(200 if usable else 503, payload)
 
     def list(self) -> http.Response:
@@ -102,9 +105,14 @@ class AdminApi:
                 "strategy": settings.strategy,
                 "affinity": settings.affinity_in_force,
                 **self.runtime_status(),
+                **self._shared_state(),
                 "providers": [provider_status(p, board) for p in self.providers.config.providers],
             },
         )
+
+    def _shared_state(self) -> dict[str, Any]:
+        shared = self.providers.shared_status()
+        return {} if shared is None else {"shared_state": shared}
 
     def reload(self) -> http.Response:
         try:

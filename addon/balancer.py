@@ -28,6 +28,7 @@ from addon.open_files import OpenFileLimit  # noqa: E402
 from addon.providers import Providers  # noqa: E402
 from addon.relay_headroom import RelayHeadroom  # noqa: E402
 from addon.request_target import RequestTarget  # noqa: E402
+from addon.shared_state import SharedState  # noqa: E402
 
 providers = Providers()
 gateway = Gateway(providers)
@@ -37,6 +38,9 @@ addons = [
     OpenFileLimit(),  # first: the limit is raised before anything opens connections
     ListenBacklog(),
     providers,
+    # Several instances, one view of the providers (only with settings.shared_state): keeps the health board,
+    # the session map and the round-robin turn in step with the other instances', never on a request's path.
+    SharedState(providers, gateway.affinity, gateway.router),
     FlowHygiene(providers),  # first to see a flow: no credential in what mitmweb shows or -w saves
     RequestTarget(),  # before any other request hook: every later part routes on the canonical path
     BodyLimits(providers, gateway.relay),  # the body decoded, within max_body_size, before anything reads it

@@ -92,6 +92,8 @@ class ProviderConfig(_Lenient):
         return self
 
 
+SHARED_STATE_SCHEMES = ("redis", "rediss", "valkey", "valkeys")
+
 # Claude model names offered by GET /v1/models by default (settings.models replaces the list).
 DEFAULT_MODELS = (
     "claude-opus-5-5",
@@ -139,6 +141,13 @@ class Settings(_Lenient):
     log_file: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # Several instances, one view of the providers: a Redis or Valkey server (redis://[:PASSWORD@]HOST:PORT/DB,
+    # rediss:// for TLS). Unset: every instance keeps its state to itself (nothing to install).
+    shared_state: str | None = None
+    # Prefix of every key and channel, so that several teams (or test runs) can use one server.
+    shared_state_namespace: str = Field(default="balancer", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Seconds any one call to the server may take; slower counts as the server being gone.
+    shared_state_timeout: float = Field(default=0.5, gt=0, le=10)
     # Seed keys with no effect here, accepted so that seed files load unchanged.
     app_name: str | None = None
     app_version: str | None = None
@@ -148,6 +157,30 @@ class Settings(_Lenient):
         if self.affinity is not None:
             return self.affinity
         return "none" if self.strategy == "priority" else "session"
+
+    @field_validator("shared_state")
+    @classmethod
+    def _shared_state_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        # Messages never repeat the URL (it may hold a password); each says "got" so that none is appended.
+        parts = urlsplit(value)
+        if parts.scheme not in SHARED_STATE_SCHEMES:
+            raise ValueError(
+                f"must be a redis://, rediss://, valkey:// or valkeys:// URL, got {parts.scheme or 'no'} scheme"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("must have a port in 1-65535, got another")
+        if not parts.hostname:
+            raise ValueError("must name a host (redis://127.0.0.1:6379/0), got none")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError(f"must end in a database number (/0), got {database[:20]!r}")
+        return value
 
     @field_validator("client_keys", "admin_keys")
     @classmethod

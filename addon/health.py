@@ -1,4 +1,9 @@
-"""Per-provider health: failures by class, cooldowns that grow, probes, latency; kept across reloads by name."""
+"""Per-provider health: failures by class, cooldowns that grow, probes, latency; kept across reloads by name.
+
+Every request reads this board, and only this board. With `settings.shared_state` a `HealthListener` hears of
+each change this instance makes (and shares it), changes other instances made are merged in from outside
+(`shared_records.merge_health`), and a `probe_gate` says whether this instance may be the one that probes.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # Failure classes (how a provider failed), as counted in `failures_by_class` and shown by GET /providers.
 TRANSPORT = "transport"  # refused, reset, TLS, DNS
@@ -39,6 +45,9 @@ class ProviderHealth:
     probing: bool = False  # a request is testing whether the provider is back
     failure_epoch: int = 0  # counts recorded streak failures: attempts compare it to know they are stale
     latency_ms: float | None = None  # moving average of time to first byte (to first content for streams)
+    # When and where the health was last reset (a success after failures, a forgiven credential): (wall clock,
+    # instance). Instances that share state ignore news from before it; (0.0, "") is "never".
+    generation: tuple[float, str] = (0.0, "")
 
     @property
     def failure_rate(self) -> float:
@@ -58,11 +67,46 @@ def cooldown_seconds(
     return max(min(grown, max(ceiling, base)), retry_after or 0.0)
 
 
+def folded_latency(previous: float | None, sample: float, samples: int = 1) -> float:
+    """The moving average after `samples` samples of value `sample` (a batch from another instance counts as
+    that many samples)."""
+    if previous is None:
+        return sample
+    weight = LATENCY_WEIGHT if samples <= 1 else 1 - (1 - LATENCY_WEIGHT) ** samples
+    return previous + weight * (sample - previous)
+
+
+class HealthListener(Protocol):
+    """Hears of the changes this instance makes (never of those merged in from other instances)."""
+
+    def health_changed(self, name: str) -> None:
+        """Cooldown, failure streak, last error or generation changed."""
+
+    def probe_started(self, name: str) -> None:
+        """A request began testing a provider whose cooldown had ended."""
+
+    def probe_ended(self, name: str) -> None:
+        """A probe ended without telling anything (a client error, the client left)."""
+
+    def latency_sampled(self, name: str, latency_ms: float) -> None:
+        """A success measured this latency."""
+
+
 class HealthBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self._clock = clock
         self._wall = wall
         self._health: dict[str, ProviderHealth] = {}
+        self.listener: HealthListener | None = None
+        # Whether this instance may probe a provider whose cooldown ended (None: always; shared state sets it).
+        self.probe_gate: Callable[[str], bool] | None = None
+        # Whether another instance is probing a provider right now (set by shared state).
+        self.probing_elsewhere: Callable[[str], bool] | None = None
+        self.origin = ""  # this instance, in generations it starts
+
+    def now(self) -> tuple[float, float]:
+        """(monotonic, wall) clocks, read together."""
+        return self._clock(), self._wall()
 
     def get(self, name: str) -> ProviderHealth:
         health = self._health.get(name)
@@ -77,16 +121,31 @@ class HealthBoard:
         return self.cooldown_remaining(name) > 0
 
     def is_available(self, name: str) -> bool:
-        """Not cooling down, and not being probed by another request right now."""
-        return not self.is_cooling_down(name) and not self.get(name).probing
+        """Not cooling down, and not being probed by another request (or, sharing state, instance) right now."""
+        if self.is_cooling_down(name):
+            return False
+        health = self.get(name)
+        if health.probing:
+            return False
+        return health.cooldowns == 0 or self.probe_gate is None or self.probe_gate(name)
+
+    def is_probing(self, name: str) -> bool:
+        """A probe is under way here, or at another instance."""
+        health = self.get(name)
+        if health.probing:
+            return True
+        elsewhere = self.probing_elsewhere
+        return elsewhere is not None and health.cooldowns > 0 and not self.is_cooling_down(name) and elsewhere(name)
 
     def record_attempt(self, name: str) -> bool:
         """Count an attempt. True when it is a probe: the first one after a cooldown, which other requests
         wait for rather than piling onto a provider that may still be down."""
         health = self.get(name)
         health.requests += 1
-        if health.cooldowns > 0:
+        if health.cooldowns > 0 and not health.probing:
             health.probing = True
+            if self.listener is not None:
+                self.listener.probe_started(name)
         return health.probing
 
     def record_failure(
@@ -112,6 +171,8 @@ class HealthBoard:
         health.consecutive_failures += 1
         health.failure_epoch += 1
         health.probing = False
+        if self.listener is not None:
+            self.listener.health_changed(name)
         return True
 
     def cool_down(self, name: str, seconds: float, reason: str, kind: str) -> None:
@@ -124,30 +185,50 @@ class HealthBoard:
             health.cooldown_until = until
             health.cooldown_reason = reason
             health.cooldown_class = kind
+        if self.listener is not None:
+            self.listener.health_changed(name)
 
     def record_success(self, name: str, latency_ms: float | None = None) -> None:
         health = self.get(name)
         health.outcomes.append(False)
+        recovered = bool(health.consecutive_failures or health.cooldowns or health.cooldown_until)
         health.consecutive_failures = health.cooldowns = 0
         health.cooldown_until = 0.0
         health.cooldown_reason = health.cooldown_class = None
         health.probing = False
         if latency_ms is not None:
-            previous = health.latency_ms
-            health.latency_ms = latency_ms if previous is None else (
-                previous + LATENCY_WEIGHT * (latency_ms - previous))
+            health.latency_ms = folded_latency(health.latency_ms, latency_ms)
+        if recovered:
+            health.generation = (self._wall(), self.origin)
+        if self.listener is not None:
+            if recovered:
+                self.listener.health_changed(name)
+            if latency_ms is not None:
+                self.listener.latency_sampled(name, latency_ms)
 
     def record_neutral(self, name: str) -> None:
         """The provider answered, but the answer says nothing about its health (a client error)."""
-        self.get(name).probing = False
+        health = self.get(name)
+        if health.probing:
+            health.probing = False
+            if self.listener is not None:
+                self.listener.probe_ended(name)
 
     def forgive_auth_failures(self) -> None:
         """After a reload: credentials may have been fixed, so auth cooldowns end."""
-        for health in self._health.values():
+        for name, health in self._health.items():
             if health.cooldown_class == AUTH:
                 health.cooldown_until = 0.0
                 health.cooldown_reason = health.cooldown_class = None
                 health.consecutive_failures = health.cooldowns = 0
+                health.generation = (self._wall(), self.origin)
+                if self.listener is not None:
+                    self.listener.health_changed(name)
+
+    def forget(self, name: str) -> None:
+        """Start the provider afresh (sharing state: its identity changed, so what was learned is about
+        another provider)."""
+        self._health.pop(name, None)
 
     def retain(self, names: Iterable[str]) -> None:
         """After a reload: forget providers that no longer exist, keep the state of the others."""

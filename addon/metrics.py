@@ -94,6 +94,14 @@ class ProviderHealthCollector(Collector):
             cooldown.add_metric([provider.name], remaining)
             consecutive.add_metric([provider.name], float(board.get(provider.name).consecutive_failures))
         yield from (healthy, enabled, cooldown, consecutive)
+        shared = self.providers.shared_status()
+        if shared is not None:
+            yield GaugeMetricFamily(
+                "balancer_shared_state_connected",
+                "1 while the shared state server (settings.shared_state) is reachable, else 0 (this instance then "
+                "serves on its own state).",
+                value=1.0 if shared["connected"] else 0.0,
+            )
 
 
 class Metrics:

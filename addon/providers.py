@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from mitmproxy import ctx, exceptions
 
@@ -47,6 +49,8 @@ class Providers:
         self.redact = Redactor()
         # Called after every configuration that takes effect (start-up and each reload).
         self.on_apply: list[Callable[[], None]] = []
+        # The shared state's status for GET / and /providers (None: no shared_state; set by SharedState).
+        self.shared_status: Callable[[], dict[str, Any] | None] = lambda: None
 
     @property
     def config(self) -> BalancerConfig:
@@ -127,6 +131,7 @@ class Providers:
         settings = loaded.config.settings
         self.redact = Redactor(
             [p.auth_value for p in loaded.config.providers] + settings.client_keys + settings.admin_keys
+            + url_secrets(settings.shared_state)
         )
         self.startup_error = None
         self._loaded_once = True
@@ -146,6 +151,12 @@ class Providers:
         log.info("%s", describe(loaded))
         for listener in self.on_apply:
             listener()
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The password in a URL (as written and decoded), to be kept out of every log line."""
+    password = urlsplit(url).password if url else None
+    return [password, unquote(password)] if password else []
 
 
 def file_safety_warnings(path: str) -> list[str]:

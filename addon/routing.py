@@ -102,7 +102,8 @@ class Router:
     """Holds what routing remembers between requests: the round-robin turn and a random generator."""
 
     def __init__(self, seed: int | None = None):
-        self._turns = itertools.count()
+        # The next round-robin turn. Sharing state moves it to the turn count of all instances now and then.
+        self.turn = 0
         self.rng = random.Random(seed)
 
     def plan(
@@ -113,4 +114,6 @@ class Router:
         types: tuple[str, ...] | None = None,
         preferred: str | None = None,
     ) -> Plan:
-        return plan_attempts(providers, board, types, settings, preferred, self.rng, next(self._turns))
+        turn = self.turn
+        self.turn += 1
+        return plan_attempts(providers, board, types, settings, preferred, self.rng, turn)

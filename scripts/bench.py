@@ -36,7 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="write the results (with the raw latency samples) as JSON")
     parser.add_argument("--plot", metavar="PNG", help="draw the latency distributions to this PNG file "
                         "(matplotlib is installed into .bench/ on first use)")
+    parser.add_argument("--shared", action="store_true", help="measure settings.shared_state instead: time to "
+                        "first event with sharing off and on, and how soon a cooldown reaches another instance")
     args = parser.parse_args(argv)
+    if args.shared:
+        from benchkit import shared
+
+        figures = shared.SharedBench(300 if args.quick else 3000, 30 if args.quick else 200).run()
+        print(shared.render(figures))
+        if args.json:
+            Path(args.json).write_text(json.dumps(_jsonable(figures), indent=1))
+        return 0
     plan = Plan.quick(args.peer) if args.quick else Plan.full(args.peer)
     results = Bench(plan).run()
     print(render(results))
