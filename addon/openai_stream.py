@@ -78,6 +78,11 @@ class _PayloadReader:
         self._data: list[str] = []  # data lines of the current event
 
     def feed(self, chunk: bytes) -> list[Any]:
+        if not self._partial and not self._data and chunk.startswith(b"data: ") and _one_event(chunk):
+            # `data: PAYLOAD`, blank line, LF ends: how most servers send each chunk; the lines need no search.
+            self._after_cr = False
+            payload = _parse(chunk[6:-2].decode("utf-8", errors="replace"))
+            return [] if payload is None else [payload]
         out: list[Any] = []
         if self._after_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]  # the LF of a CRLF whose CR ended the previous chunk
@@ -132,6 +137,11 @@ class _PayloadReader:
             self._data.clear()
             if payload is not None:
                 out.append(payload)
+
+
+def _one_event(chunk: bytes) -> bool:
+    """`chunk` is one line and the blank line after it, LF line ends."""
+    return chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") and b"\r" not in chunk
 
 
 def _parse(text: str) -> Any:

@@ -306,6 +306,58 @@ def test_chunks_that_are_whole_events_split_as_the_same_bytes_in_one_piece(event
     assert split.pending() == one.pending()
 
 
+openai_payloads = st.sampled_from([
+    {"id": "c1", "choices": [{"index": 0, "delta": {"content": "hé"}}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"content": " "}}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+    {"error": {"message": "Overloaded", "type": "overloaded_error"}},
+])
+
+
+@st.composite
+def openai_pieces(draw: st.DrawFn) -> list[bytes]:
+    """A provider's stream as the chunks it arrives in: mostly one `data:` event each, in every framing."""
+    pieces = []
+    for _ in range(draw(st.integers(0, 8))):
+        data = json.dumps(draw(openai_payloads), ensure_ascii=False).encode()
+        framing = draw(st.sampled_from(["event"] * 6 + ["nospace", "crlf", "cr", "noblank", "split", "comment",
+                                                         "unended", "done"]))
+        if framing == "event":
+            pieces.append(b"data: " + data + b"\n\n")
+        elif framing == "nospace":
+            pieces.append(b"data:" + data + b"\n\n")
+        elif framing == "crlf":
+            pieces.append(b"data: " + data + b"\r\n\r\n")
+        elif framing == "cr":  # a CR ends a line too
+            pieces.append(b"data: " + data + b"\rdata: " + data + b"\n\n")
+        elif framing == "noblank":
+            pieces.append(b"data: " + data + b"\n")
+        elif framing == "split":  # one payload over two data lines, each in its own chunk
+            pieces += [b"data: " + data[:5] + b"\n", b"data: " + data[5:] + b"\n\n"]
+        elif framing == "comment":
+            pieces.append(b": keep-alive\n\n")
+        elif framing == "unended":  # a line the next chunk goes on with
+            pieces.append(b": x")
+        else:
+            pieces.append(b"data: [DONE]\n\n")
+    return pieces
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=openai_pieces())
+def test_a_translation_is_the_same_for_chunks_that_are_whole_events_as_for_any_other_chunking(pieces) -> None:
+    def translated(chunks: list[bytes]) -> bytes:
+        translator = StreamTranslator(REQUESTED, ToolNames(), message_id="msg_1")
+        return b"".join(translator.feed(chunk) for chunk in chunks) + translator.finish()
+
+    whole = b"".join(pieces)
+    expected = translated([whole[i : i + 5] for i in range(0, len(whole), 5)])
+    assert translated(pieces) == expected
+    assert translated([whole]) == expected
+
+
 # -- through mitmdump: what the log learns from the one pass ---------------------------------------------------
 
 def wait_for(condition, what: str, timeout: float = 15.0) -> None:
