@@ -12,11 +12,13 @@ from .config import ProviderConfig
 from .errors import bounded_error_body
 from .exchange import Answer, Exchange
 from .message_shape import message_problem
-from .model_echo import echo_model_in_body, echo_model_in_stream
+from .model_echo import ModelEcho, echo_model_in_body, echo_model_in_stream
 from .model_map import ModelChoice, choose_model
+from .stream_events import Observers
 from .stream_guard import StreamFailure, guarded, hold_until_content
 from .translated_thinking import may_hold_translated_thinking, without_translated_thinking
 from .upstream import answer_headers, parsed_url, to_wire, upstream_headers, upstream_url, with_model
+from .usage_watch import UsageWatch
 
 
 def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, ModelChoice | None]:
@@ -48,6 +50,7 @@ class AnthropicCall:
         content_type = response.headers.get("content-type", "")
         is_sse = content_type.startswith("text/event-stream")
         chunks = response.aiter_bytes()
+        echoed = self._echoed_model()
         # A 2xx answer to /v1/messages must be a message unless it is the stream the client asked for.
         must_be_message = exchange.kind == "messages" and 200 <= response.status_code < 300 and not (
             exchange.stream and is_sse
@@ -65,22 +68,33 @@ class AnthropicCall:
                     raise StreamFailure(*problem)
             chunks = one_chunk(bounded_error_body(exchange.redact_body(body)) if response.status_code >= 400 else body)
         elif exchange.stream and is_sse and response.status_code < 300:
-            opening = await hold_until_content(chunks, deadline)
-            chunks = guarded(
+            # The stream the client asked for: its events are read once, by the guard, and shown to the watch
+            # and the model echo.
+            watch = UsageWatch(is_sse, shown_events=True)
+            observers = Observers(ModelEcho(echoed), watch) if echoed else Observers(watch)
+            opening = await hold_until_content(chunks, deadline, observers=observers)
+            guarded_chunks = guarded(
                 opening,
                 chunks,
                 lambda reason, kind: exchange.on_committed_failure(self.provider, reason, kind),
                 exchange.idle_timeout,
                 exchange.redact,
             )
-        requested = exchange.requested_model
-        choice = self.choice
-        if choice is not None and requested and choice.model != requested:
+            return Answer(response.status_code, answer_headers(response, exchange.redact), guarded_chunks, is_sse,
+                          watch)
+        if echoed:
             if is_sse:
-                chunks = echo_model_in_stream(chunks, requested)
+                chunks = echo_model_in_stream(chunks, echoed)
             elif content_type.startswith("application/json"):
-                chunks = echo_model_in_body(chunks, requested)
+                chunks = echo_model_in_body(chunks, echoed)
         return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse)
+
+    def _echoed_model(self) -> str | None:
+        """The model the client asked for, when the provider is asked for another (answers carry the former)."""
+        requested = self.exchange.requested_model
+        if self.choice is not None and requested and self.choice.model != requested:
+            return requested
+        return None
 
 
 class AnthropicAdapter:

@@ -16,6 +16,7 @@ import httpx
 
 from .config import ProviderConfig
 from .model_map import ModelChoice
+from .usage_watch import UsageWatch
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Answer:
     headers: list[tuple[str, str]]
     body: AsyncIterator[bytes]
     is_sse: bool
+    # Shown the stream's events by the adapter's event pipeline; None: the hand-off reads the body's bytes.
+    watch: UsageWatch | None = None
 
 
 class ProviderCall(Protocol):

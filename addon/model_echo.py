@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from .sse import SSESplitter, format_event
+from .anthropic_events import Event
+from .sse import SSESplitter
 
 # Stop looking for `message_start` after this many bytes (it is always the first event).
 _SEARCH_LIMIT = 64 * 1024
@@ -23,11 +24,31 @@ def echo_model_in_json(body: bytes, model: str) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class StreamModelEcho:
-    """Rewrites `message.model` in the `message_start` event; every byte after it passes through untouched."""
+class ModelEcho:
+    """Rewrites `message.model` in a stream's `message_start` event (an observer of its events, stream_events.py);
+    a `message_start` that is not in the usual form passes as it is."""
+
+    names = frozenset({"message_start"})
 
     def __init__(self, model: str):
         self._model = model
+
+    def see(self, event: Event) -> Event:
+        data = event.data
+        if data is None:
+            return event
+        message = data.get("message")
+        if not isinstance(message, dict) or message.get("model") == self._model:
+            return event
+        return Event.made("message_start", {**data, "message": {**message, "model": self._model}})
+
+
+class StreamModelEcho:
+    """For a stream no guard reads event by event (an error status): rewrites `message.model` in the
+    `message_start` event; every byte after it passes through untouched."""
+
+    def __init__(self, model: str):
+        self._echo = ModelEcho(model)
         self._splitter: SSESplitter | None = SSESplitter()
         self._held = 0
 
@@ -36,15 +57,16 @@ class StreamModelEcho:
         if splitter is None:
             return chunk
         self._held += len(chunk)
-        events = splitter.feed(chunk)
+        events = splitter.feed_raw(chunk)
         out = []
-        for i, event in enumerate(events):
-            if event.event == "message_start":
-                out.append(self._rewrite(event.raw, event.data))
-                out.extend(later.raw for later in events[i + 1 :])
+        for i, raw in enumerate(events):
+            event = Event.received(raw)
+            if event.name == "message_start":
+                out.append(self._echo.see(event).raw)
+                out.extend(events[i + 1 :])
                 out.append(self.flush())
                 return b"".join(out)
-            out.append(event.raw)
+            out.append(raw)
         if self._held > _SEARCH_LIMIT:
             out.append(self.flush())
         return b"".join(out)
@@ -56,17 +78,6 @@ class StreamModelEcho:
         rest = self._splitter.pending()
         self._splitter = None
         return rest
-
-    def _rewrite(self, raw: bytes, data: str) -> bytes:
-        try:
-            payload = json.loads(data)
-            message = payload["message"]
-            if message.get("model") == self._model:
-                return raw
-            message["model"] = self._model
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return raw
-        return format_event("message_start", payload)
 
 
 async def echo_model_in_stream(chunks: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:

@@ -4,16 +4,13 @@ translated back to Anthropic's messages, events and errors."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
-from .anthropic_events import error_of, failure_class_of
 from .answer_body import one_chunk, read_answer
 from .config import ProviderConfig
-from .error_text import REASON_CHARS
-from .errors import bounded_message
 from .exchange import Answer, Exchange
 from .health import OVERLOADED, STREAM_ERROR
 from .model_map import ModelChoice, choose_model
@@ -21,9 +18,10 @@ from .openai_errors import to_anthropic_error
 from .openai_request import OpenAIOptions, ToolNames, to_openai_request
 from .openai_response import OpenAIResponseError, to_anthropic_message
 from .openai_stream import StreamTranslator
-from .sse import SSESplitter
-from .stream_guard import StreamFailure, broke_off_reason, next_chunk_before
+from .stream_events import Observers
+from .stream_guard import StreamFailure, guarded, hold_until_content
 from .upstream import json_bytes, to_wire
+from .usage_watch import UsageWatch
 
 # Response headers of an OpenAI-type provider worth passing on to an Anthropic client.
 _PASSED_ON = ("retry-after", "x-request-id", "request-id", "openrouter-provider")
@@ -82,19 +80,6 @@ def _headers(response: httpx.Response, content_type: str, redact: Callable[[str]
     return [("content-type", content_type), *passed]
 
 
-def _error_reason(events: bytes, when: str = "before content") -> tuple[str, str]:
-    """(reason, failure class) from the Anthropic `event: error` a translator produced."""
-    for event in SSESplitter().feed(events):
-        if event.event == "error":
-            try:
-                kind, message = error_of(json.loads(event.data))
-            except (ValueError, TypeError, AttributeError):
-                kind, message = "", ""
-            kind = kind or "api_error"
-            return bounded_message(f"error {when}: {kind}: {message}", REASON_CHARS), failure_class_of(kind)
-    return "stream ended before any content", STREAM_ERROR
-
-
 async def _read_all(response: httpx.Response, exchange: Exchange, deadline: float) -> bytes:
     """The whole body; an answer (2xx) that breaks off before its end is a failure that can fail over."""
     body, complete = await read_answer(response, deadline, exchange.idle_timeout)
@@ -136,72 +121,21 @@ class OpenAICall:
                 raise StreamFailure("the answer is not JSON", STREAM_ERROR) from None
             return Answer(200, _headers(response, "application/json", exchange.redact),
                           one_chunk(json.dumps(message).encode()), False)
-        translator = StreamTranslator(requested, names, redact=exchange.redact)
+        # The translation is the stream's source of events: the same guard, observers and end as an Anthropic
+        # provider's stream (the model is the requested one already).
         chunks = response.aiter_bytes()
-        held = await _hold(translator, chunks, deadline)
-        events = _translated(
-            held, translator, chunks, lambda reason, kind: exchange.on_committed_failure(self.provider, reason, kind),
-            exchange.idle_timeout,
+        watch = UsageWatch(is_sse=True, shown_events=True)
+        translator = StreamTranslator(requested, names, redact=exchange.redact)
+        opening = await hold_until_content(chunks, deadline, translator, Observers(watch))
+        events = guarded(
+            opening, chunks, lambda reason, kind: exchange.on_committed_failure(self.provider, reason, kind),
+            exchange.idle_timeout, exchange.redact,
         )
-        return Answer(200, _headers(response, "text/event-stream; charset=utf-8", exchange.redact), events, True)
+        return Answer(200, _headers(response, "text/event-stream; charset=utf-8", exchange.redact), events, True,
+                      watch)
 
 
 class OpenAIAdapter:
     def prepare(self, provider: ProviderConfig, exchange: Exchange) -> OpenAICall:
         request, translation = build_request(provider, exchange)
         return OpenAICall(provider, exchange, request, translation)
-
-
-async def _hold(translator: StreamTranslator, chunks: AsyncIterator[bytes], deadline: float) -> bytes:
-    """Translate until the first content block (the commit point); a failure before it raises StreamFailure."""
-    out: list[bytes] = []
-    while not translator.started_content:
-        chunk = await next_chunk_before(chunks, deadline)
-        if chunk is None:
-            out.append(translator.finish())
-            produced = b"".join(out)
-            if b"event: error" in produced or not produced:
-                raise StreamFailure(*_error_reason(produced))
-            return produced  # a complete answer without content blocks
-        out.append(translator.feed(chunk))
-        if translator.done and not translator.started_content:
-            produced = b"".join(out)
-            if b"event: error" in produced:
-                raise StreamFailure(*_error_reason(produced))
-            return produced
-    return b"".join(out)
-
-
-async def _translated(
-    held: bytes,
-    translator: StreamTranslator,
-    chunks: AsyncIterator[bytes],
-    on_failure: Callable[[str, str], None],
-    idle_timeout: float,
-) -> AsyncIterator[bytes]:
-    """The held opening, then the provider's chunks translated as they come; any failure after the commit
-    point ends the stream with an Anthropic `event: error` and is reported through `on_failure`."""
-    if translator.done and b"event: error" in held:  # content, then an error, all in the first chunks
-        on_failure(*_error_reason(held, "mid-stream"))
-    yield held
-    if translator.done:
-        return
-    failure: str | None = None
-    try:
-        async for chunk in chunks:
-            out = translator.feed(chunk)
-            if translator.done and b"event: error" in out:  # the provider reported an error mid-stream
-                on_failure(*_error_reason(out, "mid-stream"))
-            if out:
-                yield out
-            if translator.done:
-                return
-    except (httpx.HTTPError, OSError) as exc:
-        failure = broke_off_reason(exc, idle_timeout)
-    tail = translator.fail(failure) if failure else translator.finish()
-    if failure:
-        on_failure(failure, STREAM_ERROR)
-    elif b"event: error" in tail:
-        on_failure(*_error_reason(tail, "mid-stream"))
-    if tail:
-        yield tail

@@ -23,6 +23,10 @@ shared/notes/anthropic-openai.md, section 3:
   stream with an Anthropic `event: error` and no `message_stop`; its message is redacted, without stack traces or
   file paths, and bounded (`error_text.public_message`).
 
+What it writes are `anthropic_events.Event`s with their data (`events()`, `close()`): as the source of a stream's
+events (stream_events.EventSource) it feeds the same stream guard, observers and end as an Anthropic provider's
+stream, and nothing it wrote is parsed again. `feed()` and `finish()` give the same events as bytes.
+
 Input tolerance: SSE comments, `data:` with or without the space, LF/CRLF/CR line ends (also split between two
 chunks), events or lines split anywhere (even inside a UTF-8 character: a line is decoded only once complete),
 data lines without the blank line between them, bare JSON lines, a missing `[DONE]`, usage in every chunk
@@ -37,6 +41,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .anthropic_events import Event
 from .error_text import public_message
 from .errors import sse_error_event
 from .openai_errors import error_fields, is_overloaded
@@ -54,7 +59,7 @@ from .openai_response import (
 from .openai_response import (
     message_id as make_message_id,
 )
-from .sse import format_event
+from .stream_events import COMMIT_EVENTS
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 _DONE = object()
@@ -73,6 +78,11 @@ class _PayloadReader:
         self._data: list[str] = []  # data lines of the current event
 
     def feed(self, chunk: bytes) -> list[Any]:
+        if not self._partial and not self._data and chunk.startswith(b"data: ") and _one_event(chunk):
+            # `data: PAYLOAD`, blank line, LF ends: how most servers send each chunk; the lines need no search.
+            self._after_cr = False
+            payload = _parse(chunk[6:-2].decode("utf-8", errors="replace"))
+            return [] if payload is None else [payload]
         out: list[Any] = []
         if self._after_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]  # the LF of a CRLF whose CR ended the previous chunk
@@ -84,6 +94,10 @@ class _PayloadReader:
         if start < len(chunk):
             self._partial.append(chunk[start:])
         return out
+
+    def pending(self) -> bytes:
+        """An unfinished line's bytes."""
+        return b"".join(self._partial)
 
     def close(self) -> list[Any]:
         """Whatever the stream left without its line end or blank line."""
@@ -123,6 +137,11 @@ class _PayloadReader:
             self._data.clear()
             if payload is not None:
                 out.append(payload)
+
+
+def _one_event(chunk: bytes) -> bool:
+    """`chunk` is one line and the blank line after it, LF line ends."""
+    return chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") and b"\r" not in chunk
 
 
 def _parse(text: str) -> Any:
@@ -205,6 +224,11 @@ class _Tool:
 class StreamTranslator:
     """One OpenAI stream in, one Anthropic stream out. Not thread-safe; one instance per response."""
 
+    # As an event source: the first content block commits the answer (message_start is sent right before it, so
+    # it is content), and a provider's own error is an error chunk, not an error event.
+    commit_events = COMMIT_EVENTS | {"content_block_start"}
+    error_name = "error"
+
     def __init__(
         self, requested_model: str, names: ToolNames, message_id: str | None = None, redact: Callable[[str], str] = str
     ) -> None:
@@ -213,7 +237,7 @@ class StreamTranslator:
         self._names = names
         self._message_id = message_id
         self._reader = _PayloadReader()
-        self._out: list[bytes] = []
+        self._out: list[Event] = []
         self._message_started = False
         self._started_content = False
         self._done = False
@@ -229,7 +253,7 @@ class StreamTranslator:
         self._saw_tools = False
         self._finish_reason: str | None = None
         self._matched_stop: Any = None
-        self._usage: dict | None = None
+        self._usage: dict[str, Any] | None = None
 
     @property
     def started_content(self) -> bool:
@@ -243,20 +267,20 @@ class StreamTranslator:
 
     # -- public API -------------------------------------------------------------------------------------------
 
-    def feed(self, chunk: bytes) -> bytes:
-        """Provider bytes in, Anthropic SSE bytes out (b"" when nothing is complete yet)."""
+    def events(self, chunk: bytes) -> list[Event]:
+        """Provider bytes in, Anthropic events out (none when nothing is complete yet)."""
         if self._done or not chunk:
-            return b""
+            return []
         for payload in self._reader.feed(chunk):
             self._payload(payload)
             if self._done:
                 break
         return self._take()
 
-    def finish(self) -> bytes:
-        """The provider's stream ended (EOF)."""
+    def close(self, committed: bool = True) -> list[Event]:
+        """The provider's stream ended (EOF): the events that end the answer (the same before its commit point)."""
         if self._done:
-            return b""
+            return []
         for payload in self._reader.close():
             self._payload(payload)
             if self._done:
@@ -267,12 +291,23 @@ class StreamTranslator:
             self._error(EOF_MESSAGE, overloaded=False)
         return self._take()
 
+    def pending(self) -> bytes:
+        return self._reader.pending()
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Provider bytes in, Anthropic SSE bytes out (b"" when nothing is complete yet)."""
+        return _joined(self.events(chunk))
+
+    def finish(self) -> bytes:
+        """The provider's stream ended (EOF)."""
+        return _joined(self.close())
+
     def fail(self, message: str, overloaded: bool = False) -> bytes:
         """The connection to the provider broke mid-stream."""
         if self._done:
             return b""
         self._error(message, overloaded)
-        return self._take()
+        return _joined(self._take())
 
     # -- input ------------------------------------------------------------------------------------------------
 
@@ -282,7 +317,7 @@ class StreamTranslator:
         elif isinstance(payload, dict):
             self._chunk(payload)
 
-    def _chunk(self, chunk: dict) -> None:
+    def _chunk(self, chunk: dict[str, Any]) -> None:
         if chunk.get("error") or chunk.get("object") == "error":
             message, kind, code = error_fields(chunk)
             self._error(message or ERROR_CHUNK_MESSAGE, is_overloaded(message, kind, code))
@@ -351,8 +386,10 @@ class StreamTranslator:
 
     # -- tool calls -------------------------------------------------------------------------------------------
 
-    def _tool_fragment(self, call: dict) -> None:
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+    def _tool_fragment(self, call: dict[str, Any]) -> None:
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
         arguments = _arguments_text(function.get("arguments"))
         name = function.get("name")
         tool = self._known_tool(call, name)
@@ -488,7 +525,9 @@ class StreamTranslator:
 
     def _error(self, message: str, overloaded: bool) -> None:
         error_type = "overloaded_error" if overloaded else "api_error"
-        self._out.append(sse_error_event(error_type, public_message(message, self._redact) or ERROR_CHUNK_MESSAGE))
+        message = public_message(message, self._redact) or ERROR_CHUNK_MESSAGE
+        error = {"type": "error", "error": {"type": error_type, "message": message}}
+        self._out.append(Event(sse_error_event(error_type, message), "error", error))
         self._done = True
 
     # -- output -----------------------------------------------------------------------------------------------
@@ -497,7 +536,7 @@ class StreamTranslator:
         if self._message_started:
             return
         self._message_started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self._message_id or make_message_id(),
             "type": "message",
             "role": "assistant",
@@ -509,19 +548,17 @@ class StreamTranslator:
         }
         self._emit("message_start", {"type": "message_start", "message": message})
 
-    def _emit(self, event: str, data: dict) -> None:
-        try:
-            self._out.append(format_event(event, data))
-        except UnicodeEncodeError:
-            # A lone surrogate (a provider split an escaped surrogate pair between two chunks) cannot be UTF-8:
-            # escape it in JSON instead; a JavaScript client joins the two halves again.
-            payload = json.dumps(data, separators=(",", ":"))
-            self._out.append(f"event: {event}\ndata: {payload}\n\n".encode())
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        self._out.append(Event.made(event, data))
 
-    def _take(self) -> bytes:
-        out = b"".join(self._out)
-        self._out.clear()
+    def _take(self) -> list[Event]:
+        out = self._out
+        self._out = []
         return out
+
+
+def _joined(events: list[Event]) -> bytes:
+    return b"".join(event.raw for event in events)
 
 
 def _index_of(call: dict) -> Any:

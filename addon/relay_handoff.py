@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 from mitmproxy import http
 from mitmproxy.net.http import url as mitmproxy_url
 
 from .dispatch import Served, client_gone
+from .exchange import Answer
 from .flow_record import FlowRecord, SentRequest
 from .log_text import loggable
 from .redact import REDACTED
@@ -39,6 +41,13 @@ def sent_request(request: httpx.Request) -> SentRequest:
     )
 
 
+def watched_answer(answer: Answer) -> tuple[UsageWatch, AsyncIterator[bytes]]:
+    """The answer's usage watch (its own when its stream's events feed one) and its body as the relay reads it
+    (the watch marks the first byte that goes out)."""
+    watch = answer.watch if answer.watch is not None else UsageWatch(answer.is_sse)
+    return watch, watched(answer.body, watch)
+
+
 @functools.lru_cache(maxsize=256)  # providers have a few URLs; clients choose paths, so the memory is bounded
 def _url_parts(url: str) -> tuple[bytes, bytes, int, bytes]:
     """mitmproxy's parse of a URL (scheme, host, port, path), remembered."""
@@ -54,12 +63,12 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
     record.provider = result.provider.name
     record.model = served.choice.model if served.choice else None
     answer = result.answer
-    record.watch = UsageWatch(answer.is_sse)
+    record.watch, body = watched_answer(answer)
     deferred = flow.metadata.get(DEFERRED)
     try:
         record.handoff = await relay.hand_off(
             answer.status, [*answer.headers, (PROVIDER_HEADER, result.provider.name)],
-            watched(answer.body, record.watch), result.response.aclose,
+            body, result.response.aclose,
             is_sse=answer.is_sse, streamed=record.stream, token=deferred,
         )
     except BaseException:

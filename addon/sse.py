@@ -9,6 +9,8 @@ from typing import Any
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _LINE_END = re.compile(r"\r\n|\r|\n")
+# json.dumps builds an encoder on every call when given options: one, made once.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass
@@ -38,7 +40,7 @@ def parse_event(raw: bytes) -> SSEEvent:
 
 
 def format_event(event: str, data: Any) -> bytes:
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    payload = _ENCODE(data)
     return f"event: {event}\ndata: {payload}\n\n".encode()
 
 
@@ -53,6 +55,10 @@ class SSESplitter:
 
     def feed_raw(self, chunk: bytes) -> list[bytes]:
         """Like `feed`, but each event's bytes unparsed (for a reader that only looks at some events)."""
+        whole = chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 and b"\r" not in chunk
+        if whole and not self._buffer:
+            # One whole event with LF line ends, as most providers send them: nothing to look for.
+            return [chunk] if chunk.strip() else []
         # Only the new bytes (and the 3 before them, where a boundary may begin) can hold a new boundary:
         # rescanning the whole buffer would make one large event cost quadratic time.
         resume = max(0, len(self._buffer) - 3)

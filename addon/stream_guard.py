@@ -6,30 +6,27 @@ over to the next provider: the opening events (`message_start`, `content_block_s
 first content delta, then sent at once. After that point the client gets whole, valid events only, and a failure
 ends its stream with an Anthropic `event: error` (the provider's own, its message made fit to pass on, or ours),
 never with a silently truncated stream or an event it cannot parse.
+
+Both provider types go through here: the events come from the stream's `EventSource` (stream_events.py: a
+provider's own events, or a translation), each is checked once, and the stream's observers see those that pass.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
-from .anthropic_events import PING, CheckedEvent, check_event, error_of, failure_class_of
+from .anthropic_events import PING_EVENT, Event, provider_error
 from .error_text import REASON_CHARS, public_message
 from .errors import bounded_message, sse_error_event
 from .health import STREAM_ERROR, TIMEOUT
 from .sse import SSESplitter
+from .stream_events import NO_OBSERVERS, EventSource, Observers, ProviderEvents
 from .upstream import describe_exception
-
-# Events after which the answer is committed to this provider.
-_COMMIT_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
-# An error type passed on as the provider named it (anything else becomes `api_error`).
-_ERROR_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class StreamFailure(Exception):
@@ -41,53 +38,52 @@ class StreamFailure(Exception):
         self.kind = kind  # a failure class from health.py
 
 
-def _checked(raw: bytes) -> tuple[bytes, CheckedEvent]:
-    """The event as it may be passed on, and what it holds."""
-    event = check_event(raw)
-    if event.problem and event.name == "ping":  # clients skip pings unread: a broken one is replaced, no failure
-        return PING, CheckedEvent("ping", {"type": "ping"})
-    return raw, event
-
-
-def _error_event_failure(data: dict[str, Any] | None) -> StreamFailure:
-    kind, message = error_of(data)
-    kind = kind or "error"
-    message = public_message(message)
-    text = f"error event before content: {kind}" + (f": {message}" if message else "")
-    return StreamFailure(bounded_message(text, REASON_CHARS), failure_class_of(kind))
-
-
-async def next_chunk_before(chunks: AsyncIterator[bytes], deadline: float) -> bytes | None:
-    """The provider's next chunk before the commit point, or None at the end of its stream. Raises
-    StreamFailure when nothing comes by `deadline` (a `time.monotonic()` value) or the stream breaks."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise StreamFailure("no content before the deadline", TIMEOUT)
-    try:
-        return await asyncio.wait_for(chunks.__anext__(), remaining)
-    except StopAsyncIteration:
-        return None
-    except TimeoutError:
-        raise StreamFailure("no content before the deadline", TIMEOUT) from None
-    except (httpx.HTTPError, OSError) as exc:
-        raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
-
-
 @dataclass
 class Opening:
     """What `hold_until_content` read: the opening up to the first content, and the rest of the same chunks."""
 
-    held: bytes  # the opening events and the first content event, checked
-    after: list[bytes] = field(default_factory=list)  # whole events that came after it, not checked yet
-    splitter: SSESplitter = field(default_factory=SSESplitter)  # holds the start of an unfinished event
+    held: bytes  # the opening events and the first content event, checked and observed
+    rest: list[Event] = field(default_factory=list)  # whole events that came after it, not checked yet
+    source: EventSource = field(default_factory=ProviderEvents)  # holds the start of an unfinished event
+    observers: Observers = NO_OBSERVERS
+
+    @property
+    def after(self) -> list[bytes]:
+        """The bytes of the events in `rest`."""
+        return [event.raw for event in self.rest]
+
+    @property
+    def splitter(self) -> EventSource:
+        """Where the rest of the stream is turned into events (`pending()`: an unfinished event's bytes)."""
+        return self.source
 
 
-async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> Opening:
-    """Read the opening events until the first content delta.
+def _held(events: list[Event], held: list[bytes], source: EventSource, observers: Observers) -> Opening | None:
+    """Check and keep the opening's events; the Opening once one of them commits the answer."""
+    for position, event in enumerate(events):
+        if event.problem:
+            if event.name != "ping":
+                raise StreamFailure(bounded_message(f"invalid event before content: {event.problem}", REASON_CHARS))
+            event = PING_EVENT  # clients skip pings unread: a broken one is replaced, no failure
+        elif event.name == "error":
+            error = provider_error(event.data)
+            reason = f"{source.error_name} before content: {error.kind}"
+            reason += f": {error.message}" if error.message else ""
+            raise StreamFailure(bounded_message(reason, REASON_CHARS), error.failure_class)
+        held.append(observers.see(event).raw)
+        if event.name in source.commit_events:
+            return Opening(b"".join(held), events[position + 1 :], source, observers)
+    return None
+
+
+async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float, source: EventSource | None = None,
+                             observers: Observers = NO_OBSERVERS) -> Opening:
+    """Read the opening events (from `source`: by default the chunks are a provider's own Anthropic stream) until
+    the first content delta, each shown to `observers` once checked.
 
     Raises StreamFailure for an error event or an invalid event, an end or a break before any content, or no
     content by `deadline` (a `time.monotonic()` value)."""
-    splitter = SSESplitter()
+    source = source or ProviderEvents()
     held: list[bytes] = []
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -95,22 +91,17 @@ async def hold_until_content(chunks: AsyncIterator[bytes], deadline: float) -> O
     try:
         async with asyncio.timeout(remaining):  # one deadline for the whole opening
             async for chunk in chunks:
-                events = splitter.feed_raw(chunk)
-                for position, event_bytes in enumerate(events):
-                    raw, event = _checked(event_bytes)
-                    if event.problem:
-                        raise StreamFailure(bounded_message(f"invalid event before content: {event.problem}",
-                                                            REASON_CHARS))
-                    if event.name == "error":
-                        raise _error_event_failure(event.data)
-                    held.append(raw)
-                    if event.name in _COMMIT_EVENTS:
-                        return Opening(b"".join(held), events[position + 1 :], splitter)
+                opening = _held(source.events(chunk), held, source, observers)
+                if opening is not None:
+                    return opening
     except TimeoutError:
         raise StreamFailure("no content before the deadline", TIMEOUT) from None
     except (httpx.HTTPError, OSError) as exc:
         raise StreamFailure(f"stream broke before any content: {describe_exception(exc)}") from None
-    raise StreamFailure("stream ended before any content")
+    opening = _held(source.close(committed=False), held, source, observers)
+    if opening is None:
+        raise StreamFailure("stream ended before any content")
+    return opening
 
 
 def broke_off_reason(exc: BaseException, idle_timeout: float) -> str:
@@ -121,15 +112,17 @@ def broke_off_reason(exc: BaseException, idle_timeout: float) -> str:
 
 
 class CommittedStream:
-    """The events of a stream after its commit point, checked one by one: valid events pass unchanged; an invalid
-    one, or the provider's `event: error`, ends the stream with an error event; after `message_stop` nothing more
-    is passed on (the answer is complete)."""
+    """The events of a stream after its commit point, checked one by one: valid events pass (shown to the
+    observers); an invalid one, or the provider's `event: error`, ends the stream with an error event; after
+    `message_stop` nothing more is passed on (the answer is complete). `source`: where the events come from (an
+    SSESplitter: a provider's own Anthropic stream)."""
 
-    def __init__(self, splitter: SSESplitter, on_failure: Callable[[str, str], None],
-                 redact: Callable[[str], str] = str):
-        self._splitter = splitter
+    def __init__(self, source: EventSource | SSESplitter, on_failure: Callable[[str, str], None],
+                 redact: Callable[[str], str] = str, observers: Observers = NO_OBSERVERS):
+        self._source: EventSource = ProviderEvents(source) if isinstance(source, SSESplitter) else source
         self._on_failure = on_failure
         self._redact = redact
+        self._observers = observers
         self.complete = False  # `message_stop` went through
         self.failed = False  # the stream ended with an error event
 
@@ -138,30 +131,38 @@ class CommittedStream:
         return self.complete or self.failed
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"" if self.over else self.take(self._splitter.feed_raw(chunk))
+        return b"" if self.over else self.take(self._source.events(chunk))
 
-    def take(self, events: list[bytes]) -> bytes:
+    def take(self, events: Iterable[Event | bytes]) -> bytes:
+        """The events (or the bytes of whole events) as they may pass on."""
         out: list[bytes] = []
-        for raw in events:
-            if self.over:
+        observed = self._observers.names
+        for event in events:
+            if self.complete or self.failed:
                 break
-            raw, event = _checked(raw)
+            if isinstance(event, bytes):
+                event = Event.received(event)
             if event.problem:
-                out.append(self.fail(f"the provider sent an invalid event mid-stream: {event.problem}"))
-            elif event.name == "error":
-                out.append(self._provider_error(event.data))
-            else:
-                self.complete = event.name == "message_stop"
-                out.append(raw)
+                if event.name != "ping":
+                    out.append(self.fail(f"the provider sent an invalid event mid-stream: {event.problem}"))
+                    break
+                event = PING_EVENT
+            name = event.name
+            if name == "error":
+                out.append(self._provider_error(event))
+                break
+            if name in observed:
+                event = self._observers.see(event)
+            self.complete = name == "message_stop"
+            out.append(event.raw)
         return b"".join(out)
 
     def end(self) -> bytes:
-        """The provider's stream ended: an event left without its blank line still counts, then the stream must
-        have been complete."""
+        """The provider's stream ended (what it leaves still counts, see `EventSource.close`), then the stream
+        must have been complete."""
         if self.over:
             return b""
-        rest = self._splitter.pending().rstrip(b"\r\n")
-        out = self.take([rest + b"\n\n"]) if rest.strip() and not check_event(rest).problem else b""
+        out = self.take(self._source.close(committed=True))
         if not self.over:
             out += self.fail("the provider's stream ended before message_stop")
         return out
@@ -173,14 +174,13 @@ class CommittedStream:
         self._on_failure(bounded_message(message, REASON_CHARS), STREAM_ERROR)
         return sse_error_event("api_error", message)
 
-    def _provider_error(self, data: dict[str, Any] | None) -> bytes:
-        kind, message = error_of(data)
-        kind = kind if _ERROR_TYPE.fullmatch(kind) else "api_error"
-        message = public_message(message, self._redact) or f"the provider reported {kind} mid-stream"
+    def _provider_error(self, event: Event) -> bytes:
+        error = provider_error(event.data, self._redact)
+        message = error.message or f"the provider reported {error.kind} mid-stream"
         self.failed = True
-        self._on_failure(bounded_message(f"error event mid-stream: {kind}: {message}", REASON_CHARS),
-                         failure_class_of(kind))
-        return sse_error_event(kind, message)
+        reason = f"{self._source.error_name} mid-stream: {error.kind}: {message}"
+        self._on_failure(bounded_message(reason, REASON_CHARS), error.failure_class)
+        return sse_error_event(error.kind, message)
 
 
 async def guarded(
@@ -193,8 +193,8 @@ async def guarded(
     """The held opening, then the rest of the stream as whole, checked events (`CommittedStream`); any failure
     after the commit point becomes an `event: error` at the end, reported through `on_failure(reason, class)`.
     Error messages pass through `redact`."""
-    stream = CommittedStream(opening.splitter, on_failure, redact)
-    yield opening.held + stream.take(opening.after)
+    stream = CommittedStream(opening.source, on_failure, redact, opening.observers)
+    yield opening.held + stream.take(opening.rest)
     if stream.failed:
         return
     try:
