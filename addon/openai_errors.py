@@ -22,7 +22,6 @@ from typing import Any
 
 from .errors import bounded_message, error_body
 
-
 _STATUS_AND_TYPE = {
     401: (401, "authentication_error"),
     402: (402, "billing_error"),

@@ -449,7 +449,7 @@ def _image_url(source: Any) -> str | None:
 
 
 def _document_parts(block: dict) -> list[dict]:
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    source = given if isinstance(given := block.get("source"), dict) else {}
     title = block.get("title") if isinstance(block.get("title"), str) else None
     kind = source.get("type")
     if kind == "base64" and isinstance(source.get("data"), str):
