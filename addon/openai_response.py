@@ -1,8 +1,8 @@
 """OpenAI Chat Completions answer -> Anthropic Message (pure, no I/O); helpers shared with the stream translator.
 
-Content order is thinking, text, tool_use (shared/notes/anthropic-openai.md, section 2). Reasoning never goes into
-text. Thinking blocks carry a synthetic signature (translated_thinking.py): clients drop unsigned thinking, and
-the recognisable prefix lets the proxy strip these blocks before a conversation is ever replayed to a real
+Content order is thinking, text, tool_use (docs/design.md, "Translation rules", the answer). Reasoning never
+goes into text. Thinking blocks carry a synthetic signature (translated_thinking.py): clients drop unsigned
+thinking, and the recognisable prefix lets the proxy strip these blocks before a conversation is ever replayed to a real
 Anthropic provider (which would reject the signature).
 
 Tool arguments become the tool_use `input`:
