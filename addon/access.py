@@ -1,4 +1,5 @@
-"""Who may use the balancer: client keys for the API, admin keys for the admin endpoints, and a loud warning when it listens beyond this machine with nobody's key required."""
+"""Who may use the balancer: client keys for the API, admin keys for the admin endpoints, and a loud warning
+when it listens beyond this machine with nobody's key required."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from mitmproxy import ctx, http
 
 from .flow_hygiene import client_headers
 from .log_text import loggable
-from .responses import error_response
 from .providers import Providers
+from .responses import error_response
 
 log = logging.getLogger("balancer")
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from mitmproxy import http
 
 from .config import ConfigError, ProviderConfig
-from .responses import error_response, json_response
 from .health import HealthBoard
 from .providers import Providers, describe
+from .responses import error_response, json_response
 
 log = logging.getLogger("balancer")
 
@@ -56,7 +56,11 @@ def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, A
 
 
 class AdminApi:
-    ROUTES = {"/": ("GET", "health"), "/providers": ("GET", "list"), "/providers/reload": ("POST", "reload")}
+    ROUTES: ClassVar[dict[str, tuple[str, str]]] = {
+        "/": ("GET", "health"),
+        "/providers": ("GET", "list"),
+        "/providers/reload": ("POST", "reload"),
+    }
 
     def __init__(self, providers: Providers, runtime_status: Callable[[], dict[str, Any]] | None = None):
         self.providers = providers

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from .responses import error_response
 from .relay import RELAYED
+from .responses import error_response
 
 
 class NotFound:

@@ -7,8 +7,8 @@ from typing import Any
 from mitmproxy import http
 
 from .config import BalancerConfig
-from .responses import error_response, json_response
 from .providers import Providers
+from .responses import error_response, json_response
 
 # A date for entries whose real release date the balancer cannot know.
 _CREATED = "2025-01-01T00:00:00Z"
@@ -23,12 +23,12 @@ def model_entries(config: BalancerConfig) -> list[dict[str, Any]]:
     for provider in config.providers:
         if not provider.enabled:
             continue
-        for tier, model in (("big", provider.big_model), ("small", provider.small_model)):
-            if model and model not in entries:
-                entries[model] = {
+        for tier, tier_model in (("big", provider.big_model), ("small", provider.small_model)):
+            if tier_model and tier_model not in entries:
+                entries[tier_model] = {
                     "type": "model",
-                    "id": model,
-                    "display_name": f"{model} ({provider.name}, {tier} tier)",
+                    "id": tier_model,
+                    "display_name": f"{tier_model} ({provider.name}, {tier} tier)",
                     "created_at": _CREATED,
                 }
     return list(entries.values())
@@ -58,7 +58,9 @@ class ModelsApi:
             wanted = path.removeprefix("/v1/models/")
             payload = next((m for m in model_entries(self.providers.config) if m["id"] == wanted), None)
             if payload is None:
-                flow.response = error_response(404, "not_found_error", f"model: {wanted} is not offered by this balancer")
+                flow.response = error_response(
+                    404, "not_found_error", f"model: {wanted} is not offered by this balancer"
+                )
                 return
         else:
             return

@@ -4,7 +4,7 @@ Understood bodies: OpenAI `{"error": {"message", "type", "code"}}`, vLLM `{"obje
 Ollama `{"error": "..."}`, FastAPI `{"detail": "..." | [{"msg": ...}]}`, a bare `{"message": ...}`, a JSON list
 holding one of those, and anything else as plain text (HTML tags removed).
 
-Status and type follow shared/notes/anthropic-openai.md, section 4. A context-window overflow becomes a 400
+Status and type follow docs/design.md, "Translation rules", errors. A context-window overflow becomes a 400
 `invalid_request_error` worded like Anthropic's, because Claude Code recognises exactly these texts:
 - `prompt is too long: M tokens > N maximum` (starts auto-compaction) when the prompt alone is too long, and
   `prompt is too long: <provider message>` when the provider flags an overflow without both numbers;
@@ -21,7 +21,6 @@ import re
 from typing import Any
 
 from .errors import bounded_message, error_body
-
 
 _STATUS_AND_TYPE = {
     401: (401, "authentication_error"),

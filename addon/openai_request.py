@@ -4,7 +4,7 @@ The OpenAI body is built from an allow-list: only fields this module knows how t
 Anthropic-only fields (`context_management`, `container`, `mcp_servers`, `cache_control`, `top_k`,
 `output_config`, `thinking`, `metadata`, betas added tomorrow) can never leak to a provider that would reject them.
 
-Conversation rules (see shared/notes/anthropic-openai.md, section 1):
+Conversation rules (see docs/design.md, "Translation rules", the request):
 - consecutive same-role turns are merged first at the Anthropic level, so every user turn's tool results are
   emitted together, as `tool` messages in block order, followed by ONE `user` message with the rest;
 - an assistant turn becomes one message: text joined, every `tool_use` as a `tool_calls` entry in order;
@@ -13,7 +13,7 @@ Conversation rules (see shared/notes/anthropic-openai.md, section 1):
   reject both an unanswered call and an orphan `tool` message;
 - messages that end up empty are skipped and consecutive same-role messages merged again.
 
-Deliberate choices not spelled out in the note:
+Deliberate choices not spelled out there:
 - `tools` with a `type` other than `custom`: `bash_*` and `text_editor_*` become function tools with Anthropic's
   documented schemas; every other typed tool (server tools, computer use, memory, tool search) is dropped.
 - a `document` with a base64 PDF becomes an OpenAI `file` part; text/content documents are inlined as text; a URL or
@@ -449,7 +449,7 @@ def _image_url(source: Any) -> str | None:
 
 
 def _document_parts(block: dict) -> list[dict]:
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    source = given if isinstance(given := block.get("source"), dict) else {}
     title = block.get("title") if isinstance(block.get("title"), str) else None
     kind = source.get("type")
     if kind == "base64" and isinstance(source.get("data"), str):

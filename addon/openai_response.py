@@ -1,8 +1,8 @@
 """OpenAI Chat Completions answer -> Anthropic Message (pure, no I/O); helpers shared with the stream translator.
 
-Content order is thinking, text, tool_use (shared/notes/anthropic-openai.md, section 2). Reasoning never goes into
-text. Thinking blocks carry a synthetic signature (translated_thinking.py): clients drop unsigned thinking, and
-the recognisable prefix lets the proxy strip these blocks before a conversation is ever replayed to a real
+Content order is thinking, text, tool_use (docs/design.md, "Translation rules", the answer). Reasoning never
+goes into text. Thinking blocks carry a synthetic signature (translated_thinking.py): clients drop unsigned
+thinking, and the recognisable prefix lets the proxy strip these blocks before a conversation is ever replayed to a real
 Anthropic provider (which would reject the signature).
 
 Tool arguments become the tool_use `input`:
@@ -27,6 +27,7 @@ from typing import Any
 from .openai_request import ToolNames
 from .translated_thinking import ThinkingSignature as ThinkingSignature  # openai_stream signs with it too
 from .translated_thinking import thinking_signature
+
 INVALID_ARGUMENTS_KEY = "_raw_arguments"
 _UNSAFE_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -161,7 +162,7 @@ def _int(value: Any) -> int:
 def to_anthropic_message(body: dict, requested_model: str, names: ToolNames) -> dict:
     """The Anthropic Message for a Chat Completions body; raises OpenAIResponseError when there is no completion."""
     choice = _first_choice(body)
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = given if isinstance(given := choice.get("message"), dict) else {}
     calls = _tool_calls(message)
     content = _thinking_blocks(message) + _text_blocks(message, bool(calls))
     content += [_tool_use_block(call, names) for call in calls]
@@ -215,8 +216,8 @@ def _tool_calls(message: dict) -> list[dict]:
 
 
 def _tool_use_block(call: dict, names: ToolNames) -> dict:
-    function = call.get("function") if isinstance(call.get("function"), dict) else {}
-    name = function.get("name") if isinstance(function.get("name"), str) else ""
+    function = given if isinstance(given := call.get("function"), dict) else {}
+    name = given_name if isinstance(given_name := function.get("name"), str) else ""
     return {
         "type": "tool_use",
         "id": tool_use_id(call.get("id")),

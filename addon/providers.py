@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from mitmproxy import ctx, exceptions
@@ -24,6 +24,9 @@ from .config import (
 from .health import HealthBoard
 from .redact import Redactor
 from .request_log import LogFile
+
+if TYPE_CHECKING:
+    from mitmproxy.addonmanager import Loader
 
 log = logging.getLogger("balancer")
 
@@ -60,7 +63,7 @@ class Providers:
     def settings(self) -> Settings:
         return self.loaded.config.settings
 
-    def load(self, loader) -> None:
+    def load(self, loader: Loader) -> None:
         loader.add_option(
             "providers",
             str,

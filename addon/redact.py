@@ -9,7 +9,7 @@ from collections.abc import Iterable
 REDACTED = "[redacted]"
 # Shorter secrets are not looked for: too many innocent words would match.
 MIN_SECRET = 8
-_TOKEN = re.compile(r"[A-Za-z0-9_\-.~+/=]{%d,}" % MIN_SECRET)
+_TOKEN = re.compile(rf"[A-Za-z0-9_\-.~+/=]{{{MIN_SECRET},}}")
 # Texts up to this long (header values, mostly) are remembered with their redaction: every request brings the
 # same user agent, beta flags and content types, and each flow's headers are looked at.
 SHORT_TEXT = 256

@@ -8,6 +8,7 @@ from .errors import error_body
 from .listen_backlog import listen_backlog
 from .responses import PROVIDER_HEADER
 
+
 class RefusalServer:
     """A loopback server that answers every request `413` and reads what the client still sends, discarding it.
 

@@ -118,7 +118,9 @@ def merge_health(health: ProviderHealth, record: HealthRecord, mono_now: float, 
     """Take in what another instance knows (see the module's rules). True when anything changed."""
     changed = False
     # The last error is what it is, whatever came after it (a success does not clear it here either).
-    if record.last_error_at is not None and (health.last_error_at is None or record.last_error_at > health.last_error_at):
+    if record.last_error_at is not None and (
+        health.last_error_at is None or record.last_error_at > health.last_error_at
+    ):
         health.last_error, health.last_error_at = record.last_error, record.last_error_at
         changed = True
     if health.latency_ms is None and record.latency_ms is not None:

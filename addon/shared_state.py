@@ -458,7 +458,7 @@ class SharedState:
         replies = await link.call(read)
         board = self.providers.board
         known = 0
-        for name, fields in zip(names, replies):
+        for name, fields in zip(names, replies, strict=False):
             if not fields:
                 continue
             known += 1
@@ -505,7 +505,7 @@ class SharedState:
             if keys:
                 values = await link.call(functools.partial(_mget, keys=keys))
                 prefix = len(self.keys.pin(""))
-                for key, value in zip(keys, values):
+                for key, value in zip(keys, values, strict=False):
                     pin = decode_pin(value) if value is not None else None
                     if pin is not None and self._fps.get(pin[0]) == pin[1]:
                         self.affinity.adopt(key[prefix:].decode() if isinstance(key, bytes) else key[prefix:], pin[0])

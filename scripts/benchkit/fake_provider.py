@@ -17,6 +17,7 @@ Run: `python -m benchkit.fake_provider` prints `port <n>` on stdout once listeni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -211,7 +212,5 @@ async def serve(port: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
-    except KeyboardInterrupt:
-        pass

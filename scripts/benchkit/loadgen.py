@@ -9,6 +9,7 @@ event (or, for JSON, the whole body) has arrived, `event_times` when each SSE ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -195,10 +196,8 @@ async def hold_streams(url: str, path: str, count: int, while_open: Callable[[in
             connection.close()
 
     tasks = [asyncio.create_task(one()) for _ in range(count)]
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_open.wait(), timeout)
-    except TimeoutError:
-        pass
     at_measurement = opened
     await while_open(at_measurement)
     release.set()

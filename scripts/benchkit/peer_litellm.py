@@ -14,6 +14,7 @@ but passes a `ping` on at once (ours holds it too); after the first delta, event
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -94,10 +95,8 @@ def _descendants(pid: int) -> list[int]:
         current = todo.pop(0)
         found.append(current)
         for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
+            with contextlib.suppress(OSError):
                 todo += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
     return found
 
 
@@ -213,10 +212,9 @@ class LiteLLMProxy:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            try:  # its own session: a worker left behind by the supervisor goes too
+            # its own session: a worker left behind by the supervisor goes too
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None

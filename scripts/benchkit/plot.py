@@ -42,7 +42,7 @@ def _render(data_path: str, png: str) -> None:
     data = json.loads(Path(data_path).read_text())
     panels = data["panels"]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (_key, label, samples) in zip(axes[0], panels):
+    for ax, (_key, label, samples) in zip(axes[0], panels, strict=True):
         for name, values in samples.items():
             ordered = sorted(values)
             if not ordered:

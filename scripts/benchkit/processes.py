@@ -3,13 +3,13 @@ Each is a context manager; every one is stopped when the run ends, however it en
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -43,30 +43,42 @@ class Process:
     """A child process that prints a line telling its port; its output is kept (the last lines) for errors."""
 
     name = "process"
+    # Seconds the child has to print its port line.
+    start_timeout = 60.0
 
     def __init__(self, args: list[str], port_line: str, cwd: Path | None = None, stdin: bool = False):
         self.output: deque[str] = deque(maxlen=40)
+        self._port_line = port_line
+        self._port: int | None = None
+        self._told = threading.Event()
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      bufsize=1, cwd=cwd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
-        self.port = self._wait_for_port(port_line)
-        threading.Thread(target=self._drain, daemon=True).start()
+        # Whatever goes wrong before the port is known (silence, a crash, an unreadable line, Ctrl-C), the
+        # child is stopped: nobody else holds it yet.
+        try:
+            threading.Thread(target=self._drain, daemon=True).start()
+            self.port = self._wait_for_port()
+        except BaseException:
+            self.stop()
+            raise
 
-    def _wait_for_port(self, marker: str, timeout: float = 60) -> int:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        for line in self.proc.stdout:
-            self.output.append(line.rstrip())
-            if marker in line:
-                return int(line.rsplit(":" if ":" in line else " ", 1)[1].strip().rstrip("."))
-            if time.monotonic() > deadline:
-                break
-        self.stop()
-        raise RuntimeError(f"{self.name} did not start:\n" + "\n".join(self.output))
+    def _wait_for_port(self) -> int:
+        # The reader thread sets the event on the port line or at the end of the output; the wait itself has
+        # the deadline, so a child that goes silent cannot hold the caller.
+        if not self._told.wait(self.start_timeout) or self._port is None:
+            raise RuntimeError(f"{self.name} did not start:\n" + "\n".join(self.output))
+        return self._port
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.output.append(line.rstrip())
+            if not self._told.is_set() and self._port_line in line:
+                # An unreadable port leaves it None: the caller reports the start-up as failed.
+                with contextlib.suppress(ValueError, IndexError):
+                    self._port = int(line.rsplit(":" if ":" in line else " ", 1)[1].strip().rstrip("."))
+                self._told.set()
+        self._told.set()
 
     @property
     def url(self) -> str:
@@ -139,9 +151,13 @@ class Balancer(Process):
         path = self.dir / "providers.yaml"
         path.write_text(yaml.safe_dump({"providers": providers,
                                         "settings": settings}))
-        super().__init__([str(MITMDUMP), *MITM_COMMON, "-s", str(REPO / "addon" / "balancer.py"),
-                          "--mode", "reverse:https://api.anthropic.com", "--set", f"providers={path}"],
-                         "listening at")
+        try:
+            super().__init__([str(MITMDUMP), *MITM_COMMON, "-s", str(REPO / "addon" / "balancer.py"),
+                              "--mode", "reverse:https://api.anthropic.com", "--set", f"providers={path}"],
+                             "listening at")
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def stop(self) -> None:
         super().stop()

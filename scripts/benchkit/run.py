@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import loadgen, stats
@@ -150,7 +150,10 @@ class Bench:
                 peer_version = litellm.version()
                 targets.append(Target("litellm", litellm.url, "", litellm.pid))
             translating = stack.enter_context(Balancer([provider("openai", fake.openai(), "openai")]))
-            openai_targets = [Target("direct", fake.url, "/ok"), Target("balancer", translating.url, "", speaks=ANTHROPIC)]
+            openai_targets = [
+                Target("direct", fake.url, "/ok"),
+                Target("balancer", translating.url, "", speaks=ANTHROPIC),
+            ]
 
             steps: list[tuple[str, Callable[[], None]]] = []
             add = lambda label, fn: steps.append((label, fn))  # noqa: E731
@@ -183,7 +186,7 @@ class Bench:
                 fn()
             progress.done()
         return {
-            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": plan.name,
             "machine": machine(),
             "versions": versions(peer_version),
@@ -237,7 +240,7 @@ class Bench:
                 idle = rss_mb(proc.pid)
                 loaded: list[float] = []
 
-                async def measure(open_now: int, pid: int = proc.pid) -> None:
+                async def measure(open_now: int, pid: int = proc.pid, loaded: list[float] = loaded) -> None:
                     loaded.append(rss_mb(pid))
 
                 opened = asyncio.run(loadgen.hold_streams(proc.url, prefix + ANTHROPIC, count, measure))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -24,7 +25,7 @@ def summary(values_ms: Sequence[float], errors: int = 0) -> dict[str, float]:
 
 def gaps(event_times: Sequence[float]) -> list[float]:
     """Delays between consecutive events of one stream."""
-    return [b - a for a, b in zip(event_times, event_times[1:])]
+    return [b - a for a, b in itertools.pairwise(event_times)]
 
 
 def times_direct(value: float, direct: float) -> float:
