@@ -59,7 +59,7 @@ class ProviderConfig(_Lenient):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         try:
-            parts.port
+            _ = parts.port  # urlsplit checks the port only when it is read
         except ValueError:
             raise ValueError(f"has a port outside 1-65535: {value!r}") from None
         if parts.query or parts.fragment:

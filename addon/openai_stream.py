@@ -1,8 +1,8 @@
 """OpenAI Chat Completions stream -> Anthropic Messages SSE, chunk by chunk (pure, no I/O).
 
 `StreamTranslator.feed(raw_provider_bytes)` returns Anthropic SSE bytes as soon as they are known; `finish()` at the
-provider's EOF, `fail(message)` when the connection broke. The state machine follows
-shared/notes/anthropic-openai.md, section 3:
+provider's EOF, `fail(message)` when the connection broke. The state machine follows docs/design.md,
+"Translation rules", the stream:
 
 - `message_start` is sent lazily, right before the first content block (or at the end of an empty answer), so an
   error the provider reports before any content leaves `started_content` False and the proxy may still fail over;

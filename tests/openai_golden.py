@@ -1,6 +1,6 @@
 """Golden OpenAI Chat Completions streams, as a provider sends them, with the equivalent non-streamed answer.
 
-One stream per case listed at the end of section 3 of shared/notes/anthropic-openai.md. Each stream is the raw
+One stream per case for the stream rules in docs/design.md ("Translation rules", the stream). Each stream is the raw
 bytes of the provider's body (`data: {...}` events); `completion` is the same answer as a non-streamed Chat
 Completions body, so a test can check that streaming and non-streaming translate to the same Anthropic content.
 Streams that must end in an error give `error_type` and the content accumulated before the error instead.
