@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 
 from mitmproxy import http
 
+from .attempt_marker import is_attempt_flow
 from .providers import Providers
 from .redact import REDACTED
 from .upstream import is_secret_header
@@ -101,11 +102,15 @@ class FlowHygiene:
     def __init__(self, providers: Providers):
         self.providers = providers
 
+    # A provider attempt's flow is made without credentials (attempt_flows.py): nothing to hide in it.
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        hide_credentials(flow, self.providers.redact)
+        if not is_attempt_flow(flow):
+            hide_credentials(flow, self.providers.redact)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        scrub(flow, self.providers.redact)
+        if not is_attempt_flow(flow):
+            scrub(flow, self.providers.redact)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        scrub(flow, self.providers.redact)
+        if not is_attempt_flow(flow):
+            scrub(flow, self.providers.redact)
