@@ -6,15 +6,22 @@ it and the provider's answer as it came (or the error that kept it from coming),
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mitmproxy import io
+from mitmproxy.tools.web import webaddons
+from prometheus_client.parser import text_string_to_metric_families
 
 from addon.attempt_marker import ATTEMPT, is_attempt_flow
-from balancer_proc import BalancerProcess, anthropic_provider
-from fakes import FakeProvider, Raw, Status, closed_port
+from balancer_proc import ADDON, MITMDUMP, BalancerProcess, anthropic_provider
+from fakes import FakeProvider, Message, Raw, Status, closed_port, openai_json
 from openai_golden import GOLDEN
 from test_openai_e2e import openai_provider
 
@@ -140,3 +147,144 @@ def test_only_failed_attempts_get_flows_when_told_and_none_when_off(tmp_path):
         (client_flow,) = [f for f in flows if not is_attempt_flow(f)]
         assert [("flow" in a) for a in client_flow.metadata["balancer"]["attempts"]] == \
             [n in expected for n in (1, 2, 3)]
+
+
+def test_mitmweb_lists_every_attempt_by_default(tmp_path):
+    """Under mitmweb (which keeps flows) every attempt gets its flow without any setting; the client flow's
+    comment says which attempt served it, each attempt's comment whose request it belongs to."""
+    web_port, token = closed_port(), "web-token-for-attempt-flows"
+    web_auth = ["--set", f"web_password={token}"] if hasattr(webaddons, "WebAuth") else []
+    with FakeProvider(Status(529, OVERLOADED)) as busy, FakeProvider(Raw(TEXT_ONLY.stream)) as oa:
+        balancer, _ = failover_balancer(tmp_path, busy, oa)
+        balancer.command = [
+            str(MITMDUMP.with_name("mitmweb")), "-s", str(ADDON), "--mode", "reverse:https://api.anthropic.com",
+            "--listen-host", "127.0.0.1", "--listen-port", "0", "--set", f"providers={balancer.providers_file}",
+            "--set", f"web_port={web_port}", "--set", "web_open_browser=false", *web_auth,
+        ]
+        with balancer, httpx.Client(base_url=f"http://127.0.0.1:{web_port}", timeout=10,
+                                    headers={"authorization": f"Bearer {token}"}) as web:
+            proxy_line = next(line for line in balancer.log_lines if "reverse proxy" in line)
+            balancer.port = int(proxy_line.rsplit(":", 1)[1].rstrip("."))
+            assert ask_streamed(balancer)
+
+            def finished() -> list[dict[str, Any]]:
+                flows = web.get("/flows").json()
+                done = [f for f in flows if f.get("response") or f.get("error")]
+                return flows if len(done) == 4 else []
+
+            wait_until(lambda: finished())
+            flows = finished()
+    (client_flow,) = [f for f in flows if f["comment"].startswith("served by")]
+    request_id = client_flow["id"][:8]
+    assert client_flow["comment"].startswith("served by oa (attempt 3 of 3) after busy: HTTP 529")
+    attempts = sorted(f["comment"] for f in flows if f is not client_flow)
+    assert [c.split(":")[0] for c in attempts] == [f"attempt {n} of 3 for req {request_id}" for n in (1, 2, 3)]
+    by_comment = {f["comment"].split(":")[0]: f for f in flows}
+    assert by_comment[f"attempt 1 of 3 for req {request_id}"]["response"]["status_code"] == 529
+    assert "refused" in by_comment[f"attempt 2 of 3 for req {request_id}"]["error"]["msg"]
+    assert by_comment[f"attempt 3 of 3 for req {request_id}"]["request"]["path"] == "/v1/chat/completions"
+
+
+def test_a_bare_mitmdump_shows_only_the_failed_attempts(tmp_path):
+    """mitmdump without -w keeps no flow: by default it gets (and prints) the failed attempts only."""
+    with FakeProvider(Status(529, OVERLOADED)) as busy, FakeProvider(Raw(TEXT_ONLY.stream)) as oa:
+        balancer, _ = failover_balancer(tmp_path, busy, oa)
+        balancer.extra_args = ()  # no -w
+        with balancer:
+            assert ask_streamed(balancer)
+            # The request's log line comes once every attempt flow that was made has gone through the hooks.
+            wait_until(lambda: "| attempts: busy HTTP 529" in balancer.log and "<< 529" in balancer.log)
+        printed = balancer.log
+    assert f"POST {busy.url}/v1/messages\n" in printed  # the failed attempts, as mitmdump prints a flow
+    assert "<< connection refused" in printed
+    assert f"{oa.url}/v1/chat/completions" not in printed  # the attempt that served the client: no flow
+
+
+# -- the property: attempt flows change nothing the balancer logs or counts ---------------------------------------
+
+BEHAVIORS = ("529", "500", "refused", "anthropic", "openai", "openai 429")
+
+
+def provider_for(kind: str, name: str, stream: bool, started: list[FakeProvider]) -> dict[str, Any]:
+    if kind == "refused":
+        return anthropic_provider(name, f"http://127.0.0.1:{closed_port()}")
+    behavior: Any = {
+        "529": Status(529, OVERLOADED),
+        "500": Status(500),
+        "anthropic": Message(),
+        "openai": Raw(TEXT_ONLY.stream, piece=11) if stream else openai_json(TEXT_ONLY.completion or {}),
+        "openai 429": openai_json({"error": {"message": "slow down"}}, status=429),
+    }[kind]
+    fake = FakeProvider(behavior).start()
+    started.append(fake)
+    if kind.startswith("openai"):
+        return openai_provider(name, fake.url)
+    return anthropic_provider(name, fake.url)
+
+
+def counted(metrics_text: str) -> Counter[str]:
+    """Every counter and histogram count, summed over its labels (the providers' names differ between runs)."""
+    totals: Counter[str] = Counter()
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name.endswith(("_total", "_count")):
+                totals[sample.name] += sample.value
+    return totals
+
+
+def test_attempt_flows_change_no_log_line_and_no_metric(tmp_path):
+    """The same requests with attempt flows off and on: as many log lines and the same metric increments (and
+    with them on, the attempts' flows really were made: one per attempt in the saved file)."""
+    flows_file, log_file = tmp_path / "flows.mitm", tmp_path / "balancer.jsonl"
+    balancer = BalancerProcess(tmp_path, extra_args=("-w", str(flows_file)))
+    balancer.write_providers([anthropic_provider("placeholder", "http://127.0.0.1:9")], log_file=str(log_file))
+    runs = iter(range(1_000_000))
+    attempts_made_with_flows_on = 0
+
+    def log_lines() -> list[str]:
+        return log_file.read_text().splitlines() if log_file.exists() else []
+
+    def run(kinds: list[str], stream: bool, mode: str) -> tuple[int, Counter[str], int]:
+        """(log lines, metric increments, attempts) of one request through providers that behave as `kinds`."""
+        started: list[FakeProvider] = []
+        try:
+            n = next(runs)
+            providers = [provider_for(kind, f"r{n}-{i}", stream, started) for i, kind in enumerate(kinds)]
+            balancer.use(providers, log_file=str(log_file), attempt_flows=mode)
+            lines_before = len(log_lines())
+            metrics_before = counted(httpx.get(balancer.url + "/metrics", timeout=10).text)
+            body = {"model": "claude-sonnet-4", "max_tokens": 16, "stream": stream,
+                    "messages": [{"role": "user", "content": "hi"}]}
+            with httpx.Client(timeout=30) as client:
+                answer = client.post(balancer.url + "/v1/messages", json=body, headers={"x-api-key": CLIENT_KEY})
+                answer.read()
+            wait_until(lambda: any('"request"' in line for line in log_lines()[lines_before:]))
+            new = log_lines()[lines_before:]
+            request_line = json.loads(next(line for line in new if '"request"' in line))["request"]
+            metrics_after = counted(httpx.get(balancer.url + "/metrics", timeout=10).text)
+            return len(new), metrics_after - metrics_before, len(request_line["attempts"])
+        finally:
+            for fake in started:
+                fake.stop()
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(kinds=st.lists(st.sampled_from(BEHAVIORS), min_size=1, max_size=3), stream=st.booleans(),
+           on_first=st.booleans())
+    def same_with_and_without(kinds: list[str], stream: bool, on_first: bool) -> None:
+        nonlocal attempts_made_with_flows_on
+        modes = ["all", "none"] if on_first else ["none", "all"]
+        results = {mode: run(kinds, stream, mode) for mode in modes}
+        assert results["all"] == results["none"], (kinds, stream)
+        attempts_made_with_flows_on += results["all"][2]
+
+    with balancer:
+        same_with_and_without()
+    saved = read_flows(flows_file)
+    assert len([f for f in saved if is_attempt_flow(f)]) == attempts_made_with_flows_on > 0
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
