@@ -15,6 +15,7 @@ client's flow ends (its body is read while it is relayed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ log = logging.getLogger("balancer")
 ALL, FAILED, NONE = "all", "failed", "none"
 # A compressed answer is decoded (to look for credentials) up to this many times the kept bytes.
 _DECODED_FACTOR = 8
+# A body larger than this is looked through for credentials off the event loop (256 KiB take tens of ms).
+_INLINE_BODY = 16 * 1024
 
 
 def default_mode(keeps_flows: bool, saves_flows: bool) -> str:
@@ -192,7 +195,10 @@ class AttemptFlows:
             served = record.handoff is not None and position == len(record.attempts)
             link = AttemptLink(client.id, record.request_id, position, len(record.attempts), served, ended)
             try:
-                made.append(attempt_flow(wire, attempt, link, redact))
+                if len(wire.body) <= _INLINE_BODY:
+                    made.append(attempt_flow(wire, attempt, link, redact))
+                else:  # the streams of every other request go on meanwhile
+                    made.append(await asyncio.to_thread(attempt_flow, wire, attempt, link, redact))
             except Exception:  # a flow to look at must never break the request
                 log.exception("req %s: attempt %d's flow could not be made", record.request_id, position)
                 continue

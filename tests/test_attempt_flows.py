@@ -134,6 +134,20 @@ def test_a_streamed_answer_over_the_bound_is_cut_and_says_so(tmp_path):
     assert served.comment.endswith(f"; answer body cut at {limit} of {len(TEXT_ONLY.stream)} bytes read")
 
 
+def test_a_long_answer_within_the_bound_is_kept_whole(tmp_path):
+    chunk = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "word "}}]}
+    last = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    long_stream = (b"data: " + json.dumps(chunk).encode() + b"\n\n") * 1500 \
+        + b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n"
+    assert 100_000 < len(long_stream) < 256 * 1024
+    with FakeProvider(Status(529, OVERLOADED)) as busy, FakeProvider(Raw(long_stream, piece=4096)) as oa:
+        balancer, flows_file = failover_balancer(tmp_path, busy, oa)
+        with balancer:
+            assert ask_streamed(balancer) == "word " * 1500
+    served = next(f for f in read_flows(flows_file) if is_attempt_flow(f) and f.metadata[ATTEMPT]["served"])
+    assert served.response.raw_content == long_stream
+    assert served.comment.endswith("200 (served the client)")
+
 def test_only_failed_attempts_get_flows_when_told_and_none_when_off(tmp_path):
     for mode, expected in (("failed", [1, 2]), ("none", [])):
         workdir = tmp_path / mode
