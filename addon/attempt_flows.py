@@ -26,6 +26,7 @@ from mitmproxy import connection, ctx, eventsequence, flow, http
 
 from .attempt_marker import ATTEMPT
 from .body_decoding import TooLarge, Undecodable, UnknownEncoding, decode_body
+from .failover import CLIENT_GONE
 from .flow_hygiene import shown_fields
 from .flow_record import AttemptSummary, FlowRecord, RequestSummary
 from .provider_wire import ProviderWire
@@ -55,7 +56,9 @@ def mode_in_force(setting: str | None) -> str:
 
 
 def wanted(mode: str, attempt: AttemptSummary) -> bool:
-    return mode == ALL or (mode == FAILED and attempt.failed)
+    """Under `failed`: the attempts that failed (also after their stream reached the client), and those cancelled
+    because the client left (a provider that kept it waiting is worth a look)."""
+    return mode == ALL or (mode == FAILED and (attempt.failed or attempt.outcome == CLIENT_GONE))
 
 
 @dataclass(frozen=True)

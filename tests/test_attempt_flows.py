@@ -13,17 +13,29 @@ from typing import Any
 
 import anthropic
 import httpx
+import pytest
+from balancer_proc import ADDON, MITMDUMP, BalancerProcess, anthropic_provider
+from fakes import (
+    FIRST_DELTA,
+    FakeProvider,
+    Hang,
+    Message,
+    Raw,
+    RawStream,
+    Status,
+    closed_port,
+    openai_json,
+    stream_events,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import io
 from mitmproxy.tools.web import webaddons
+from openai_golden import GOLDEN
 from prometheus_client.parser import text_string_to_metric_families
+from test_openai_e2e import openai_provider
 
 from addon.attempt_marker import ATTEMPT, is_attempt_flow
-from balancer_proc import ADDON, MITMDUMP, BalancerProcess, anthropic_provider
-from fakes import FakeProvider, Message, Raw, Status, closed_port, openai_json
-from openai_golden import GOLDEN
-from test_openai_e2e import openai_provider
 
 KEYS = {"busy": "sk-ant-busy-key-1111111111", "down": "sk-ant-down-key-2222222222", "oa": "sk-oa-key-3333333333"}
 CLIENT_KEY = "sk-ant-client-own-key-4444444444"
@@ -162,6 +174,43 @@ def test_only_failed_attempts_get_flows_when_told_and_none_when_off(tmp_path):
         assert [("flow" in a) for a in client_flow.metadata["balancer"]["attempts"]] == \
             [n in expected for n in (1, 2, 3)]
 
+
+def test_a_timeout_a_client_that_left_and_a_failure_mid_stream_each_show_on_their_attempt(tmp_path):
+    """With `failed`: a provider silent past request_timeout (the flow's error says so), an attempt cancelled
+    because the client left, and a stream that broke after it reached the client (the attempt that served it,
+    flowed once the request is over, with what it sent before breaking)."""
+    flows_file = tmp_path / "flows.mitm"
+    opening = stream_events(pieces=["partial"])[: FIRST_DELTA + 1]
+    silent, silent_too, breaking = Hang(), Hang(), RawStream(opening, ending="drop")
+    with FakeProvider(silent) as slow, FakeProvider(Message()) as good, FakeProvider(silent_too) as hanging, \
+            FakeProvider(breaking) as broken:
+        balancer = BalancerProcess(tmp_path, extra_args=("-w", str(flows_file)))
+        balancer.write_providers([anthropic_provider("slow", slow.url), anthropic_provider("good", good.url)],
+                                 request_timeout=1, attempt_flows="failed")
+        body = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+        try:
+            with balancer, httpx.Client(base_url=balancer.url, timeout=30) as client:
+                assert client.post("/v1/messages", json=body).status_code == 200  # slow timed out, good served
+                balancer.use([anthropic_provider("hanging", hanging.url)], request_timeout=60, attempt_flows="failed")
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(balancer.url + "/v1/messages", json=body, timeout=1)
+                wait_until(lambda: "status client gone" in balancer.log or " client gone |" in balancer.log)
+                balancer.use([anthropic_provider("broken", broken.url)], attempt_flows="failed")
+                with client.stream("POST", "/v1/messages", json={**body, "stream": True}) as answer:
+                    streamed = b"".join(answer.iter_bytes())
+                assert b"event: error" in streamed
+                wait_until(lambda: "failed mid-stream" in balancer.log)
+        finally:
+            silent.release.set()
+            silent_too.release.set()
+    attempts = {f.metadata[ATTEMPT]["provider"]: f for f in read_flows(flows_file) if is_attempt_flow(f)}
+    assert set(attempts) == {"slow", "hanging", "broken"}  # not good's, which served its request
+    assert attempts["slow"].error.msg == "no response headers within 1s" and attempts["slow"].response is None
+    assert attempts["hanging"].error.msg == "the client left before an answer: the attempt was cancelled"
+    mid_stream = attempts["broken"]
+    assert mid_stream.response.status_code == 200 and mid_stream.response.raw_content == b"".join(opening)
+    assert mid_stream.metadata[ATTEMPT]["served"] and mid_stream.metadata[ATTEMPT]["failed"]
+    assert ", then stream_error: " in mid_stream.comment
 
 def test_mitmweb_lists_every_attempt_by_default(tmp_path):
     """Under mitmweb (which keeps flows) every attempt gets its flow without any setting; the client flow's

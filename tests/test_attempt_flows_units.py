@@ -10,11 +10,21 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import FakeProvider, Raw, closed_port
 from mitmproxy import http
 from mitmproxy.addons import save, view
 from mitmproxy.test import taddons, tflow
 
-from addon.attempt_flows import ALL, FAILED, NONE, AttemptLink, attempt_flow, mode_in_force, shown_body, show
+from addon.attempt_flows import (
+    ALL,
+    FAILED,
+    NONE,
+    AttemptLink,
+    attempt_flow,
+    mode_in_force,
+    show,
+    shown_body,
+)
 from addon.attempt_marker import ATTEMPT, is_attempt_flow
 from addon.flow_hygiene import FlowHygiene
 from addon.flow_record import AttemptSummary
@@ -23,7 +33,6 @@ from addon.head import HeadRequests
 from addon.provider_wire import ProviderWire
 from addon.providers import Providers
 from addon.redact import Redactor
-from fakes import FakeProvider, Raw, closed_port
 
 SECRET = "sk-provider-secret-0123456789"
 redact = Redactor([SECRET])
