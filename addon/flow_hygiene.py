@@ -102,15 +102,15 @@ class FlowHygiene:
     def __init__(self, providers: Providers):
         self.providers = providers
 
-    # A provider attempt's flow is made without credentials (attempt_flows.py): nothing to hide in it.
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # A provider attempt's flow is made without credentials (attempt_flows.py), and mitmproxy sends a replay of
+        # one as the flow holds it (with the key whoever replays typed in): nothing is hidden before it goes.
         if not is_attempt_flow(flow):
             hide_credentials(flow, self.providers.redact)
 
+    # Every flow, a replayed attempt's too: the key typed in to replay it is not kept.
     def response(self, flow: http.HTTPFlow) -> None:
-        if not is_attempt_flow(flow):
-            scrub(flow, self.providers.redact)
+        scrub(flow, self.providers.redact)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        if not is_attempt_flow(flow):
-            scrub(flow, self.providers.redact)
+        scrub(flow, self.providers.redact)

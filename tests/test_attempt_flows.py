@@ -212,31 +212,43 @@ def test_a_timeout_a_client_that_left_and_a_failure_mid_stream_each_show_on_thei
     assert mid_stream.metadata[ATTEMPT]["served"] and mid_stream.metadata[ATTEMPT]["failed"]
     assert ", then stream_error: " in mid_stream.comment
 
+WEB_TOKEN = "web-token-for-attempt-flows"
+
+
+def under_mitmweb(balancer: BalancerProcess, web_port: int) -> BalancerProcess:
+    web_auth = ["--set", f"web_password={WEB_TOKEN}"] if hasattr(webaddons, "WebAuth") else []
+    balancer.command = [
+        str(MITMDUMP.with_name("mitmweb")), "-s", str(ADDON), "--mode", "reverse:https://api.anthropic.com",
+        "--listen-host", "127.0.0.1", "--listen-port", "0", "--set", f"providers={balancer.providers_file}",
+        "--set", f"web_port={web_port}", "--set", "web_open_browser=false", *web_auth,
+    ]
+    return balancer
+
+
+def web_client(balancer: BalancerProcess, web_port: int) -> httpx.Client:
+    """mitmweb's API (what its UI uses); the balancer's port taken from mitmweb's start-up line."""
+    proxy_line = next(line for line in balancer.log_lines if "reverse proxy" in line)
+    balancer.port = int(proxy_line.rsplit(":", 1)[1].rstrip("."))
+    # Tornado's XSRF check on posts: the header must match the cookie.
+    return httpx.Client(base_url=f"http://127.0.0.1:{web_port}", timeout=10, headers={
+        "authorization": f"Bearer {WEB_TOKEN}", "x-xsrftoken": "x", "cookie": "_mitmproxy_xsrf=x"})
+
+
+def finished_flows(web: httpx.Client, count: int) -> list[dict[str, Any]]:
+    flows = web.get("/flows").json()
+    return flows if len([f for f in flows if f.get("response") or f.get("error")]) == count else []
+
+
 def test_mitmweb_lists_every_attempt_by_default(tmp_path):
     """Under mitmweb (which keeps flows) every attempt gets its flow without any setting; the client flow's
     comment says which attempt served it, each attempt's comment whose request it belongs to."""
-    web_port, token = closed_port(), "web-token-for-attempt-flows"
-    web_auth = ["--set", f"web_password={token}"] if hasattr(webaddons, "WebAuth") else []
+    web_port = closed_port()
     with FakeProvider(Status(529, OVERLOADED)) as busy, FakeProvider(Raw(TEXT_ONLY.stream)) as oa:
-        balancer, _ = failover_balancer(tmp_path, busy, oa)
-        balancer.command = [
-            str(MITMDUMP.with_name("mitmweb")), "-s", str(ADDON), "--mode", "reverse:https://api.anthropic.com",
-            "--listen-host", "127.0.0.1", "--listen-port", "0", "--set", f"providers={balancer.providers_file}",
-            "--set", f"web_port={web_port}", "--set", "web_open_browser=false", *web_auth,
-        ]
-        with balancer, httpx.Client(base_url=f"http://127.0.0.1:{web_port}", timeout=10,
-                                    headers={"authorization": f"Bearer {token}"}) as web:
-            proxy_line = next(line for line in balancer.log_lines if "reverse proxy" in line)
-            balancer.port = int(proxy_line.rsplit(":", 1)[1].rstrip("."))
+        balancer = under_mitmweb(failover_balancer(tmp_path, busy, oa)[0], web_port)
+        with balancer, web_client(balancer, web_port) as web:
             assert ask_streamed(balancer)
-
-            def finished() -> list[dict[str, Any]]:
-                flows = web.get("/flows").json()
-                done = [f for f in flows if f.get("response") or f.get("error")]
-                return flows if len(done) == 4 else []
-
-            wait_until(lambda: finished())
-            flows = finished()
+            wait_until(lambda: finished_flows(web, 4))
+            flows = finished_flows(web, 4)
     (client_flow,) = [f for f in flows if f["comment"].startswith("served by")]
     request_id = client_flow["id"][:8]
     assert client_flow["comment"].startswith("served by oa (attempt 3 of 3) after busy: HTTP 529")
@@ -246,6 +258,35 @@ def test_mitmweb_lists_every_attempt_by_default(tmp_path):
     assert by_comment[f"attempt 1 of 3 for req {request_id}"]["response"]["status_code"] == 529
     assert "refused" in by_comment[f"attempt 2 of 3 for req {request_id}"]["error"]["msg"]
     assert by_comment[f"attempt 3 of 3 for req {request_id}"]["request"]["path"] == "/v1/chat/completions"
+
+
+def test_a_replayed_attempt_goes_to_its_provider_as_shown_and_the_balancer_leaves_it_alone(tmp_path):
+    """mitmweb's Replay of an attempt's flow sends that request to that provider as the flow shows it (its
+    credentials `[redacted]`: whoever replays edits them in first): the balancer neither refuses it (client keys),
+    nor answers, balances, logs or counts it."""
+    web_port = closed_port()
+    with FakeProvider(Status(529, OVERLOADED)) as busy, FakeProvider(Raw(TEXT_ONLY.stream)) as oa:
+        balancer = under_mitmweb(failover_balancer(tmp_path, busy, oa, client_keys=[CLIENT_KEY])[0], web_port)
+        with balancer, web_client(balancer, web_port) as web:
+            assert ask_streamed(balancer)
+            wait_until(lambda: finished_flows(web, 4))
+            first = next(f for f in finished_flows(web, 4) if f["comment"].startswith("attempt 1 of 3"))
+            metrics_before = counted(httpx.get(balancer.url + "/metrics", timeout=10,
+                                               headers={"x-api-key": CLIENT_KEY}).text)
+            web.post(f"/flows/{first['id']}/replay").raise_for_status()
+            wait_until(lambda: len(busy.requests) == 2)
+            wait_until(lambda: finished_flows(web, 5))  # the replay's own flow, answered by busy
+            replayed_flow = next(f for f in finished_flows(web, 5) if f["is_replay"] == "request")
+            metrics_after = counted(httpx.get(balancer.url + "/metrics", timeout=10,
+                                              headers={"x-api-key": CLIENT_KEY}).text)
+            log = balancer.log
+    original, replayed = busy.requests
+    assert replayed.path == "/v1/messages" and replayed.headers["x-api-key"] == "[redacted]"
+    assert replayed.json() == original.json()
+    assert replayed_flow["response"]["status_code"] == 529  # busy's own answer, not one of the balancer's
+    assert len(oa.requests) == 1  # nothing was balanced
+    assert log.count(" | attempts: ") == 1  # one request line: the original request's
+    assert metrics_after == metrics_before
 
 
 def test_a_bare_mitmdump_shows_only_the_failed_attempts(tmp_path):

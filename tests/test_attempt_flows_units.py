@@ -224,7 +224,6 @@ async def test_the_balancers_hooks_leave_an_attempt_flow_alone(tmp_path):
         gateway.on_finished.append(finished.append)
         for flow in (attempt(False), attempt(True)):
             flow.request.method = "HEAD"  # HeadRequests would drop a HEAD answer's body
-            flow.request.headers["authorization"] = "Bearer not-redacted-here"  # hygiene would hide it
             before = flow.get_state()
             hygiene.requestheaders(flow)
             await gateway.request(flow)
@@ -242,3 +241,15 @@ async def test_the_balancers_hooks_leave_an_attempt_flow_alone(tmp_path):
 
 def test_a_client_flow_is_not_an_attempt_flow():
     assert not is_attempt_flow(tflow.tflow())
+
+
+def test_a_replayed_attempt_goes_out_with_the_key_typed_in_and_is_kept_without_it(tmp_path):
+    providers = Providers()
+    hygiene = FlowHygiene(providers)
+    flow = attempt(False)
+    flow.live = True  # mitmweb's Replay: a copy of the flow, sent again
+    flow.request.headers["x-api-key"] = "typed-in-to-replay-1234"
+    hygiene.requestheaders(flow)
+    assert flow.request.headers["x-api-key"] == "typed-in-to-replay-1234"  # what mitmproxy sends
+    hygiene.response(flow)
+    assert flow.request.headers["x-api-key"] == "[redacted]"  # what mitmweb shows and -w saves
