@@ -9,6 +9,7 @@ import logging
 
 from mitmproxy import ctx, http
 
+from .attempt_marker import is_attempt_flow
 from .flow_hygiene import client_headers
 from .log_text import loggable
 from .providers import Providers
@@ -62,7 +63,7 @@ class AccessControl:
             )
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
             return
         settings = self.providers.settings
         path = flow.request.path.split("?", 1)[0]

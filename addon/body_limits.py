@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 
 from mitmproxy import ctx, http
 
+from .attempt_marker import is_attempt_flow
 from .body_decoding import TooLarge, Undecodable, UnknownEncoding, decode_body
 from .providers import Providers
 from .refusal_server import RefusalServer
@@ -85,7 +86,7 @@ class BodyLimits:
             ctx.options.update(stream_large_bodies=str(limit))
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
             return
         request = flow.request
         if request.stream:  # mitmproxy marked it: the content-length is over the limit
@@ -103,7 +104,7 @@ class BodyLimits:
             request.stream = Collector(self.providers.settings.max_body_size)
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.error or not flow.live:
+        if is_attempt_flow(flow) or flow.error or not flow.live:
             return
         request = flow.request
         limit = self.providers.settings.max_body_size

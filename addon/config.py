@@ -134,6 +134,11 @@ class Settings(_Lenient):
     admin_keys: list[str] = Field(default_factory=list)
     # Larger request bodies are refused with 413 (Claude Code requests with images stay well below).
     max_body_size: int = Field(default=32 * 1024 * 1024, gt=0)
+    # Every provider attempt as a flow of its own (mitmweb, mitmproxy, -w): all | failed | none. Default: all under
+    # mitmweb and mitmproxy and with -w, failed under mitmdump without -w.
+    attempt_flows: Literal["all", "failed", "none"] | None = None
+    # Bytes of each provider answer an attempt flow keeps (the rest is counted, not kept).
+    attempt_body_limit: int = Field(default=256 * 1024, ge=0)
     # What GET /v1/models offers besides the providers' configured models (each is routed by its tier).
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

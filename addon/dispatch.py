@@ -147,8 +147,10 @@ class Dispatcher:
         result = await attempt_in_turn(
             plan, build, self.pool, board, settings, open_answer, penalize,
             redact=self.providers.redact, client_gone=lambda: client_gone(flow),
+            capture=settings.attempt_body_limit if record.attempt_flows != "none" else None,
         )
         record.attempts = [AttemptSummary.of(attempt) for attempt in result.attempts]
+        record.wires = [attempt.wire for attempt in result.attempts]
         if kind == COUNT_TOKENS and counts_after_asking(settings, result):
             if isinstance(result, Success):
                 await result.response.aclose()

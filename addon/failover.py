@@ -26,6 +26,7 @@ from .health import (
     cooldown_seconds,
 )
 from .open_files import LOCAL, is_descriptor_exhaustion
+from .provider_wire import ProviderWire
 from .routing import Plan, soonest_back_first
 from .stream_guard import StreamFailure
 from .upstream import ClientPool, describe_exception, should_fail_over
@@ -51,6 +52,7 @@ class AttemptRecord:
     failed: bool
     kind: str | None = None  # failure class (health.py), None when not failed
     retry_after: float | None = None  # seconds, as the provider asked with its failure
+    wire: ProviderWire | None = None  # what went over the wire, when attempts are captured
 
 
 @dataclass
@@ -141,12 +143,14 @@ async def attempt_in_turn(
     penalize: bool = True,
     redact: Callable[[str], str] = str,
     client_gone: Callable[[], bool] | None = None,
+    capture: int | None = None,
 ) -> Success | Exhausted:
     """Send to each planned provider in turn: the usable ones, then those cooling down (soonest back first). A
     transport error, no headers within `request_timeout`, a failover status, or a failure before the stream's
     commit point moves on (and, with `penalize`, counts against the provider); any other answer is returned with
     its body ready to relay. When the client leaves, the attempt under way is cancelled and nobody is blamed.
-    Every reason taken from a provider passes through `redact`."""
+    Every reason taken from a provider passes through `redact`. With `capture` (a number of body bytes), each
+    attempt's record keeps what went over the wire (`AttemptRecord.wire`)."""
     attempts: list[AttemptRecord] = []
     skipped = list(plan.skipped)
     deferred: list[ProviderConfig] = []
@@ -171,9 +175,10 @@ async def attempt_in_turn(
         if penalize:
             board.record_attempt(provider.name)
         started = time.perf_counter()
+        wire = ProviderWire(provider.name, capture) if capture is not None else None
         try:
             outcome = await _unless_client_gone(
-                _attempt(provider, build_request, pool, settings, open_answer), client_gone
+                _attempt(provider, build_request, pool, settings, open_answer, wire), client_gone
             )
         except BaseException:
             # Cancelled (or a bug): whatever happened, this attempt must not leave the provider marked as probed.
@@ -183,7 +188,11 @@ async def attempt_in_turn(
         if outcome is None:  # the client left: the provider did nothing wrong
             if penalize:
                 board.record_neutral(provider.name)
-            attempts.append(AttemptRecord(provider.name, CLIENT_GONE, (time.perf_counter() - started) * 1000, False))
+            if wire is not None:
+                wire.failed("the client left before an answer: the attempt was cancelled")
+            attempts.append(
+                AttemptRecord(provider.name, CLIENT_GONE, (time.perf_counter() - started) * 1000, False, wire=wire)
+            )
             return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
         if isinstance(outcome, Success):
             ms = outcome.attempts[0].ms
@@ -244,8 +253,10 @@ async def _attempt(
     pool: ClientPool,
     settings: Settings,
     open_answer: AnswerOpener,
+    wire: ProviderWire | None = None,
 ) -> Success | AttemptRecord:
-    """One provider: a Success (whose only attempt record is this one), or the failed attempt."""
+    """One provider: a Success (whose only attempt record is this one), or the failed attempt. `wire`, when
+    given, records what was sent and what came back as it is read."""
     request = build_request(provider)
     # httpx's own limits as well as the header deadline below: a cancellation that lands while anyio is still
     # connecting can be lost, and then these are what bound the attempt.
@@ -256,15 +267,23 @@ async def _attempt(
     started = time.perf_counter()
     deadline = time.monotonic() + settings.request_timeout
     retry_after: float | None = None
+    if wire is not None:
+        wire.sending(request)
     try:
         response = await asyncio.wait_for(client.send(request, stream=True), settings.request_timeout)
     except TimeoutError:
         reason, kind = f"no response headers within {settings.request_timeout:g}s", TIMEOUT
+        if wire is not None:
+            wire.failed(reason)
     except (httpx.HTTPError, OSError) as exc:
         reason = describe_exception(exc)
         kind = TIMEOUT if isinstance(exc, httpx.TimeoutException) else TRANSPORT
         kind = LOCAL if is_descriptor_exhaustion(exc) else kind  # the balancer's shortage, not the provider's
+        if wire is not None:
+            wire.failed(reason)
     else:
+        if wire is not None:
+            wire.answered(response)  # from here on the body is copied as it is read
         status = response.status_code
         if not _is_failover_status(provider, status):
             try:
@@ -277,7 +296,7 @@ async def _attempt(
                 raise
             else:
                 ms = (time.perf_counter() - started) * 1000
-                record = AttemptRecord(provider.name, str(status), ms, failed=False)
+                record = AttemptRecord(provider.name, str(status), ms, failed=False, wire=wire)
                 return Success(provider, request, response, answer, [record])
         else:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -285,7 +304,7 @@ async def _attempt(
             reason = f"HTTP {status}" + (f" {detail}" if detail else "")
             kind = failure_class(status, detail)
     ms = (time.perf_counter() - started) * 1000
-    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind, retry_after=retry_after)
+    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind, retry_after=retry_after, wire=wire)
 
 
 # Failures that say the provider cannot serve at all right now, or that cost a whole `request_timeout`: they cool it

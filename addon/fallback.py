@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from .attempt_marker import is_attempt_flow
 from .relay import RELAYED
 from .responses import error_response
 
 
 class NotFound:
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live or flow.metadata.get(RELAYED):
+        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live or flow.metadata.get(RELAYED):
             return
         path = flow.request.path.split("?", 1)[0]
         flow.response = error_response(

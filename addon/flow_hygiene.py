@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 
 from mitmproxy import http
 
+from .attempt_marker import is_attempt_flow
 from .providers import Providers
 from .redact import REDACTED
 from .upstream import is_secret_header
@@ -102,8 +103,12 @@ class FlowHygiene:
         self.providers = providers
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        hide_credentials(flow, self.providers.redact)
+        # A provider attempt's flow is made without credentials (attempt_flows.py), and mitmproxy sends a replay of
+        # one as the flow holds it (with the key whoever replays typed in): nothing is hidden before it goes.
+        if not is_attempt_flow(flow):
+            hide_credentials(flow, self.providers.redact)
 
+    # Every flow, a replayed attempt's too: the key typed in to replay it is not kept.
     def response(self, flow: http.HTTPFlow) -> None:
         scrub(flow, self.providers.redact)
 

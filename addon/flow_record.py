@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .failover import CLIENT_GONE, AttemptRecord
+from .provider_wire import ProviderWire
 from .relay import HandOff
 from .usage_watch import UsageWatch
 
@@ -92,12 +93,15 @@ class RequestSummary:
 
 
 @dataclass(frozen=True)
-class SentRequest:
-    """A request as a provider received it, fit to show on the flow (credential values redacted)."""
+class ClientRequest:
+    """The request as the flow showed it before it was pointed at the relay: shown again once the answer comes."""
 
-    url: str
-    headers: list[tuple[str, bytes]]
-    body: bytes
+    scheme: str
+    host: str
+    port: int
+    path: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    raw_content: bytes | None
 
 
 @dataclass
@@ -115,7 +119,10 @@ class FlowRecord:
     model: str | None = None
     attempts: list[AttemptSummary] = field(default_factory=list)
     handoff: HandOff | None = None  # where the relay holds the provider's answer
-    sent: SentRequest | None = None  # the request as the provider received it (credentials redacted)
+    client_request: ClientRequest | None = None  # what the flow showed before it was pointed at the relay
+    attempt_flows: str = "none"  # which attempts get a flow of their own: all, failed or none
+    wires: list[ProviderWire | None] = field(default_factory=list)  # per attempt, what went over the wire
+    attempt_flow_ids: dict[int, str] = field(default_factory=dict)  # attempt position -> its flow's id
     watch: UsageWatch | None = None
     answered_at: float | None = None  # when the balancer answered by itself
     failed_mid_stream: bool = False  # the serving provider failed after its stream was committed

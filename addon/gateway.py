@@ -1,9 +1,11 @@
 """API requests (`/v1/...`) go to providers: the addon that follows each one through mitmproxy's hooks.
 
 `request`: the flow gets its record (flow_record.py) and is dispatched (dispatch.py); the balancer's own answer
-is set on the flow, or a provider's answer handed to the relay (relay_handoff.py). `responseheaders`: the flow
-receives the relayed answer. `response` / `error`: the flow is over; its summary goes to the flow's metadata,
-the log and whoever listens (`on_finished`: the metrics).
+is set on the flow, or a provider's answer handed to the relay (relay_handoff.py); the attempts that are over get
+flows of their own (attempt_flows.py). `responseheaders`: the flow receives the relayed answer. `response` /
+`error`: the flow is over; the attempt that served it gets its flow, and its summary goes to the flow's
+metadata, the log and whoever listens (`on_finished`: the metrics). Attempt flows pass through these hooks too,
+and are left alone.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from .affinity import SessionAffinity
+from .attempt_flows import AttemptFlows, mode_in_force, with_flow_ids
+from .attempt_marker import is_attempt_flow
 from .dispatch import MESSAGE_ROUTES, Dispatcher, Reply, route_of
 from .failover import CLIENT_GONE
 from .flow_record import FlowRecord, RequestSummary
 from .providers import Providers
 from .relay import RELAYED, RelayServer
-from .relay_handoff import hand_off, receive_answer
+from .relay_handoff import hand_off, receive_answer, show_client_request
 from .request_log import REQUEST_FIELD, summary_line
 from .responses import error_response
 from .routing import Router
@@ -40,6 +44,7 @@ class Gateway:
         self.router = Router()
         self.affinity = SessionAffinity()
         self.dispatcher = Dispatcher(providers, self.pool, self.router, self.affinity)
+        self.attempt_flows = AttemptFlows(lambda: providers.redact)
         # Called with each finished API request's summary, whatever the order of the addons.
         self.on_finished: list[Callable[[RequestSummary], None]] = []
         # The API flows under way, by flow id (flow.metadata only holds plain data).
@@ -60,7 +65,7 @@ class Gateway:
 
     # -- hooks -----------------------------------------------------------------------------------------------
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
             return
         kind, wrong_method = route_of(flow.request.method, flow.request.path)
         if wrong_method:
@@ -79,12 +84,14 @@ class Gateway:
             )))
             return
         try:
+            record.attempt_flows = mode_in_force(self.providers.settings.attempt_flows)
             await self.pool.follow_tls_options(ctx.options)
             outcome = await self.dispatcher.dispatch(flow, record)
             if isinstance(outcome, Reply):
                 self._answer(flow, record, outcome)
             else:
                 await hand_off(self.relay, flow, record, outcome)
+            await self.attempt_flows.attempts_over(flow, record, serving=record.handoff is not None)
         except Exception:
             # A bug must never let the request fall through to mitmproxy's reverse target with the client's key.
             log.exception("req %s: internal error", record.request_id)
@@ -92,23 +99,30 @@ class Gateway:
                 self._answer(flow, record, Reply(error_response(500, "api_error", "internal error in the balancer")))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if is_attempt_flow(flow):
+            return
         record = self._records.get(flow.id)
         if record is not None:
             receive_answer(flow, record)
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
+        if is_attempt_flow(flow):
+            return
         record = self._records.pop(flow.id, None)
         if record is not None:
-            self._finish(flow, record.finished(flow.response.status_code if flow.response else None))
+            await self._finish(flow, record, record.finished(flow.response.status_code if flow.response else None))
 
     async def error(self, flow: http.HTTPFlow) -> None:
+        if is_attempt_flow(flow):
+            return
         record = self._records.pop(flow.id, None)
         if record is None:
             return
         if record.handoff is not None:
             await self.relay.discard(record.handoff.token)
+            show_client_request(flow, record)  # not the hop to the relay
         left = flow.error is not None and "client disconnected" in str(flow.error).lower()
-        self._finish(flow, record.finished(None, ended=CLIENT_GONE if left else "error"))
+        await self._finish(flow, record, record.finished(None, ended=CLIENT_GONE if left else "error"))
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _answer(self, flow: http.HTTPFlow, record: FlowRecord, reply: Reply) -> None:
@@ -118,11 +132,15 @@ class Gateway:
         if reply.comment is not None:
             flow.comment = reply.comment
 
-    def _finish(self, flow: http.HTTPFlow, summary: RequestSummary) -> None:
-        """The flow is over: its metadata gets the final figures, the log its one line, the listeners the
-        summary."""
+    async def _finish(self, flow: http.HTTPFlow, record: FlowRecord, summary: RequestSummary) -> None:
+        """The flow is over: the attempts still without a flow get theirs, its metadata gets the final figures
+        (and its attempts' flow ids), the log its one line, the listeners the summary."""
+        try:
+            await self.attempt_flows.request_over(flow, record, summary)
+        except Exception:  # flows to look at must never keep a request from being logged and counted
+            log.exception("req %s: the attempts' flows failed", summary.request_id)
         metadata = summary.as_metadata()
-        flow.metadata["balancer"] = metadata
+        flow.metadata["balancer"] = with_flow_ids(metadata, record)
         log.info(summary_line(metadata), extra={REQUEST_FIELD: metadata})
         for listener in self.on_finished:
             try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from .attempt_marker import is_attempt_flow
+
 
 def without_body(response: http.Response) -> None:
     """Drop the body and keep its headers: `content-length` still says what a GET would have received."""
@@ -19,5 +21,7 @@ def without_body(response: http.Response) -> None:
 
 class HeadRequests:
     def response(self, flow: http.HTTPFlow) -> None:
+        if is_attempt_flow(flow):
+            return
         if flow.request.method.upper() == "HEAD" and flow.response is not None:
             without_body(flow.response)

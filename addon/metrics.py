@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import health
+from .attempt_marker import is_attempt_flow
 from .flow_record import RequestSummary
 from .providers import Providers
 from .responses import error_response
@@ -155,7 +156,7 @@ class Metrics:
         self._serve(flow)
 
     def _serve(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
             return
         if flow.request.path.split("?", 1)[0] != PATH:
             return

@@ -6,6 +6,7 @@ from typing import Any
 
 from mitmproxy import http
 
+from .attempt_marker import is_attempt_flow
 from .config import BalancerConfig
 from .providers import Providers
 from .responses import error_response, json_response
@@ -49,7 +50,9 @@ class ModelsApi:
         self.providers = providers
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live or flow.request.method not in ("GET", "HEAD"):
+        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live or flow.request.method not in (
+            "GET", "HEAD"
+        ):
             return
         path = flow.request.path.split("?", 1)[0].rstrip("/")
         if path == "/v1/models":

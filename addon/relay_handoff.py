@@ -2,27 +2,24 @@
 
 In the `request` hook the answer is parked in the relay and the flow pointed at it (mitmproxy collects the answer
 there and streams it to the client); in `responseheaders` the flow gets the relay's stream callable, and from
-then on shows the request as the provider received it (credentials redacted), not the hop to the relay.
+then on shows the request as the client sent it again, not the hop to the relay. What each provider received
+is its attempt's own flow (attempt_flows.py).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
 from mitmproxy import http
-from mitmproxy.net.http import url as mitmproxy_url
 
 from .dispatch import Served, client_gone
 from .exchange import Answer
-from .flow_record import FlowRecord, SentRequest
+from .failover import AttemptRecord
+from .flow_record import ClientRequest, FlowRecord
 from .log_text import loggable
-from .redact import REDACTED
 from .relay import DEFERRED, RELAYED, RelayServer
 from .responses import PROVIDER_HEADER
-from .upstream import is_secret_header
 from .usage_watch import UsageWatch, watched
 
 log = logging.getLogger("balancer")
@@ -30,15 +27,9 @@ log = logging.getLogger("balancer")
 DEBUG_PAYLOAD_LIMIT = 8192  # bytes of a request body shown at log_level DEBUG
 
 
-def sent_request(request: httpx.Request) -> SentRequest:
-    return SentRequest(
-        url=str(request.url),
-        headers=[
-            (k.decode("latin-1"), REDACTED.encode() if is_secret_header(k.decode("latin-1")) else v)
-            for k, v in request.headers.raw
-        ],
-        body=request.content,
-    )
+def client_request(request: http.Request) -> ClientRequest:
+    return ClientRequest(request.scheme, request.host, request.port, request.path, request.headers.fields,
+                         request.raw_content)
 
 
 def watched_answer(answer: Answer) -> tuple[UsageWatch, AsyncIterator[bytes]]:
@@ -48,10 +39,15 @@ def watched_answer(answer: Answer) -> tuple[UsageWatch, AsyncIterator[bytes]]:
     return watch, watched(answer.body, watch)
 
 
-@functools.lru_cache(maxsize=256)  # providers have a few URLs; clients choose paths, so the memory is bounded
-def _url_parts(url: str) -> tuple[bytes, bytes, int, bytes]:
-    """mitmproxy's parse of a URL (scheme, host, port, path), remembered."""
-    return mitmproxy_url.parse(url)
+def show_client_request(flow: http.HTTPFlow, record: FlowRecord) -> None:
+    """The flow shows the client's request again, not the hop to the relay."""
+    shown = record.client_request
+    if shown is None:
+        return
+    request = flow.request
+    request.scheme, request.host, request.port, request.path = shown.scheme, shown.host, shown.port, shown.path
+    request.headers.fields = shown.headers
+    request.raw_content = shown.raw_content
 
 
 async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, served: Served) -> None:
@@ -78,7 +74,7 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
     if log.isEnabledFor(logging.DEBUG):
         log.debug("req %s sent to %s %s: %s", record.request_id, sent.method, loggable(str(sent.url)),
                   loggable(sent.content[:DEBUG_PAYLOAD_LIMIT].decode("utf-8", errors="replace"), limit=None))
-    record.sent = sent_request(sent)
+    record.client_request = client_request(flow.request)
     flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", record.handoff.port
     flow.request.path = record.handoff.path
     flow.metadata[RELAYED] = True
@@ -88,23 +84,26 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
         flow.request.headers["content-length"] = "0"
         for name in ("content-encoding", "transfer-encoding"):
             flow.request.headers.pop(name, None)
-    failed = [a for a in result.attempts if a.failed]
-    flow.comment = f"served by {result.provider.name}" + (
+    flow.comment = served_comment(result.provider.name, result.attempts)
+
+
+def served_comment(provider: str, attempts: list[AttemptRecord]) -> str:
+    """`served by b (attempt 2 of 2) after a: HTTP 529 ...`; with one attempt, `served by a`."""
+    failed = [a for a in attempts if a.failed]
+    which = f" (attempt {len(attempts)} of {len(attempts)})" if len(attempts) > 1 else ""
+    return f"served by {provider}{which}" + (
         " after " + "; ".join(f"{a.provider}: {a.outcome}" for a in failed) if failed else ""
     )
 
 
 def receive_answer(flow: http.HTTPFlow, record: FlowRecord) -> None:
     """The relay's answer has its headers (`responseheaders`): a stream is passed on through the relay's stream
-    callable, and the flow shows the request as the provider received it."""
-    handoff, sent = record.handoff, record.sent
-    if handoff is None or sent is None or flow.response is None:
+    callable, and the flow shows the client's request again."""
+    handoff = record.handoff
+    if handoff is None or flow.response is None:
         return
     if record.stream and flow.response.headers.get("content-type", "").startswith("text/event-stream"):
         flow.response.stream = handoff.stream or True
     elif handoff.stream is not None:
         handoff.stream.release()  # not streamed: mitmproxy reads the whole answer, the relay must not wait
-    # What `flow.request.url = sent.url` does, with the URL parsed once per URL, not once per request.
-    flow.request.scheme, flow.request.host, flow.request.port, flow.request.path = _url_parts(sent.url)
-    flow.request.headers = http.Headers([(k.encode(), v) for k, v in sent.headers])
-    flow.request.raw_content = sent.body
+    show_client_request(flow, record)

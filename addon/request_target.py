@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
+from .attempt_marker import is_attempt_flow
 from .responses import error_response
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -97,7 +98,7 @@ class RequestTarget:
     read would make mitmproxy keep the whole body (and refuse to stream one that is too large)."""
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live:
+        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
             return
         # An absolute-form request line carries an authority; the balancer routes on the path alone, and every
         # hop it makes (the relay included) is sent in origin form.

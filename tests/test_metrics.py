@@ -164,7 +164,7 @@ async def test_the_gateway_leaves_metrics_to_this_addon(setup):
     metrics.request(flow)
     assert flow.response.status_code == 200
     assert "balancer_provider_healthy" in flow.response.text
-    gateway.response(flow)  # the scrape itself is not API traffic
+    await gateway.response(flow)  # the scrape itself is not API traffic
     assert not any(name == "balancer_requests_total" for name, _ in parse(scrape(metrics).response.text))
 
     other = tflow.tflow()
@@ -190,7 +190,7 @@ async def test_a_request_is_counted_from_the_summary_the_gateway_hands_on(tmp_pa
         flow.request.method, flow.request.path = "POST", "/v1/messages"
         flow.request.content = b'{"model": "m", "messages": []}'
         await gateway.request(flow)
-        gateway.response(flow)
+        await gateway.response(flow)
         flow.metadata["balancer"] = {"kind": "messages", "provider": "rewritten later"}  # by some later addon
     samples = parse(scrape(metrics).response.text)
     assert value(samples, "balancer_requests_total", kind="messages", provider="none", status="503") == 1
@@ -311,7 +311,7 @@ async def test_flows_that_are_not_api_requests_are_not_counted(setup):
         if error:
             await gateway.error(flow)
         else:
-            gateway.response(flow)
+            await gateway.response(flow)
     samples = parse(scrape(metrics).response.text)
     assert not [key for key in samples if key[0].startswith(("balancer_requests", "balancer_tokens"))]
 
