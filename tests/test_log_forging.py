@@ -131,6 +131,8 @@ def test_random_provider_and_client_text_is_one_log_line(forging, error_text, mo
     second.default = answer_with_stop_reason(stop_reason or "end_turn")
     start = len(process.log_lines)
     assert post(process, model).status_code == 200
+    # The client can have its answer before the balancer logs the request's line: wait for that line first.
+    wait_until(lambda: summaries(message_lines(process.log_lines[start:])), what="the request's summary line")
     # A second request marks the end of what the first one logged (its own lines name the marker).
     marker = f"marker-{time.monotonic_ns()}"
     assert post(process, marker).status_code == 200
