@@ -9,6 +9,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+# The most of a provider's answer read whole (a message or an error, never a stream): far above any real answer
+# (64k output tokens are well under 1 MiB), far below what a hostile provider could make the balancer hold.
+MAX_WHOLE_ANSWER = 16 * 1024 * 1024
+
 
 async def read_body(response: httpx.Response, deadline: float, limit: int | None = None) -> tuple[bytes, bool]:
     """The body, read until `deadline` (a time.monotonic() value) or `limit` bytes: (bytes, complete)."""
@@ -34,7 +38,7 @@ async def read_body(response: httpx.Response, deadline: float, limit: int | None
 async def read_answer(response: httpx.Response, deadline: float, idle_timeout: float) -> tuple[bytes, bool]:
     """A whole answer (a message, an error): read until the attempt's deadline, and at least for `idle_timeout`
     (the headers may have come just before the deadline)."""
-    return await read_body(response, max(deadline, time.monotonic() + idle_timeout))
+    return await read_body(response, max(deadline, time.monotonic() + idle_timeout), MAX_WHOLE_ANSWER)
 
 
 async def one_chunk(body: bytes) -> AsyncIterator[bytes]:

@@ -106,10 +106,15 @@ def _decode_one(data: bytes, coding: str, cap: int) -> bytes:
         raise Undecodable(str(exc) or type(exc).__name__) from None
 
 
+MAX_CODINGS = 2
+
+
 def decode_body(data: bytes, content_encoding: str, cap: int) -> bytes:
     """`data` decoded from `content_encoding` (a comma-separated list, applied in order, so decoded from the
     last), never producing more than `cap` bytes: raises TooLarge, Undecodable or UnknownEncoding."""
-    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip() not in ("", "identity")]
+    if len(codings) > MAX_CODINGS:  # each layer costs a pass over up to `cap` bytes
+        raise UnknownEncoding(f"{len(codings)} content-encodings in a row (at most {MAX_CODINGS})")
     for coding in reversed(codings):
         if coding != "identity":
             data = _decode_one(data, coding, cap)

@@ -49,19 +49,20 @@ class Collector:
         self.limit = limit
         self.size = 0
         self.over = False
-        self._chunks: list[bytes] = []
+        # One buffer, not a list of chunks: a client sending one-byte chunks must not cost a Python object each.
+        self._body = bytearray()
 
     def __call__(self, data: bytes) -> list[bytes]:
         self.size += len(data)
         if self.size > self.limit:
             self.over = True
-            self._chunks = []
-        elif data:
-            self._chunks.append(data)
+            self._body = bytearray()
+        else:
+            self._body += data
         return []
 
     def body(self) -> bytes:
-        return b"".join(self._chunks)
+        return bytes(self._body)
 
 
 class BodyLimits:

@@ -25,13 +25,26 @@ from dataclasses import dataclass
 from mitmproxy import http
 
 from .attempt_marker import is_attempt_flow
+from .flow_hygiene import client_headers
 from .responses import error_response
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~/]*")
-# Longest path worth looking at (Anthropic's longest endpoint path is far shorter).
+# Longest path worth looking at (Anthropic's longest endpoint path is far shorter), and query string.
 MAX_PATH = 2048
+MAX_QUERY = 8192
+_QUERY_CHARS = re.compile(r"[\x21-\x7e]*")
+# A header value the balancer cannot send on: control characters (a NUL, a bare CR or LF, an obsolete line fold).
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_problem(fields: list[tuple[bytes, bytes]]) -> str | None:
+    """Why a request's headers cannot be passed on to a provider (their values are never quoted), or None."""
+    for name, value in fields:
+        if _BAD_HEADER_VALUE.search(value.decode("latin-1")):
+            return f"the value of the header {_printable(name.decode('latin-1'), 60)!r} holds a control character"
+    return None
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,9 @@ class Refused:
 def canonical_target(target: str) -> Canonical | Refused:
     """The canonical spelling of an origin-form request target (`/path?query`), or why it is refused."""
     path, mark, query = target.partition("?")
+    if len(query) > MAX_QUERY or not _QUERY_CHARS.fullmatch(query):
+        return Refused(400, "the query string must be printable ASCII (percent-encode the rest), at most "
+                            f"{MAX_QUERY} characters")
     query = mark + query
     if not path.startswith("/"):
         return Refused(400, "the request target must be a path starting with /")
@@ -105,6 +121,9 @@ class RequestTarget:
         if flow.request.authority:
             flow.request.authority = ""
         result = canonical_target(flow.request.path)
+        problem = header_problem(client_headers(flow).fields)  # the real values: credentials are hidden on the flow
+        if problem is not None and not isinstance(result, Refused):
+            result = Refused(400, problem)
         if isinstance(result, Refused):
             flow.metadata[REFUSED_TARGET] = result
         elif result.target != flow.request.path:

@@ -93,7 +93,9 @@ def upstream_headers(
     elif provider.auth_type == "auth_token":
         out.append(("authorization", f"Bearer {provider.auth_value}"))
     # A stream is relayed event by event: ask for it uncompressed so nothing sits in a decompressor.
-    out.append(("accept-encoding", "identity" if stream else "gzip, deflate"))
+    # Uncompressed, streamed or not: a stream is relayed event by event (nothing may sit in a decompressor), and a
+    # compressed answer would be inflated without a bound by the HTTP client.
+    out.append(("accept-encoding", "identity"))
     extra = {k.lower() for k in provider.extra_headers}
     return [(k, v) for k, v in out if k.lower() not in extra] + list(provider.extra_headers.items())
 

@@ -329,3 +329,50 @@ def test_a_provider_redirect_is_never_handed_to_the_client(tmp_path):
             assert "location" not in alone.headers
             assert alone.json()["type"] == "error"
     assert len(second.message_requests) == 1
+
+
+def test_a_header_value_with_a_control_character_is_the_clients_error_not_the_providers(gateway, fake):
+    body = json.dumps(BODY).encode()
+    for bad in ("x-note: a\x00b", "x-api-key: " + CLIENT_KEY + "\x01", "x-trace: 1\r\n continued"):
+        lines = ["POST /v1/messages HTTP/1.1", "Host: h", f"x-api-key: {CLIENT_KEY}", bad,
+                 "Content-Type: application/json", f"Content-Length: {len(body)}", "Connection: close"]
+        status, _, payload = raw_exchange(gateway.port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        assert status == 400, payload
+        assert "control character" in json.loads(payload)["error"]["message"]
+        assert CLIENT_KEY not in payload.decode()
+    assert fake.requests == []
+    status = httpx.get(gateway.url + "/providers", headers={"x-api-key": ADMIN_KEY}, timeout=10).json()
+    assert all(p["healthy"] and not p.get("last_error") for p in status["providers"]), status
+
+
+def test_a_query_string_with_control_or_raw_non_ascii_characters_is_refused(gateway, fake):
+    for query in ("?a=\x01", "?a=\xff", "?" + "a" * 9000):
+        status, _, payload = raw_exchange(
+            gateway.port, raw_request("POST", "/v1/messages" + query, json.dumps(BODY).encode()))
+        assert status == 400, payload
+    assert fake.requests == []
+
+
+def test_more_than_two_content_encodings_are_refused_without_decoding(gateway, fake):
+    layered = json.dumps(BODY).encode()
+    for _ in range(3):
+        layered = gzip.compress(layered)
+    response = httpx.post(gateway.url + "/v1/messages", content=layered, timeout=30, headers={
+        "x-api-key": CLIENT_KEY, "content-encoding": "gzip, gzip, gzip", "content-type": "application/json"})
+    assert response.status_code == 415
+    assert fake.requests == []
+
+
+def test_a_provider_answer_too_large_to_read_whole_fails_over(tmp_path):
+    from addon.answer_body import MAX_WHOLE_ANSWER
+    from fakes import Raw
+    huge = b'{"type": "message", "content": [{"type": "text", "text": "' + b"x" * MAX_WHOLE_ANSWER + b'"}]}'
+    with FakeProvider() as flooding, FakeProvider() as second:
+        flooding.default = Raw(huge, content_type="application/json", piece=1024 * 1024)
+        process = BalancerProcess(tmp_path)
+        process.write_providers([anthropic_provider("flooding", flooding.url), anthropic_provider("second", second.url)])
+        with process:
+            response = httpx.post(process.url + "/v1/messages", json=BODY, timeout=60)
+            assert response.status_code == 200
+            assert response.headers["x-balancer-provider"] == "second"
+            assert flooding.requests[0].headers["accept-encoding"] == "identity"

@@ -114,7 +114,7 @@ def test_anthropic_and_stainless_headers_kept_in_order(auth_type: str) -> None:
     assert kept == KEPT  # same spelling, same values, same order
 
 
-@pytest.mark.parametrize(("stream", "encoding"), [(True, "identity"), (False, "gzip, deflate")])
+@pytest.mark.parametrize(("stream", "encoding"), [(True, "identity"), (False, "identity")])  # never a compressed answer
 def test_accept_encoding_replaced(stream: bool, encoding: str) -> None:
     headers = upstream_headers(CLIENT_HEADERS, provider(), stream=stream)
     assert header_values(headers, "accept-encoding") == [encoding]
