@@ -20,6 +20,7 @@ The query string is kept as the client sent it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mitmproxy import http
@@ -39,7 +40,7 @@ _QUERY_CHARS = re.compile(r"[\x21-\x7e]*")
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def header_problem(fields: list[tuple[bytes, bytes]]) -> str | None:
+def header_problem(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Why a request's headers cannot be passed on to a provider (their values are never quoted), or None."""
     for name, value in fields:
         if _BAD_HEADER_VALUE.search(value.decode("latin-1")):
