@@ -25,15 +25,23 @@ def session_key(body: dict[str, Any] | None, headers: Iterable[tuple[str, str]])
         except (ValueError, RecursionError):
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str):
-            return "session:" + parsed["session_id"]
+            return "session:" + _short(parsed["session_id"])
         match = _LEGACY_SESSION.search(user_id)
         if match:
-            return "session:" + match.group(1)
+            return "session:" + _short(match.group(1))
         return "user:" + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
     for name, value in headers:
         if name.lower() in ("x-api-key", "authorization") and value:
             return "client:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:24]
     return None
+
+
+def _short(session_id: str) -> str:
+    """A session id as kept in the map: as sent when it is short (Claude Code's are UUIDs), else a digest, so that
+    the map's memory does not depend on what clients send."""
+    if len(session_id) <= 64:
+        return session_id
+    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class SessionAffinity:

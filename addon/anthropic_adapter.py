@@ -55,7 +55,8 @@ class AnthropicCall:
         must_be_message = exchange.kind == "messages" and 200 <= response.status_code < 300 and not (
             exchange.stream and is_sse
         )
-        if must_be_message or (not is_sse and (exchange.parsed is not None or response.status_code >= 400)):
+        # An error answer is read whole too, whatever content type it claims: it is redacted and bounded.
+        if must_be_message or response.status_code >= 400 or (not is_sse and exchange.parsed is not None):
             # A whole JSON answer is read here, so that one breaking off can still fail over (mitmproxy would
             # buffer it anyway): never a truncated body, never mitmproxy's own 502. Errors of the other endpoints
             # too: they are redacted and bounded like any other.

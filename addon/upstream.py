@@ -43,9 +43,18 @@ FAILOVER_STATUSES = frozenset({408, 429})
 _SECRET_NAME_PARTS = ("key", "auth", "token", "secret", "cookie", "password")
 
 
-@functools.lru_cache(maxsize=512)
 def is_secret_header(name: str) -> bool:
     """Headers whose values are never shown (flows in mitmweb, saved flows): credentials and their kin."""
+    # Clients choose header names: only short ones are remembered, so the memory stays small whatever they send.
+    return _is_secret_name(name) if len(name) <= 64 else _secret_name(name)
+
+
+@functools.lru_cache(maxsize=512)
+def _is_secret_name(name: str) -> bool:
+    return _secret_name(name)
+
+
+def _secret_name(name: str) -> bool:
     lname = name.lower()
     return lname in CLIENT_CREDENTIALS or any(part in lname for part in _SECRET_NAME_PARTS)
 

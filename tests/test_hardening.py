@@ -376,3 +376,26 @@ def test_a_provider_answer_too_large_to_read_whole_fails_over(tmp_path):
             assert response.status_code == 200
             assert response.headers["x-balancer-provider"] == "second"
             assert flooding.requests[0].headers["accept-encoding"] == "identity"
+
+
+def test_an_error_answer_sent_as_an_event_stream_is_redacted_and_bounded(tmp_path):
+    from fakes import Raw
+    with FakeProvider() as provider:
+        echoed = b"event: error\ndata: bad request for key-of-p " + b"y" * 5000 + b"\n\n"
+        provider.default = Raw(echoed, content_type="text/event-stream", status=400)
+        process = BalancerProcess(tmp_path)
+        process.write_providers([anthropic_provider("p", provider.url)])
+        with process:
+            response = httpx.post(process.url + "/v1/messages", json={**BODY, "stream": True}, timeout=30)
+            assert response.status_code == 400
+            assert "key-of-p" not in response.text and "[redacted]" in response.text
+            assert len(response.content) < 2000
+
+
+def test_the_session_map_keeps_a_digest_of_a_long_session_id():
+    from addon.affinity import session_key
+    long_id = "s" * 1_000_000
+    key = session_key({"metadata": {"user_id": json.dumps({"session_id": long_id})}}, [])
+    assert key is not None and len(key) < 100
+    short = session_key({"metadata": {"user_id": json.dumps({"session_id": "4c1d-uuid"})}}, [])
+    assert short == "session:4c1d-uuid"
