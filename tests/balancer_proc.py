@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import yaml
 
+from helpers import anthropic_provider  # noqa: F401  (its old home: scripts/screenshot imports it from here)
+
 REPO = Path(__file__).resolve().parent.parent
 ADDON = REPO / "addon" / "balancer.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
@@ -22,17 +24,6 @@ _LISTENING = re.compile(r"listening at (?:\w+://)?[^\s]*:(\d+)")
 
 def providers_yaml(providers: list[dict[str, Any]], **settings: Any) -> str:
     return yaml.safe_dump({"providers": providers, "settings": settings}, sort_keys=False)
-
-
-def anthropic_provider(name: str, url: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "anthropic",
-        "base_url": url,
-        "auth_type": "api_key",
-        "auth_value": f"key-of-{name}",
-        **extra,
-    }
 
 
 class BalancerProcess:

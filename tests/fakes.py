@@ -415,10 +415,3 @@ class Blackhole:
     def __exit__(self, *exc: object) -> None:
         self._filler.close()
         self._server.close()
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening (connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -12,7 +12,8 @@ from addon.admin import AdminApi
 from addon.dispatch import route_of
 from addon.gateway import Gateway
 from addon.providers import Providers
-from balancer_proc import anthropic_provider, providers_yaml
+from balancer_proc import providers_yaml
+from helpers import anthropic_provider
 
 
 def write(tmp_path, *providers, **settings):

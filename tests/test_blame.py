@@ -4,18 +4,15 @@ fails only after every provider had its chance; the status says what happened.""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import socket
 import threading
-import time
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
 from fakes import (
     FIRST_DELTA,
     Behavior,
@@ -24,11 +21,10 @@ from fakes import (
     RawStream,
     Reset,
     Status,
-    closed_port,
     stream_events,
     wait_for_peer_close,
 )
-from test_openai_e2e import openai_provider
+from helpers import anthropic_provider, free_port, openai_provider, raw_request, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}
@@ -36,13 +32,6 @@ BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}
 LONG_TIMEOUT = 60
 # A generous deadline for what the balancer does within a second.
 DEADLINE = 15.0
-
-
-def wait_until(condition, timeout: float = DEADLINE, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @dataclass
@@ -55,14 +44,6 @@ class Silent(Behavior):
         if wait_for_peer_close(handler.connection, threading.Event(), LONG_TIMEOUT + 30, fake.stopping):
             self.peer_closed.set()
         handler.close_connection = True
-
-
-def raw_request(port: int, body: dict) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    payload = json.dumps(body).encode()
-    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                 b"content-length: %d\r\n\r\n%b" % (len(payload), payload))
-    return sock
 
 
 def metric(balancer: BalancerProcess, name: str, **labels: str) -> float:
@@ -316,7 +297,7 @@ def test_every_provider_rate_limited_gives_429_with_the_soonest_retry_after(bala
 )
 def test_capacity_trouble_gives_529_overloaded(balancer, unique, stream, failures, status, error_type):
     def url(failure: str, fake: FakeProvider) -> str:
-        return f"http://127.0.0.1:{closed_port()}" if failure == "refused" else fake.url
+        return f"http://127.0.0.1:{free_port()}" if failure == "refused" else fake.url
 
     with FakeProvider(Status(int(failures[0]))) as first, \
             FakeProvider(None if failures[1] == "refused" else Status(int(failures[1]))) as other:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from mitmproxy import io
 
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
 from fakes import (
     FIRST_DELTA,
     FakeProvider,
@@ -27,8 +27,7 @@ from fakes import (
     raw_event,
     stream_events,
 )
-from test_openai_e2e import openai_provider
-from test_resilience import wait_until
+from helpers import anthropic_provider, openai_provider, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}

@@ -10,7 +10,8 @@ from mitmproxy.test import taddons
 
 from addon.commands import BalancerCommands
 from addon.providers import Providers
-from balancer_proc import anthropic_provider, providers_yaml
+from balancer_proc import providers_yaml
+from helpers import anthropic_provider
 
 OVERLOADED = "HTTP 529 overloaded_error: Overloaded"
 

@@ -6,9 +6,8 @@ import httpx
 import pytest
 
 from addon.token_count import count_input_tokens
-from balancer_proc import anthropic_provider
-from fakes import FakeProvider, Hang, Status, closed_port
-from test_openai_e2e import openai_provider
+from fakes import FakeProvider, Hang, Status
+from helpers import anthropic_provider, free_port, openai_provider
 
 BODY = {"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "Count me, please."}],
         "system": "Be brief.", "tools": [{"name": "Read", "description": "read", "input_schema": {"type": "object"}}]}
@@ -40,7 +39,7 @@ def test_upstream_and_auto_modes_ask_the_provider(balancer, fakes, unique):
 def test_auto_mode_falls_back_to_the_local_count(balancer, unique, failure):
     behavior = {"404": Status(404), "500": Status(500), "hang": Hang()}.get(failure)
     with FakeProvider(behavior) as fake:
-        url = fake.url if behavior else f"http://127.0.0.1:{closed_port()}"
+        url = fake.url if behavior else f"http://127.0.0.1:{free_port()}"
         balancer.use([anthropic_provider(f"a-{unique}", url)], count_tokens="auto", count_tokens_timeout=0.5)
         response = count(balancer)
         assert response.status_code == 200
@@ -57,5 +56,5 @@ def test_only_openai_providers_count_locally(balancer, fakes, unique):
 
 
 def test_upstream_mode_reports_failure(balancer, unique):
-    balancer.use([anthropic_provider(f"a-{unique}", f"http://127.0.0.1:{closed_port()}")], count_tokens="upstream")
+    balancer.use([anthropic_provider(f"a-{unique}", f"http://127.0.0.1:{free_port()}")], count_tokens="upstream")
     assert count(balancer).status_code == 503

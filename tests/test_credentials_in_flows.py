@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ from mitmproxy.tools.web import webaddons
 
 from addon.attempt_marker import is_attempt_flow
 from addon.errors import MAX_MESSAGE_CHARS
-from balancer_proc import ADDON, MITMDUMP, BalancerProcess, anthropic_provider
-from fakes import FakeProvider, Message, Raw, Status, anthropic_message, closed_port, openai_json, Stream, stream_events
+from balancer_proc import ADDON, MITMDUMP, BalancerProcess
+from fakes import FakeProvider, Message, Raw, Status, anthropic_message, openai_json, Stream, stream_events
+from helpers import anthropic_provider, free_port, wait_until
 
 KEYS = {
     "busy": "sk-prov-busy-1111111111",
@@ -219,7 +219,7 @@ def test_a_passthrough_provider_still_gets_the_clients_own_credential(tmp_path):
 def test_mitmweb_never_shows_a_key_even_while_the_providers_are_tried(tmp_path):
     """mitmweb takes a flow when its request headers arrive: from that moment on, through the providers' attempts
     and after the answer, its API (what the UI reads, and its flow dump) holds no key."""
-    web_port, token = closed_port(), "web-token-for-this-test"
+    web_port, token = free_port(), "web-token-for-this-test"
     # mitmweb asks for a token from 11.1 on (the Python 3.11 suite resolves 11.0.2, which has none).
     web_auth = ["--set", f"web_password={token}"] if hasattr(webaddons, "WebAuth") else []
     release = threading.Event()
@@ -256,10 +256,3 @@ def test_mitmweb_never_shows_a_key_even_while_the_providers_are_tried(tmp_path):
     for text in seen:
         for secret in (CLIENT_KEY, KEYS["echo"]):
             assert (secret.encode() if isinstance(text, bytes) else secret) not in text
-
-
-def wait_until(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)

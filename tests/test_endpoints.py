@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from balancer_proc import anthropic_provider
-from fakes import FakeProvider, Status, closed_port
+from fakes import FakeProvider, Status
+from helpers import anthropic_provider, free_port
 
 
 def get(balancer, path: str) -> httpx.Response:
@@ -141,4 +141,4 @@ def test_unknown_keys_are_reported_not_rejected(balancer, fakes, unique):
 
 def test_refused_port_helper_really_refuses():
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{closed_port()}/", timeout=5)
+        httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=5)

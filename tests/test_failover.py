@@ -9,8 +9,9 @@ import anthropic
 import httpx
 import pytest
 
-from balancer_proc import BalancerProcess, anthropic_provider
-from fakes import FIRST_DELTA, Blackhole, BrokenBody, FakeProvider, Hang, Message, Reset, Status, Stream, closed_port
+from balancer_proc import BalancerProcess
+from fakes import FIRST_DELTA, Blackhole, BrokenBody, FakeProvider, Hang, Message, Reset, Status, Stream
+from helpers import anthropic_provider, free_port, served_by
 from tls import self_signed_server_context
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -23,29 +24,17 @@ FAILURES = {
 }
 
 
-def ask(client: anthropic.Anthropic, stream: bool) -> tuple[str, str]:
-    """(provider header, text) of one request, streamed through the SDK's accumulator or not."""
-    if stream:
-        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as s:
-            message = s.get_final_message()
-            provider = s.response.headers["x-balancer-provider"]
-    else:
-        raw = client.messages.with_raw_response.create(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES)
-        message, provider = raw.parse(), raw.headers["x-balancer-provider"]
-    return provider, "".join(block.text for block in message.content)
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("failure", list(FAILURES))
 def test_first_failure_fails_over_and_cools_the_provider_down(balancer, client, unique, failure, stream):
     make = FAILURES[failure]
     with FakeProvider(default=make() if make else Message()) as bad, FakeProvider(Message("from b")) as good:
-        bad_url = bad.url if make else f"http://127.0.0.1:{closed_port()}"
+        bad_url = bad.url if make else f"http://127.0.0.1:{free_port()}"
         balancer.use(
             [anthropic_provider(f"a-{unique}", bad_url), anthropic_provider(f"b-{unique}", good.url)],
             request_timeout=1, failure_cooldown=600,
         )
-        assert ask(client, stream) == (f"b-{unique}", "from b")
+        assert served_by(client, stream) == (f"b-{unique}", "from b")
 
         status = balancer.provider_status(f"a-{unique}")
         assert status["healthy"] is False
@@ -56,7 +45,7 @@ def test_first_failure_fails_over_and_cools_the_provider_down(balancer, client, 
 
         # While it cools down, requests go straight to the next provider.
         sent_to_bad = len(bad.requests)
-        assert ask(client, stream) == (f"b-{unique}", "from b")
+        assert served_by(client, stream) == (f"b-{unique}", "from b")
         assert len(bad.requests) == sent_to_bad
         assert balancer.provider_status(f"b-{unique}")["failures"] == 0
 
@@ -85,7 +74,7 @@ def test_client_errors_are_returned_and_do_not_count(balancer, client, unique, s
     with FakeProvider(Status(status, body)) as first, FakeProvider() as second:
         balancer.use([anthropic_provider(f"a-{unique}", first.url), anthropic_provider(f"b-{unique}", second.url)])
         with pytest.raises(anthropic.APIStatusError) as caught:
-            ask(client, stream)
+            served_by(client, stream)
         assert caught.value.status_code == status
         assert caught.value.body == body
         assert second.requests == []
@@ -98,7 +87,7 @@ def test_a_connect_that_hangs_fails_over_within_request_timeout(balancer, client
     with Blackhole() as blackhole, FakeProvider(Message("from b")) as good:
         balancer.use([anthropic_provider(f"a-{unique}", blackhole.url), anthropic_provider(f"b-{unique}", good.url)],
                      request_timeout=1)
-        assert ask(client, stream) == (f"b-{unique}", "from b")
+        assert served_by(client, stream) == (f"b-{unique}", "from b")
         health = balancer.provider_status(f"a-{unique}")
         assert health["failures_by_class"] == {"timeout": 1}
 
@@ -114,7 +103,7 @@ def test_tls_and_dns_failures_fail_over(balancer, client, unique, tmp_path, fail
     with FakeProvider(tls=self_signed_server_context(tmp_path)) as untrusted, FakeProvider(Message("from b")) as good:
         bad_url = untrusted.url if failure == "tls" else UNRESOLVABLE
         balancer.use([anthropic_provider(f"a-{unique}", bad_url), anthropic_provider(f"b-{unique}", good.url)])
-        assert ask(client, stream) == (f"b-{unique}", "from b")
+        assert served_by(client, stream) == (f"b-{unique}", "from b")
         health = balancer.provider_status(f"a-{unique}")
         assert ("TLS error" if failure == "tls" else "DNS error") in health["last_error"]
         assert health["failures_by_class"] == {"transport": 1}
@@ -122,7 +111,7 @@ def test_tls_and_dns_failures_fail_over(balancer, client, unique, tmp_path, fail
 
 def test_all_failing_with_an_overload_gives_529_in_anthropic_shape(balancer, client, unique):
     with FakeProvider(Status(529)) as overloaded:
-        refused = f"http://127.0.0.1:{closed_port()}"
+        refused = f"http://127.0.0.1:{free_port()}"
         balancer.use([anthropic_provider(f"a-{unique}", overloaded.url), anthropic_provider(f"b-{unique}", refused)],
                      failure_cooldown=600, all_cooling="refuse")
         response = httpx.post(balancer.url + "/v1/messages", json={"model": "claude-sonnet-4", "max_tokens": 8,
@@ -140,7 +129,7 @@ def test_all_failing_with_an_overload_gives_529_in_anthropic_shape(balancer, cli
 
         # Now both cool down: the next request is refused at once, saying why, without touching the providers.
         with pytest.raises(anthropic.APIStatusError) as caught:
-            ask(client, stream=True)
+            served_by(client, stream=True)
         assert caught.value.status_code == 529
         assert "cooling down" in caught.value.message
         assert len(overloaded.requests) == 1
@@ -148,7 +137,7 @@ def test_all_failing_with_an_overload_gives_529_in_anthropic_shape(balancer, cli
 
 
 def test_all_refused_is_an_api_error(balancer, unique):
-    balancer.use([anthropic_provider(f"a-{unique}", f"http://127.0.0.1:{closed_port()}")])
+    balancer.use([anthropic_provider(f"a-{unique}", f"http://127.0.0.1:{free_port()}")])
     response = httpx.post(balancer.url + "/v1/messages", json={"model": "claude-sonnet-4", "max_tokens": 8,
                                                                 "messages": MESSAGES}, timeout=10)
     assert response.status_code == 503
@@ -160,19 +149,19 @@ def test_provider_comes_back_after_its_cooldown(balancer, client, unique):
         first.then(Status(500))
         balancer.use([anthropic_provider(f"a-{unique}", first.url), anthropic_provider(f"b-{unique}", second.url)],
                      failure_cooldown=0.5)
-        assert ask(client, stream=False) == (f"b-{unique}", "from b")
+        assert served_by(client, stream=False) == (f"b-{unique}", "from b")
         deadline = time.monotonic() + 10
         while not balancer.provider_status(f"a-{unique}")["healthy"]:
             assert time.monotonic() < deadline, "the provider never left its cooldown"
             time.sleep(0.05)
-        assert ask(client, stream=False) == (f"a-{unique}", "from a")
+        assert served_by(client, stream=False) == (f"a-{unique}", "from a")
 
 
 def test_disabled_provider_is_never_used(balancer, client, unique):
     with FakeProvider() as disabled, FakeProvider(Message("from b")) as enabled:
         balancer.use([anthropic_provider(f"a-{unique}", disabled.url, enabled=False),
                       anthropic_provider(f"b-{unique}", enabled.url)])
-        assert ask(client, stream=False) == (f"b-{unique}", "from b")
+        assert served_by(client, stream=False) == (f"b-{unique}", "from b")
         assert disabled.requests == []
 
 
@@ -192,7 +181,7 @@ def test_broken_or_stalled_bodies_fail_over_in_time(balancer, client, unique, fa
     with FakeProvider(bad) as broken, FakeProvider(Message("from b")) as good:
         balancer.use([anthropic_provider(f"a-{unique}", broken.url), anthropic_provider(f"b-{unique}", good.url)],
                      request_timeout=1, stream_idle_timeout=30)
-        assert ask(client, stream=False) == (f"b-{unique}", "from b")
+        assert served_by(client, stream=False) == (f"b-{unique}", "from b")
         health = balancer.provider_status(f"a-{unique}")
         assert health["failures"] == 1
 
@@ -206,4 +195,4 @@ def test_mitmproxy_tls_options_apply_to_provider_connections(tmp_path, option):
         balancer = BalancerProcess(tmp_path, extra_args=("--set", f"{option}={value}"))
         balancer.write_providers([anthropic_provider("private", private.url)])
         with balancer, anthropic.Anthropic(base_url=balancer.url, api_key="c", max_retries=0) as client:
-            assert ask(client, stream=False) == ("private", "over TLS")
+            assert served_by(client, stream=False) == ("private", "over TLS")

@@ -38,8 +38,8 @@ from addon.openai_response import OpenAIResponseError, to_anthropic_message
 from addon.openai_stream import StreamTranslator
 from addon.sse import SSESplitter
 from addon.token_count import count_input_tokens
-from balancer_proc import anthropic_provider
 from fakes import Behavior, FakeProvider, _Handler, anthropic_message, anthropic_stream_events, sse
+from helpers import anthropic_provider, openai_provider
 
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
@@ -1002,11 +1002,6 @@ class OpenAIAnswers(Behavior):
         else:
             handler.reply(200, {"id": "chatcmpl-f", "object": "chat.completion", "usage": usage, "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}]})
-
-
-def openai_provider(name: str, url: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "type": "openai", "base_url": url + "/v1", "auth_type": "api_key",
-            "auth_value": f"key-of-{name}", "big_model": "gpt-big", "small_model": "gpt-small", **extra}
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ import httpx
 import pytest
 import zstandard
 
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
 from fakes import FakeProvider, Message, Status
+from helpers import anthropic_provider
 
 CLIENT_KEY = "client-key-hardening-0123"
 ADMIN_KEY = "admin-key-hardening-4567"

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import io as mitmproxy_io
 
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
 from fakes import FakeProvider
+from helpers import anthropic_provider
 from test_hardening import read_response
 
 CLIENT_KEY = "client-key-fuzzing-a1b2c3d4"

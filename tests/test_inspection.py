@@ -9,8 +9,9 @@ import anthropic
 from mitmproxy import io
 
 from addon.attempt_marker import ATTEMPT, is_attempt_flow
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
 from fakes import FakeProvider, Status
+from helpers import anthropic_provider, openai_provider
 
 
 def test_saved_flows_show_the_client_request_the_attempts_and_no_credential(tmp_path):
@@ -65,7 +66,6 @@ def test_saved_flows_show_the_client_request_the_attempts_and_no_credential(tmp_
 
 def test_an_openai_attempt_flow_shows_the_translated_request_as_sent_and_the_raw_answer(tmp_path):
     from fakes import openai_json
-    from test_openai_e2e import openai_provider
 
     flows_file = tmp_path / "flows.mitm"
     completion = {"id": "c", "choices": [{"index": 0, "finish_reason": "stop",

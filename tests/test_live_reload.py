@@ -6,9 +6,9 @@ import threading
 
 import httpx
 
-from balancer_proc import anthropic_provider, providers_yaml
+from balancer_proc import providers_yaml
 from fakes import FIRST_DELTA, FakeProvider, Stream
-from test_resilience import wait_until
+from helpers import anthropic_provider, wait_until
 
 
 def names(balancer) -> list[str]:

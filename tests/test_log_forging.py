@@ -8,7 +8,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -16,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from addon.errors import MAX_MESSAGE_CHARS
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
 from fakes import FakeProvider, Raw, Status, anthropic_message
+from helpers import anthropic_provider, wait_until
 
 KEY = "sk-prov-first-1234567890"
 FORGED = "req deadbeef messages claude-sonnet-4 -> second/claude-sonnet-4 200 | attempts: second 200 1ms"
@@ -37,13 +37,6 @@ def message_lines(lines: list[str]) -> list[str]:
 
 def summaries(lines: list[str]) -> list[str]:
     return [line for line in lines if SUMMARY.match(line)]
-
-
-def wait_until(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def answer_with_stop_reason(stop_reason: str) -> Raw:

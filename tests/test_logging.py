@@ -8,8 +8,9 @@ import anthropic
 import httpx
 import pytest
 
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
 from fakes import FakeProvider, Message, Status, Stream
+from helpers import anthropic_provider
 
 SECRETS = {"alpha": "sk-ant-SECRET-alpha-0001", "beta": "sk-ant-SECRET-beta-0002", "env": "sk-ENVSECRET-0003"}
 CLIENT_KEY = "sk-ant-CLIENTKEY-0004"

@@ -20,8 +20,9 @@ from addon.flow_record import AttemptSummary, RequestSummary
 from addon.gateway import Gateway
 from addon.metrics import Metrics
 from addon.providers import Providers
-from balancer_proc import anthropic_provider, providers_yaml
+from balancer_proc import providers_yaml
 from fakes import FakeProvider, Message, Status
+from helpers import anthropic_provider
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -31,7 +31,7 @@ from addon.open_files import (
     soft_limits_to_try,
 )
 from addon.upstream import describe_exception
-from fakes import closed_port
+from helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 INF = -1  # how the resource module spells "unlimited" on Linux
@@ -109,7 +109,7 @@ def test_a_real_connect_without_a_free_descriptor_is_classified_as_exhaustion():
             async def main():
                 async with httpx.AsyncClient() as client:
                     try:  # once with descriptors to spare: the modules httpx imports on first use are loaded
-                        await client.get("http://127.0.0.1:{closed_port()}/")
+                        await client.get("http://127.0.0.1:{free_port()}/")
                     except httpx.ConnectError:
                         pass
                     held = fill()
@@ -139,7 +139,7 @@ def test_exhaustion_is_found_behind_wrappers_and_exception_groups(error):
 
 def test_other_transport_failures_are_not_exhaustion():
     with pytest.raises(httpx.ConnectError) as refused:
-        httpx.get(f"http://127.0.0.1:{closed_port()}/", timeout=5)
+        httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=5)
     assert not is_descriptor_exhaustion(refused.value)
     assert describe_exception(refused.value) == "connection refused"
 
@@ -160,7 +160,7 @@ def test_a_provider_attempt_without_a_free_descriptor_fails_locally_and_the_prov
                 provider = ProviderConfig(name="p", base_url="http://127.0.0.1:{port}", auth_value="k")
                 build = lambda p: httpx.Request("POST", p.base_url + "/v1/messages")
                 try:  # once with descriptors to spare: the modules httpx imports on first use are loaded
-                    await pool.get(None).get("http://127.0.0.1:{closed_port()}/")
+                    await pool.get(None).get("http://127.0.0.1:{free_port()}/")
                 except httpx.ConnectError:
                     pass
                 held = fill()

@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from addon.listen_backlog import listen_backlog
-from balancer_proc import ADDON, MITMDUMP, BalancerProcess, anthropic_provider, providers_yaml
+from balancer_proc import ADDON, MITMDUMP, BalancerProcess, providers_yaml
+from helpers import anthropic_provider
 from benchkit.processes import FakeProvider as ProviderProcess
 from benchkit.processes import rss_mb
 

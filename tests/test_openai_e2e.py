@@ -10,10 +10,9 @@ import anthropic
 import pytest
 
 from addon.openai_response import to_anthropic_message
-from balancer_proc import anthropic_provider
 from fakes import FakeProvider, Message, Raw, Status, openai_json
+from helpers import anthropic_provider, openai_provider, served_by, wait_until
 from openai_golden import GOLDEN, LONG_MCP_NAME
-from test_resilience import wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 TOOLS = [
@@ -22,11 +21,6 @@ TOOLS = [
                                                                      "properties": {"path": {"type": "string"}}}},
 ]
 COMPLETE = [g for g in GOLDEN if g.completion is not None]
-
-
-def openai_provider(name: str, url: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "type": "openai", "base_url": url + "/v1", "auth_type": "api_key",
-            "auth_value": f"key-of-{name}", "big_model": "gpt-big", "small_model": "gpt-small", **extra}
 
 
 def without_none(value: Any) -> Any:
@@ -157,26 +151,18 @@ def test_failover_across_provider_types_in_both_directions(balancer, client, uni
             FakeProvider(openai_json({"error": {"message": "upstream down"}}, status=500)) as openai_bad, \
             FakeProvider(Message("from anthropic")) as anth_ok:
         balancer.use([anthropic_provider(f"a-{unique}", anth_bad.url), openai_provider(f"o-{unique}", openai_ok.url)])
-        assert ask(client, stream) == (f"o-{unique}", expected_content(text_stream)[0]["text"])
+        assert served_by(client, stream) == (f"o-{unique}", expected_content(text_stream)[0]["text"])
 
         balancer.use([openai_provider(f"p-{unique}", openai_bad.url), anthropic_provider(f"z-{unique}", anth_ok.url)])
-        assert ask(client, stream) == (f"z-{unique}", "from anthropic")
+        assert served_by(client, stream) == (f"z-{unique}", "from anthropic")
         assert balancer.provider_status(f"p-{unique}")["failures_by_class"] == {"server_error": 1}
-
-
-def ask(client: anthropic.Anthropic, stream: bool) -> tuple[str, str]:
-    if stream:
-        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as s:
-            return s.response.headers["x-balancer-provider"], s.get_final_message().content[0].text
-    raw = client.messages.with_raw_response.create(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES)
-    return raw.headers["x-balancer-provider"], raw.parse().content[0].text
 
 
 def test_openai_error_chunk_before_content_fails_over(balancer, client, unique):
     error_first = b'data: {"error":{"message":"overloaded, try later","type":"server_error"}}\n\n'
     with FakeProvider(Raw(error_first)) as bad, FakeProvider(Message("from b")) as good:
         balancer.use([openai_provider(f"o-{unique}", bad.url), anthropic_provider(f"b-{unique}", good.url)])
-        assert ask(client, stream=True) == (f"b-{unique}", "from b")
+        assert served_by(client, stream=True) == (f"b-{unique}", "from b")
         assert balancer.provider_status(f"o-{unique}")["failures"] == 1
 
 

@@ -8,9 +8,8 @@ import threading
 import anthropic
 import httpx
 
-from balancer_proc import anthropic_provider
 from fakes import FIRST_DELTA, FakeProvider, Stream
-from test_resilience import wait_until
+from helpers import anthropic_provider, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi there"}]
 

@@ -7,7 +7,6 @@ import asyncio
 import email.utils
 import json
 import random
-import socket
 import threading
 import time
 
@@ -15,7 +14,6 @@ import anthropic
 import httpx
 import pytest
 
-from balancer_proc import anthropic_provider
 from fakes import (
     FIRST_DELTA,
     Behavior,
@@ -27,25 +25,10 @@ from fakes import (
     error_event,
     stream_events,
 )
+from helpers import anthropic_provider, raw_request, served_by, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}
-
-
-def wait_until(condition, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def served_by(client: anthropic.Anthropic, stream: bool = False, **extra) -> tuple[str, str]:
-    """(provider, text) of one request, streamed through the SDK's accumulator or not."""
-    if stream:
-        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES, **extra) as s:
-            return s.response.headers["x-balancer-provider"], s.get_final_message().content[0].text
-    raw = client.messages.with_raw_response.create(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES, **extra)
-    return raw.headers["x-balancer-provider"], raw.parse().content[0].text
 
 
 both_modes = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -293,14 +276,6 @@ def test_health_stays_correct_under_200_concurrent_requests(balancer, unique):
         served = sum(r.headers["x-balancer-provider"] != "none" for r in responses)
         assert served == 200
         assert sum(len(f.requests) for f in fakes) >= 200
-
-
-def raw_request(port: int, body: dict) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    payload = json.dumps(body).encode()
-    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                 b"content-length: %d\r\n\r\n%b" % (len(payload), payload))
-    return sock
 
 
 def test_client_leaving_while_providers_are_tried_stops_the_attempts(balancer, unique):

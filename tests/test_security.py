@@ -12,7 +12,8 @@ from mitmproxy.test import taddons
 from addon.access import AccessControl, key_matches, presented_key
 from addon.config import ConfigError, parse_config
 from addon.providers import Providers
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
+from helpers import anthropic_provider
 
 CLIENT_KEY = "client-key-0123456789"
 ADMIN_KEY = "admin-key-9876543210"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from balancer_proc import ADDON, MITMDUMP, REPO, BalancerProcess, anthropic_provider, providers_yaml
-from fakes import closed_port
+from balancer_proc import ADDON, MITMDUMP, REPO, BalancerProcess, providers_yaml
+from helpers import anthropic_provider, free_port
 
 
 def test_without_a_providers_file_the_builtin_default_serves(tmp_path):
@@ -52,7 +52,7 @@ def serve(tmp_path, *args: str) -> BalancerProcess:
 
 
 def test_serve_listens_where_the_providers_file_says(tmp_path):
-    port = closed_port()
+    port = free_port()
     (tmp_path / "providers.yaml").write_text(
         providers_yaml([anthropic_provider("a", "http://127.0.0.1:9")], host="127.0.0.1", port=port))
     with serve(tmp_path) as balancer:
@@ -61,7 +61,7 @@ def test_serve_listens_where_the_providers_file_says(tmp_path):
 
 
 def test_serve_command_line_flags_win(tmp_path):
-    file_port, flag_port = closed_port(), closed_port()
+    file_port, flag_port = free_port(), free_port()
     (tmp_path / "providers.yaml").write_text(
         providers_yaml([anthropic_provider("a", "http://127.0.0.1:9")], port=file_port))
     with serve(tmp_path, "--listen-port", str(flag_port)) as balancer:

@@ -19,6 +19,7 @@ from addon.config import ProviderConfig
 from addon.errors import ERROR_TYPE_BY_STATUS, error_body, error_type_for, sse_error_event
 from addon.failover import ERROR_BODY_LIMIT, AttemptRecord, Exhausted, error_summary
 from addon.upstream import describe_exception, should_fail_over, upstream_headers, upstream_url, with_model
+from helpers import free_port
 
 
 def provider(
@@ -182,14 +183,8 @@ def test_statuses_that_are_answers(status: int) -> None:
 # --- describe_exception ------------------------------------------------------------------------------
 
 
-def unused_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def refused_request_error() -> httpx.HTTPError:
-    port = unused_loopback_port()
+    port = free_port()
     async with httpx.AsyncClient(trust_env=False) as client:
         try:
             await client.get(f"http://127.0.0.1:{port}/v1/messages")

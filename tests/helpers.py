@@ -1,0 +1,75 @@
+"""What many tests share: waiting with a deadline, loopback ports, provider entries for the providers file, and
+one request through the SDK that says who served it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+# -- waiting ------------------------------------------------------------------------------------------------------
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
+    """Polls `condition` until it holds; fails the test after `timeout` seconds (generous: machines get busy)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+# -- loopback ports and sockets -----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A loopback port with nothing listening (connections to it are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def raw_request(port: int, body: dict[str, Any]) -> socket.socket:
+    """A POST /v1/messages sent on a plain socket, left open (the test decides when the client leaves)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    payload = json.dumps(body).encode()
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%b" % (len(payload), payload))
+    return sock
+
+
+# -- provider entries of a providers file -------------------------------------------------------------------------
+
+def anthropic_provider(name: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "anthropic",
+        "base_url": url,
+        "auth_type": "api_key",
+        "auth_value": f"key-of-{name}",
+        **extra,
+    }
+
+
+def openai_provider(name: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "openai", "base_url": url + "/v1", "auth_type": "api_key",
+            "auth_value": f"key-of-{name}", "big_model": "gpt-big", "small_model": "gpt-small", **extra}
+
+
+# -- one request through the SDK ----------------------------------------------------------------------------------
+
+def served_by(client: anthropic.Anthropic, stream: bool = False, **extra: Any) -> tuple[str, str]:
+    """(provider header, text) of one request, streamed through the SDK's accumulator or not."""
+    if stream:
+        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES, **extra) as s:
+            message = s.get_final_message()
+            provider = s.response.headers["x-balancer-provider"]
+    else:
+        raw = client.messages.with_raw_response.create(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES,
+                                                       **extra)
+        message, provider = raw.parse(), raw.headers["x-balancer-provider"]
+    return provider, "".join(block.text for block in message.content if block.type == "text")
