@@ -13,7 +13,7 @@ from addon.anthropic_adapter import AnthropicAdapter
 from addon.config import ProviderConfig
 from addon.exchange import Exchange, ProviderAdapter
 from addon.openai_adapter import OpenAIAdapter
-from balancer_proc import anthropic_provider
+from helpers import anthropic_provider
 
 REQUESTED = "claude-sonnet-4"
 BODY = {"model": REQUESTED, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
