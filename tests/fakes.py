@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from helpers import anthropic_message, anthropic_stream_events, sse
+
 
 @dataclass
 class Received:
@@ -29,64 +31,6 @@ class Received:
 
     def json(self) -> Any:
         return json.loads(self.body)
-
-
-def anthropic_message(model: str, text: str) -> dict[str, Any]:
-    return {
-        "id": "msg_fake0001",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": 5},
-    }
-
-
-def anthropic_stream_events(model: str, pieces: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    message = anthropic_message(model, "")
-    message["content"] = []
-    message["stop_reason"] = None
-    message["usage"] = {"input_tokens": 12, "output_tokens": 1}
-    events: list[tuple[str, dict[str, Any]]] = [
-        ("message_start", {"type": "message_start", "message": message}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
-        ("ping", {"type": "ping"}),
-    ]
-    for piece in pieces:
-        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                               "delta": {"type": "text_delta", "text": piece}}))
-    events += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                           "usage": {"output_tokens": len(pieces)}}),
-        ("message_stop", {"type": "message_stop"}),
-    ]
-    return events
-
-
-# Index of the first content_block_delta in the fake's streams (message_start, content_block_start, ping, delta).
-FIRST_DELTA = 3
-
-
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def stream_events(model: str = "m", pieces: list[str] | None = None) -> list[bytes]:
-    """A whole Anthropic stream as raw SSE events (`[:FIRST_DELTA]` is the opening before any content)."""
-    return [sse(e, d) for e, d in anthropic_stream_events(model, pieces or ["Hello"])]
-
-
-def error_event(kind: str = "overloaded_error", message: str = "Overloaded") -> bytes:
-    return sse("error", {"type": "error", "error": {"type": kind, "message": message}})
-
-
-def raw_event(event: str, data: str) -> bytes:
-    """An SSE event whose data is written as given: not JSON, JSON cut short, ..."""
-    return f"event: {event}\ndata: {data}\n\n".encode()
 
 
 def python_traceback(echoed_key: str, size: int = 20_000) -> str:

@@ -13,18 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from balancer_proc import BalancerProcess
-from fakes import (
-    FIRST_DELTA,
-    Behavior,
-    FakeProvider,
-    Message,
-    RawStream,
-    Reset,
-    Status,
-    stream_events,
-    wait_for_peer_close,
-)
-from helpers import anthropic_provider, free_port, openai_provider, raw_request, wait_until
+from fakes import Behavior, FakeProvider, Message, RawStream, Reset, Status, wait_for_peer_close
+from helpers import FIRST_DELTA, anthropic_provider, free_port, openai_provider, raw_request, stream_events, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}

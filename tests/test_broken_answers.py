@@ -14,20 +14,18 @@ import pytest
 from mitmproxy import io
 
 from balancer_proc import BalancerProcess
-from fakes import (
+from fakes import FakeProvider, Message, Raw, RawStream, Status, python_traceback
+from helpers import (
     FIRST_DELTA,
-    FakeProvider,
-    Message,
-    Raw,
-    RawStream,
-    Status,
     anthropic_message,
+    anthropic_provider,
     error_event,
-    python_traceback,
+    openai_provider,
+    openai_sse,
     raw_event,
     stream_events,
+    wait_until,
 )
-from helpers import anthropic_provider, openai_provider, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}
@@ -205,12 +203,11 @@ CLEANED = "ValueError: invalid x-api-key [redacted] for [path]"
 
 
 def openai_chunk(content: str) -> bytes:
-    return b"data: " + json.dumps({"id": "c1", "choices": [{"index": 0, "delta": {"content": content}}]}).encode() \
-        + b"\n\n"
+    return openai_sse({"id": "c1", "choices": [{"index": 0, "delta": {"content": content}}]})
 
 
 def openai_error(message: str) -> bytes:
-    return b"data: " + json.dumps({"error": {"message": message, "type": "server_error"}}).encode() + b"\n\n"
+    return openai_sse({"error": {"message": message, "type": "server_error"}})
 
 
 @pytest.mark.parametrize("provider_type", ["anthropic", "openai"])

@@ -18,7 +18,8 @@ from addon.sse import SSESplitter
 from addon.anthropic_events import PING, check_event
 from addon.error_text import REASON_CHARS
 from addon.stream_guard import CommittedStream, StreamFailure, hold_until_content
-from fakes import error_event, python_traceback, raw_event, stream_events
+from fakes import python_traceback
+from helpers import error_event, raw_event, stream_events
 
 KEY = "sk-ant-api03-EchoedProviderKey-0123456789abcdef"
 CLEANED = "ValueError: invalid x-api-key [redacted] for [path]"

@@ -22,8 +22,8 @@ from mitmproxy.tools.web import webaddons
 from addon.attempt_marker import is_attempt_flow
 from addon.errors import MAX_MESSAGE_CHARS
 from balancer_proc import ADDON, MITMDUMP, BalancerProcess
-from fakes import FakeProvider, Message, Raw, Status, anthropic_message, openai_json, Stream, stream_events
-from helpers import anthropic_provider, free_port, wait_until
+from fakes import FakeProvider, Message, Raw, Status, openai_json, Stream
+from helpers import anthropic_message, anthropic_provider, free_port, stream_events, wait_until
 
 KEYS = {
     "busy": "sk-prov-busy-1111111111",

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from balancer_proc import BalancerProcess
-from fakes import FIRST_DELTA, Blackhole, BrokenBody, FakeProvider, Hang, Message, Reset, Status, Stream
-from helpers import anthropic_provider, free_port, served_by
+from fakes import Blackhole, BrokenBody, FakeProvider, Hang, Message, Reset, Status, Stream
+from helpers import FIRST_DELTA, anthropic_provider, free_port, served_by
 from tls import self_signed_server_context
 
 MESSAGES = [{"role": "user", "content": "Hi"}]

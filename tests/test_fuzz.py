@@ -38,8 +38,8 @@ from addon.openai_response import OpenAIResponseError, to_anthropic_message
 from addon.openai_stream import StreamTranslator
 from addon.sse import SSESplitter
 from addon.token_count import count_input_tokens
-from fakes import Behavior, FakeProvider, _Handler, anthropic_message, anthropic_stream_events, sse
-from helpers import anthropic_provider, openai_provider
+from fakes import Behavior, FakeProvider, _Handler
+from helpers import anthropic_message, anthropic_provider, anthropic_stream_events, openai_provider, sse
 
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.

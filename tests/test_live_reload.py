@@ -7,8 +7,8 @@ import threading
 import httpx
 
 from balancer_proc import providers_yaml
-from fakes import FIRST_DELTA, FakeProvider, Stream
-from helpers import anthropic_provider, wait_until
+from fakes import FakeProvider, Stream
+from helpers import FIRST_DELTA, anthropic_provider, wait_until
 
 
 def names(balancer) -> list[str]:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from addon.errors import MAX_MESSAGE_CHARS
 from balancer_proc import BalancerProcess
-from fakes import FakeProvider, Raw, Status, anthropic_message
-from helpers import anthropic_provider, wait_until
+from fakes import FakeProvider, Raw, Status
+from helpers import anthropic_message, anthropic_provider, wait_until
 
 KEY = "sk-prov-first-1234567890"
 FORGED = "req deadbeef messages claude-sonnet-4 -> second/claude-sonnet-4 200 | attempts: second 200 1ms"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from addon.message_shape import message_problem
-from fakes import anthropic_message
+from helpers import anthropic_message
 
 
 def body(value: Any) -> bytes:

@@ -19,6 +19,7 @@ from addon.openai_response import INVALID_ARGUMENTS_KEY, to_anthropic_message
 from addon.translated_thinking import SIGNATURE_PREFIX, thinking_signature
 from addon.openai_stream import EOF_MESSAGE, StreamTranslator, _JsonProgress
 from addon.sse import SSESplitter
+from helpers import openai_sse
 
 MODEL = "claude-sonnet-4-5"
 MESSAGE_ID = "msg_golden"
@@ -46,13 +47,6 @@ def parse_events(raw: bytes) -> list[tuple[str, dict]]:
     events = splitter.feed(raw)
     assert splitter.pending() == b"", "output ends with an unfinished event"
     return [(event.event or "", event.json()) for event in events]
-
-
-def sse(*chunks: Any) -> bytes:
-    """OpenAI stream bytes: JSON values as `data: {json}` events, strings as they are (e.g. "[DONE]")."""
-    return b"".join(
-        b"data: " + (c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)).encode() + b"\n\n" for c in chunks
-    )
 
 
 def delta(**fields: Any) -> dict:
@@ -243,7 +237,7 @@ def test_golden_short_name_is_what_the_request_translation_produces() -> None:
 
 def test_text_is_forwarded_as_soon_as_its_chunk_is_complete() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
-    first = translator.feed(sse(delta(role="assistant", content="Hel")))
+    first = translator.feed(openai_sse(delta(role="assistant", content="Hel")))
     assert b"message_start" in first and b'"text":"Hel"' in first
     assert translator.feed(b'data: {"choices":[{"index":0,"delta":{"content":"lo"}}]}') == b""  # no line end yet
     assert b'"text":"lo"' in translator.feed(b"\n\n")
@@ -251,16 +245,16 @@ def test_text_is_forwarded_as_soon_as_its_chunk_is_complete() -> None:
 
 def test_tool_arguments_stream_live_in_the_sequential_case() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
-    translator.feed(sse(tool(0, "call_1", "Write", '{"content": "a')))
-    out = translator.feed(sse(tool(0, arguments='bc"}')))
+    translator.feed(openai_sse(tool(0, "call_1", "Write", '{"content": "a')))
+    out = translator.feed(openai_sse(tool(0, arguments='bc"}')))
     assert b'"partial_json":"bc\\"}"' in out
-    second = translator.feed(sse(tool(1, "call_2", "Read", '{"file_path": "/x"')))
+    second = translator.feed(openai_sse(tool(1, "call_2", "Read", '{"file_path": "/x"')))
     assert b"content_block_stop" in second and b'"id":"call_2"' in second and b"/x" in second
 
 
 def test_message_start_waits_for_content_so_an_early_error_allows_failover() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
-    out = translator.feed(sse({"error": {"message": "Service Unavailable", "code": 503}}))
+    out = translator.feed(openai_sse({"error": {"message": "Service Unavailable", "code": 503}}))
     events = parse_events(out)
     assert [name for name, _ in events] == ["error"]
     assert events[0][1]["error"] == {"type": "overloaded_error", "message": "Service Unavailable"}
@@ -269,19 +263,19 @@ def test_message_start_waits_for_content_so_an_early_error_allows_failover() -> 
 
 def test_started_content_turns_true_with_the_first_block() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
-    translator.feed(sse(delta(role="assistant", content="")))
+    translator.feed(openai_sse(delta(role="assistant", content="")))
     assert not translator.started_content
-    translator.feed(sse(delta(reasoning_content="hmm")))
+    translator.feed(openai_sse(delta(reasoning_content="hmm")))
     assert translator.started_content and not translator.done
 
 
 def test_eof_mid_block_without_finish_reason_is_an_error() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
-    translator.feed(sse(delta(content="Half an ans")))
+    translator.feed(openai_sse(delta(content="Half an ans")))
     events = parse_events(translator.finish())
     assert [name for name, _ in events] == ["error"]
     assert events[0][1]["error"] == {"type": "api_error", "message": EOF_MESSAGE}
-    assert translator.done and translator.feed(sse(delta(content="more"))) == b""
+    assert translator.done and translator.feed(openai_sse(delta(content="more"))) == b""
 
 
 def test_eof_before_anything_is_an_error() -> None:
@@ -290,14 +284,14 @@ def test_eof_before_anything_is_an_error() -> None:
 
 
 def test_done_without_any_content_is_an_empty_message() -> None:
-    events, snapshot = run(sse(delta(role="assistant", content=""), finish("stop"), "[DONE]"))
+    events, snapshot = run(openai_sse(delta(role="assistant", content=""), finish("stop"), "[DONE]"))
     assert [name for name, _ in events] == ["message_start", "message_delta", "message_stop"]
     assert snapshot.content == [] and snapshot.stop_reason == "end_turn"
 
 
 def test_fail_ends_the_stream_with_an_error_event() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
-    translator.feed(sse(delta(content="partial")))
+    translator.feed(openai_sse(delta(content="partial")))
     events = parse_events(translator.fail("connection reset by provider", overloaded=True))
     assert events == [
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "connection reset by provider"}})
@@ -311,7 +305,7 @@ def test_fail_defaults_to_api_error() -> None:
 
 
 def test_finish_reason_error_is_an_error_event() -> None:
-    events = parse_events(translate([sse(delta(content="x"), finish("error"), "[DONE]")]))
+    events = parse_events(translate([openai_sse(delta(content="x"), finish("error"), "[DONE]")]))
     assert events[-1][0] == "error" and "message_stop" not in [n for n, _ in events]
 
 
@@ -328,23 +322,23 @@ def test_finish_reason_error_is_an_error_event() -> None:
     ],
 )
 def test_error_chunks_of_every_dialect(chunk: dict, error_type: str, message: str) -> None:
-    events = parse_events(translate([sse(delta(content="x"), chunk)]))
+    events = parse_events(translate([openai_sse(delta(content="x"), chunk)]))
     assert events[-1] == ("error", {"type": "error", "error": {"type": error_type, "message": message}})
 
 
 def test_nothing_is_read_after_done() -> None:
-    _, snapshot = run(sse(delta(content="a"), finish("stop"), "[DONE]", delta(content="late")))
+    _, snapshot = run(openai_sse(delta(content="a"), finish("stop"), "[DONE]", delta(content="late")))
     assert content_of(snapshot) == [{"type": "text", "text": "a"}]
 
 
 def test_empty_tool_calls_list_is_ignored() -> None:
-    _, snapshot = run(sse(delta(content="Hi", tool_calls=[]), finish("stop"), "[DONE]"))
+    _, snapshot = run(openai_sse(delta(content="Hi", tool_calls=[]), finish("stop"), "[DONE]"))
     assert content_of(snapshot) == [{"type": "text", "text": "Hi"}]
     assert snapshot.stop_reason == "end_turn"
 
 
 def test_text_after_tool_calls_opens_a_new_text_block() -> None:
-    stream = sse(
+    stream = openai_sse(
         tool(0, "call_1", "Read", '{"file_path": "/a"}'),
         delta(content="Reading it now."),
         finish("tool_calls"),
@@ -356,7 +350,7 @@ def test_text_after_tool_calls_opens_a_new_text_block() -> None:
 
 
 def test_reasoning_after_text_opens_a_new_thinking_block() -> None:
-    stream = sse(
+    stream = openai_sse(
         delta(content="First."), delta(reasoning_content="then think"), delta(content="Then."), finish(), "[DONE]"
     )
     _, snapshot = run(stream)
@@ -364,7 +358,7 @@ def test_reasoning_after_text_opens_a_new_thinking_block() -> None:
 
 
 def test_whitespace_only_answer_is_kept_when_no_tool_follows() -> None:
-    _, snapshot = run(sse(delta(content="\n"), finish(), "[DONE]"))
+    _, snapshot = run(openai_sse(delta(content="\n"), finish(), "[DONE]"))
     expected = to_anthropic_message(
         {"choices": [{"message": {"content": "\n"}, "finish_reason": "stop"}]}, MODEL, ToolNames()
     )
@@ -372,19 +366,19 @@ def test_whitespace_only_answer_is_kept_when_no_tool_follows() -> None:
 
 
 def test_whitespace_before_text_is_kept_in_the_text() -> None:
-    _, snapshot = run(sse(delta(content="\n\n"), delta(content="Hi"), finish(), "[DONE]"))
+    _, snapshot = run(openai_sse(delta(content="\n\n"), delta(content="Hi"), finish(), "[DONE]"))
     assert content_of(snapshot) == [{"type": "text", "text": "\n\nHi"}]
 
 
 def test_double_encoded_arguments_are_parsed_like_the_non_streamed_answer() -> None:
     encoded = json.dumps(json.dumps({"command": "ls"}))
-    stream = sse(tool(0, "call_1", "Bash", encoded[:7]), tool(0, arguments=encoded[7:]), finish("tool_calls"), "[DONE]")
+    stream = openai_sse(tool(0, "call_1", "Bash", encoded[:7]), tool(0, arguments=encoded[7:]), finish("tool_calls"), "[DONE]")
     _, snapshot = run(stream)
     assert snapshot.content[0].input == {"command": "ls"}
 
 
 def test_arguments_that_are_not_an_object_get_the_fallback_shape() -> None:
-    stream = sse(tool(0, "call_1", "Bash", "ls -la"), finish("tool_calls"), "[DONE]")
+    stream = openai_sse(tool(0, "call_1", "Bash", "ls -la"), finish("tool_calls"), "[DONE]")
     _, snapshot = run(stream)
     non_streamed = to_anthropic_message(
         {
@@ -402,25 +396,25 @@ def test_arguments_that_are_not_an_object_get_the_fallback_shape() -> None:
 
 
 def test_empty_arguments_give_an_empty_input() -> None:
-    events, snapshot = run(sse(tool(0, "call_1", "Ping", ""), finish("tool_calls"), "[DONE]"))
+    events, snapshot = run(openai_sse(tool(0, "call_1", "Ping", ""), finish("tool_calls"), "[DONE]"))
     assert snapshot.content[0].input == {}
     assert "input_json_delta" not in json.dumps([d for _, d in events])
 
 
 def test_arguments_sent_as_an_object_are_serialised() -> None:
-    _, snapshot = run(sse(tool(0, "call_1", "Bash", {"command": "pwd"}), finish("tool_calls"), "[DONE]"))
+    _, snapshot = run(openai_sse(tool(0, "call_1", "Bash", {"command": "pwd"}), finish("tool_calls"), "[DONE]"))
     assert snapshot.content[0].input == {"command": "pwd"}
 
 
 def test_tool_ids_are_sanitized_or_generated() -> None:
-    stream = sse(tool(0, "call:1/x", "A", "{}"), tool(1, None, "B", "{}"), finish("tool_calls"), "[DONE]")
+    stream = openai_sse(tool(0, "call:1/x", "A", "{}"), tool(1, None, "B", "{}"), finish("tool_calls"), "[DONE]")
     _, snapshot = run(stream)
     assert snapshot.content[0].id == "call_1_x"
     assert snapshot.content[1].id.startswith("toolu_") and len(snapshot.content[1].id) > len("toolu_")
 
 
 def test_three_interleaved_calls_open_in_order_once_each_predecessor_is_complete() -> None:
-    stream = sse(
+    stream = openai_sse(
         tool(0, "c0", "A", ""),
         tool(1, "c1", "B", '{"b": '),
         tool(1, arguments="2}"),  # B complete while A has no arguments yet: B waits
@@ -435,13 +429,13 @@ def test_three_interleaved_calls_open_in_order_once_each_predecessor_is_complete
 
 
 def test_a_new_id_without_a_name_continues_the_call_on_its_index() -> None:
-    stream = sse(tool(0, "c0", "Bash", '{"command": '), tool(0, "other", None, '"ls"}'), finish("tool_calls"), "[DONE]")
+    stream = openai_sse(tool(0, "c0", "Bash", '{"command": '), tool(0, "other", None, '"ls"}'), finish("tool_calls"), "[DONE]")
     _, snapshot = run(stream)
     assert [(b.id, b.input) for b in snapshot.content] == [("c0", {"command": "ls"})]
 
 
 def test_fragments_without_index_continue_the_last_call() -> None:
-    stream = sse(
+    stream = openai_sse(
         tool(None, "c0", "Bash", '{"command": '), tool(None, arguments='"ls"}'), finish("tool_calls"), "[DONE]"
     )
     _, snapshot = run(stream)
@@ -449,7 +443,7 @@ def test_fragments_without_index_continue_the_last_call() -> None:
 
 
 def test_legacy_function_call_delta() -> None:
-    stream = sse(
+    stream = openai_sse(
         delta(function_call={"name": "Bash", "arguments": '{"command"'}),
         delta(function_call={"arguments": ': "ls"}'}),
         finish("function_call"),
@@ -462,7 +456,7 @@ def test_legacy_function_call_delta() -> None:
 
 def test_choices_other_than_the_first_are_ignored() -> None:
     other = {"choices": [{"index": 1, "delta": {"content": "second choice"}, "finish_reason": None}]}
-    _, snapshot = run(sse(delta(content="first"), other, finish(), "[DONE]"))
+    _, snapshot = run(openai_sse(delta(content="first"), other, finish(), "[DONE]"))
     assert content_of(snapshot) == [{"type": "text", "text": "first"}]
 
 
@@ -476,14 +470,14 @@ def test_choices_other_than_the_first_are_ignored() -> None:
     ],
 )
 def test_stop_reasons(finish_reason: str, extra: dict, stop_reason: str, stop_sequence: str | None) -> None:
-    _, snapshot = run(sse(delta(content="x"), finish(finish_reason, **extra), "[DONE]"))
+    _, snapshot = run(openai_sse(delta(content="x"), finish(finish_reason, **extra), "[DONE]"))
     assert (snapshot.stop_reason, snapshot.stop_sequence) == (stop_reason, stop_sequence)
 
 
 def test_usage_known_early_is_in_message_start() -> None:
     chunk = delta(content="x")
     chunk["usage"] = {"prompt_tokens": 40, "completion_tokens": 1}
-    events, _ = run(sse(chunk, finish(), "[DONE]"))
+    events, _ = run(openai_sse(chunk, finish(), "[DONE]"))
     assert events[0][1]["message"]["usage"]["input_tokens"] == 40
 
 
@@ -500,15 +494,15 @@ def test_events_separated_by_single_newlines_are_still_read_one_by_one() -> None
 
 
 def test_a_json_payload_spread_over_several_data_lines() -> None:
-    stream = b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"joined"}}]}\n\n' + sse(finish(), "[DONE]")
+    stream = b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"joined"}}]}\n\n' + openai_sse(finish(), "[DONE]")
     _, snapshot = run(stream)
     assert content_of(snapshot) == [{"type": "text", "text": "joined"}]
 
 
 @pytest.mark.parametrize("line_end", [b"\r\n", b"\r", b"\n"])
 def test_line_ends(line_end: bytes) -> None:
-    stream = sse(delta(content="ok"), finish(), "[DONE]").replace(b"\n", line_end)
-    reference = translate([sse(delta(content="ok"), finish(), "[DONE]")])
+    stream = openai_sse(delta(content="ok"), finish(), "[DONE]").replace(b"\n", line_end)
+    reference = translate([openai_sse(delta(content="ok"), finish(), "[DONE]")])
     assert translate([stream]) == reference
     assert translate([bytes([b]) for b in stream]) == reference
 
@@ -518,14 +512,14 @@ def test_bare_json_lines_and_unknown_fields_and_garbage_are_tolerated() -> None:
         b"event: chunk\nid: 1\nretry: 10\n"
         + b'{"choices":[{"index":0,"delta":{"content":"ndjson"}}]}\n'
         + b"data: not json at all\n\n"
-        + sse(finish(), "[DONE]")
+        + openai_sse(finish(), "[DONE]")
     )
     _, snapshot = run(stream)
     assert content_of(snapshot) == [{"type": "text", "text": "ndjson"}]
 
 
 def test_split_inside_a_utf8_character() -> None:
-    stream = sse(delta(content="é"), finish(), "[DONE]")
+    stream = openai_sse(delta(content="é"), finish(), "[DONE]")
     cut = stream.index("é".encode()) + 1
     _, snapshot = run(stream)
     events = parse_events(translate([stream[:cut], stream[cut:]]))
@@ -534,7 +528,7 @@ def test_split_inside_a_utf8_character() -> None:
 
 def test_a_large_argument_in_one_byte_pieces() -> None:
     content = "x" * 20_000
-    stream = sse(tool(0, "c", "Write", json.dumps({"content": content})), finish("tool_calls"), "[DONE]")
+    stream = openai_sse(tool(0, "c", "Write", json.dumps({"content": content})), finish("tool_calls"), "[DONE]")
     events = parse_events(translate([bytes([b]) for b in stream]))
     assert_grammar(events)
     assert accumulate(events).content[0].input == {"content": content}
@@ -542,9 +536,9 @@ def test_a_large_argument_in_one_byte_pieces() -> None:
 
 def test_many_small_chunks_are_translated_one_for_one() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
-    outputs = [translator.feed(sse(delta(content=f"{i} "))) for i in range(2000)]
+    outputs = [translator.feed(openai_sse(delta(content=f"{i} "))) for i in range(2000)]
     assert all(b"text_delta" in out for out in outputs)
-    translator.feed(sse(finish(), "[DONE]"))
+    translator.feed(openai_sse(finish(), "[DONE]"))
     assert translator.done
 
 
@@ -578,14 +572,14 @@ def test_json_progress_never_completes_a_scalar() -> None:
 
 def test_crlf_split_between_cr_and_lf_inside_a_multi_line_event() -> None:
     first = b'data: {"choices":[{"index":0,\r'
-    rest = b'\ndata: "delta":{"content":"joined"}}]}\r\n\r\n' + sse(finish(), "[DONE]")
+    rest = b'\ndata: "delta":{"content":"joined"}}]}\r\n\r\n' + openai_sse(finish(), "[DONE]")
     events = parse_events(translate([first, rest]))
     assert_grammar(events)
     assert content_of(accumulate(events)) == [{"type": "text", "text": "joined"}]
 
 
 def test_whitespace_dropped_before_a_tool_does_not_reappear_in_later_text() -> None:
-    stream = sse(
+    stream = openai_sse(
         delta(content="\n\n"), tool(0, "c", "Read", "{}"), delta(content="After."), finish("tool_calls"), "[DONE]"
     )
     _, snapshot = run(stream)
@@ -596,7 +590,7 @@ def test_whitespace_dropped_before_a_tool_does_not_reappear_in_later_text() -> N
 def test_a_surrogate_pair_split_between_two_chunks_never_raises() -> None:
     stream = (
         b'data: {"choices":[{"index":0,"delta":{"content":"party \\ud83c"}}]}\n\n'
-        b'data: {"choices":[{"index":0,"delta":{"content":"\\udf89!"}}]}\n\n' + sse(finish(), "[DONE]")
+        b'data: {"choices":[{"index":0,"delta":{"content":"\\udf89!"}}]}\n\n' + openai_sse(finish(), "[DONE]")
     )
     events = parse_events(translate([stream]))
     assert_grammar(events)
@@ -619,5 +613,5 @@ def test_a_surrogate_pair_split_between_two_chunks_never_raises() -> None:
     ],
 )
 def test_malformed_chunks_never_break_the_stream(chunk: Any) -> None:
-    events, _ = run(sse(delta(content="ok"), chunk, finish(), "[DONE]"))
+    events, _ = run(openai_sse(delta(content="ok"), chunk, finish(), "[DONE]"))
     assert events[-1][0] == "message_stop"

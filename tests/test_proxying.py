@@ -8,8 +8,8 @@ import threading
 import anthropic
 import httpx
 
-from fakes import FIRST_DELTA, FakeProvider, Stream
-from helpers import anthropic_provider, wait_until
+from fakes import FakeProvider, Stream
+from helpers import FIRST_DELTA, anthropic_provider, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi there"}]
 

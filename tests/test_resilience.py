@@ -14,18 +14,8 @@ import anthropic
 import httpx
 import pytest
 
-from fakes import (
-    FIRST_DELTA,
-    Behavior,
-    FakeProvider,
-    Hang,
-    Message,
-    RawStream,
-    Status,
-    error_event,
-    stream_events,
-)
-from helpers import anthropic_provider, raw_request, served_by, wait_until
+from fakes import Behavior, FakeProvider, Hang, Message, RawStream, Status
+from helpers import FIRST_DELTA, anthropic_provider, error_event, raw_request, served_by, stream_events, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}

@@ -37,6 +37,7 @@ from addon.routing import Plan, Router, order_providers, plan_attempts
 from addon.sse import SSESplitter
 from addon.stream_guard import CommittedStream, StreamFailure, guarded, hold_until_content
 from addon.upstream import ClientPool
+from helpers import sse
 
 
 @pytest.fixture
@@ -856,10 +857,6 @@ def test_affinity_remember_again_makes_an_entry_young(clock: ManualClock) -> Non
 # =====================================================================================================
 # stream_guard
 # =====================================================================================================
-
-
-def sse(event: str, data: dict) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 MESSAGE_START = sse("message_start", {"type": "message_start", "message": {"id": "msg_1", "role": "assistant",
