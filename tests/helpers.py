@@ -1,5 +1,6 @@
-"""What many tests share: waiting with a deadline, loopback ports, provider entries for the providers file, and
-one request through the SDK that says who served it."""
+"""What many tests share: waiting with a deadline, loopback ports, provider entries for the providers file, one
+request through the SDK that says who served it, Anthropic and OpenAI answers and SSE events to script providers
+with, and the checker of Anthropic's stream grammar."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
+import pydantic
+from anthropic.types import RawMessageStreamEvent
+
+from addon.sse import SSESplitter
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -142,3 +147,67 @@ def openai_sse(*chunks: Any) -> bytes:
     return b"".join(
         b"data: " + (c if isinstance(c, str) else json.dumps(c, ensure_ascii=False)).encode() + b"\n\n" for c in chunks
     )
+
+
+# -- Anthropic's stream grammar -----------------------------------------------------------------------------------
+
+STOP_REASONS = {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"}
+DELTAS_FOR_BLOCK = {
+    "text": {"text_delta"},
+    "thinking": {"thinking_delta", "signature_delta"},
+    "tool_use": {"input_json_delta"},
+}
+STREAM_EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
+
+
+def parse_sse(raw: bytes) -> list[tuple[str, Any]]:
+    """The events of a complete SSE byte string, each with its data parsed as JSON (fails otherwise)."""
+    splitter = SSESplitter()
+    events = splitter.feed(raw)
+    assert splitter.pending() == b"", f"output ends with an unfinished event: {splitter.pending()[:200]!r}"
+    out = []
+    for event in events:
+        assert event.event, f"an event without a name: {event.raw[:200]!r}"
+        out.append((event.event, json.loads(event.data)))
+    return out
+
+
+def assert_stream_grammar(events: list[tuple[str, Any]], finished: bool = True) -> None:
+    """Anthropic's stream grammar, what Claude Code and the SDK rely on; with `finished`, the stream is also
+    complete (message_stop or one error event last)."""
+    names = [name for name, _ in events]
+    for name, data in events:
+        assert isinstance(data, dict) and data.get("type") == name, (name, data)
+        if name not in ("error", "ping"):
+            STREAM_EVENT.validate_python(data)
+    terminal = [i for i, name in enumerate(names) if name in ("message_stop", "error")]
+    assert len(terminal) <= 1 and (not terminal or terminal[0] == len(names) - 1), f"events after the end: {names}"
+    if finished:
+        assert terminal, f"the stream did not end: {names}"
+    if "error" in names:
+        assert "message_delta" not in names, f"an error after message_delta: {names}"
+        assert events[-1][1]["error"]["type"] in ("api_error", "overloaded_error")
+        assert isinstance(events[-1][1]["error"]["message"], str)
+    body = [n for n in names if n != "error"]
+    if body:
+        assert body[0] == "message_start" and body.count("message_start") == 1, names
+    if "message_stop" in names:
+        assert names[-2] == "message_delta", names
+    open_index, block_type, next_index = None, "", 0
+    for name, data in events:
+        if name == "content_block_start":
+            assert open_index is None, "two blocks open at once"
+            assert data["index"] == next_index, "block indices must be 0, 1, 2... in start order"
+            open_index, block_type, next_index = next_index, data["content_block"]["type"], next_index + 1
+        elif name == "content_block_delta":
+            assert data["index"] == open_index, "a delta for a block that is not open"
+            assert data["delta"]["type"] in DELTAS_FOR_BLOCK[block_type], f"{data['delta']['type']} in {block_type}"
+            if data["delta"]["type"] == "input_json_delta":
+                assert data["delta"]["partial_json"], "empty input_json_delta"
+        elif name == "content_block_stop":
+            assert data["index"] == open_index
+            open_index = None
+        elif name in ("message_delta", "message_stop"):
+            assert open_index is None, f"{name} with a block open"
+        if name == "message_delta":
+            assert data["delta"]["stop_reason"] in STOP_REASONS

@@ -23,9 +23,7 @@ import time
 from typing import Any
 
 import httpx
-import pydantic
 import pytest
-from anthropic.types import RawMessageStreamEvent
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -39,7 +37,16 @@ from addon.openai_stream import StreamTranslator
 from addon.sse import SSESplitter
 from addon.token_count import count_input_tokens
 from fakes import Behavior, FakeProvider, _Handler
-from helpers import anthropic_message, anthropic_provider, anthropic_stream_events, openai_provider, sse
+from helpers import (
+    STOP_REASONS,
+    anthropic_message,
+    anthropic_provider,
+    anthropic_stream_events,
+    assert_stream_grammar,
+    openai_provider,
+    parse_sse,
+    sse,
+)
 
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
@@ -580,7 +587,6 @@ completion = st.fixed_dictionaries(
     optional={"id": maybe(odd_text), "usage": maybe(usage), "object": st.just("chat.completion"),
               "error": maybe(st.one_of(odd_text, json_objects))},
 )
-STOP_REASONS = {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"}
 
 
 @fuzz_settings(400)
@@ -609,61 +615,7 @@ def test_to_anthropic_message_raises_only_response_errors(body, names):
 
 # -- the stream translator --------------------------------------------------------------------------------------
 
-EVENTS = pydantic.TypeAdapter(RawMessageStreamEvent)
-DELTAS_FOR_BLOCK = {"text": {"text_delta"}, "thinking": {"thinking_delta", "signature_delta"},
-                    "tool_use": {"input_json_delta"}}
 _TOOL_ID = re.compile(r'"toolu_[0-9a-f]{24}"')
-
-
-def parse_sse(raw: bytes) -> list[tuple[str, Any]]:
-    """The events of a complete SSE byte string, each with its data parsed as JSON (fails otherwise)."""
-    splitter = SSESplitter()
-    events = splitter.feed(raw)
-    assert splitter.pending() == b"", f"output ends with an unfinished event: {splitter.pending()[:200]!r}"
-    out = []
-    for event in events:
-        assert event.event, f"an event without a name: {event.raw[:200]!r}"
-        out.append((event.event, json.loads(event.data)))
-    return out
-
-
-def assert_anthropic_stream(events: list[tuple[str, Any]], finished: bool) -> None:
-    """Anthropic's stream grammar; with `finished`, the stream is also complete (message_stop or error last)."""
-    names = [name for name, _ in events]
-    for name, data in events:
-        assert isinstance(data, dict) and data.get("type") == name, (name, data)
-        if name not in ("error", "ping"):
-            EVENTS.validate_python(data)
-    terminal = [i for i, name in enumerate(names) if name in ("message_stop", "error")]
-    assert len(terminal) <= 1 and (not terminal or terminal[0] == len(names) - 1), f"events after the end: {names}"
-    if finished:
-        assert terminal, f"the stream did not end: {names}"
-    if "error" in names:
-        assert events[-1][1]["error"]["type"] in ("api_error", "overloaded_error")
-        assert isinstance(events[-1][1]["error"]["message"], str)
-    body = [n for n in names if n != "error"]
-    if body:
-        assert body[0] == "message_start" and body.count("message_start") == 1, names
-    if "message_stop" in names:
-        assert names[-2] == "message_delta", names
-    open_index, block_type, next_index = None, "", 0
-    for name, data in events:
-        if name == "content_block_start":
-            assert open_index is None, "two blocks open at once"
-            assert data["index"] == next_index
-            open_index, block_type, next_index = next_index, data["content_block"]["type"], next_index + 1
-        elif name == "content_block_delta":
-            assert data["index"] == open_index, "a delta for a block that is not open"
-            assert data["delta"]["type"] in DELTAS_FOR_BLOCK[block_type]
-            if data["delta"]["type"] == "input_json_delta":
-                assert data["delta"]["partial_json"]
-        elif name == "content_block_stop":
-            assert data["index"] == open_index
-            open_index = None
-        elif name in ("message_delta", "message_stop"):
-            assert open_index is None, f"{name} with a block open"
-        if name == "message_delta":
-            assert data["delta"]["stop_reason"] in STOP_REASONS
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -774,7 +726,7 @@ def test_stream_translator_json_chunks_split_anywhere(stream, cuts, names):
     whole, _ = translate_all([stream], names)
     split, outputs = translate_all(_split(stream, cuts), names)
     events = parse_sse(split)
-    assert_anthropic_stream(events, finished=True)
+    assert_stream_grammar(events, finished=True)
     for output in outputs:  # every piece of output is whole events
         parse_sse(output)
     assert _normalized(parse_sse(whole)) == _normalized(events), "the output depends on how the input was split"
@@ -784,7 +736,7 @@ def test_stream_translator_json_chunks_split_anywhere(stream, cuts, names):
 @given(stream=st.binary(max_size=300), cuts=st.lists(st.integers(0, 10**6), max_size=6), names=stream_names)
 def test_stream_translator_random_bytes(stream, cuts, names):
     output, outputs = translate_all(_split(stream, cuts), names)
-    assert_anthropic_stream(parse_sse(output), finished=True)
+    assert_stream_grammar(parse_sse(output), finished=True)
     for piece in outputs:
         parse_sse(piece)
 
@@ -1147,7 +1099,7 @@ def check_answer(request: dict[str, Any], response: httpx.Response) -> None:
         return
     if route == "/v1/messages":
         if content_type.startswith("text/event-stream"):
-            assert_anthropic_stream(parse_sse(response.content), finished=True)
+            assert_stream_grammar(parse_sse(response.content), finished=True)
         else:
             data = _json_body(response)
             assert data.get("type") == "message" and isinstance(data.get("content"), list), f"{where}: {data!r}"
@@ -1305,7 +1257,7 @@ def test_regression_stream_payload_nested_too_deeply():
     # was: RecursionError from StreamTranslator.feed (openai_stream._parse caught only ValueError)
     translator = StreamTranslator("claude-sonnet-4-5", ToolNames(), message_id="msg_x")
     out = translator.feed(b"data: " + b"[" * DEEP + b"\n\n") + translator.finish()
-    assert_anthropic_stream(parse_sse(out), finished=True)
+    assert_stream_grammar(parse_sse(out), finished=True)
 
 
 def test_regression_stream_tool_arguments_nested_too_deeply():
@@ -1314,7 +1266,7 @@ def test_regression_stream_tool_arguments_nested_too_deeply():
     chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [
         {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "[" * DEEP}}]}}]}
     out = translator.feed(b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n") + translator.finish()
-    assert_anthropic_stream(parse_sse(out), finished=True)
+    assert_stream_grammar(parse_sse(out), finished=True)
 
 
 def test_regression_config_with_a_recursive_alias():

@@ -8,28 +8,18 @@ import json
 import random
 from typing import Any
 
-import pydantic
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
-from anthropic.types import RawMessageStreamEvent
 from openai_golden import GOLDEN, Golden
 
 from addon.openai_request import ToolNames
 from addon.openai_response import INVALID_ARGUMENTS_KEY, to_anthropic_message
 from addon.translated_thinking import SIGNATURE_PREFIX, thinking_signature
 from addon.openai_stream import EOF_MESSAGE, StreamTranslator, _JsonProgress
-from addon.sse import SSESplitter
-from helpers import openai_sse
+from helpers import STREAM_EVENT, assert_stream_grammar, openai_sse, parse_sse
 
 MODEL = "claude-sonnet-4-5"
 MESSAGE_ID = "msg_golden"
-EVENTS = pydantic.TypeAdapter(RawMessageStreamEvent)
-STOP_REASONS = {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"}
-DELTAS_FOR_BLOCK = {
-    "text": {"text_delta"},
-    "thinking": {"thinking_delta", "signature_delta"},
-    "tool_use": {"input_json_delta"},
-}
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -40,13 +30,6 @@ def translate(chunks: list[bytes], names: ToolNames | None = None) -> bytes:
     out = [translator.feed(chunk) for chunk in chunks]
     out.append(translator.finish())
     return b"".join(out)
-
-
-def parse_events(raw: bytes) -> list[tuple[str, dict]]:
-    splitter = SSESplitter()
-    events = splitter.feed(raw)
-    assert splitter.pending() == b"", "output ends with an unfinished event"
-    return [(event.event or "", event.json()) for event in events]
 
 
 def delta(**fields: Any) -> dict:
@@ -72,42 +55,6 @@ def tool(index: Any = 0, call_id: str | None = None, name: str | None = None, ar
     return delta(tool_calls=[call])
 
 
-def assert_grammar(events: list[tuple[str, dict]]) -> None:
-    """Anthropic's stream grammar: what Claude Code and the SDK rely on."""
-    names = [name for name, _ in events]
-    for name, data in events:
-        assert name == data["type"], f"event name {name!r} != data.type {data['type']!r}"
-    errored = names[-1:] == ["error"]
-    if errored:
-        assert names.count("error") == 1
-        assert "message_stop" not in names and "message_delta" not in names
-    else:
-        assert names[-2:] == ["message_delta", "message_stop"], names
-    body = names[:-1] if errored else names
-    if body:
-        assert body[0] == "message_start" and names.count("message_start") == 1, names
-    open_index: int | None = None
-    block_type = ""
-    next_index = 0
-    for name, data in events:
-        if name == "content_block_start":
-            assert open_index is None, "two blocks open at once"
-            assert data["index"] == next_index, "block indices must be 0, 1, 2... in start order"
-            open_index, block_type = next_index, data["content_block"]["type"]
-            next_index += 1
-        elif name == "content_block_delta":
-            assert data["index"] == open_index, "delta for a block that is not open"
-            assert data["delta"]["type"] in DELTAS_FOR_BLOCK[block_type], f"{data['delta']['type']} in {block_type}"
-            if data["delta"]["type"] == "input_json_delta":
-                assert data["delta"]["partial_json"], "empty input_json_delta"
-        elif name == "content_block_stop":
-            assert data["index"] == open_index
-            open_index = None
-        elif name == "message_delta":
-            assert open_index is None, "message_delta with a block still open"
-            assert data["delta"]["stop_reason"] in STOP_REASONS
-
-
 # Newer SDKs (2.x, Python 3.12+) keep partial tool JSON in a buffer the caller passes; 0.x (Python 3.11) does not.
 _TAKES_JSON_BUFS = "json_bufs" in inspect.signature(accumulate_event).parameters
 
@@ -119,7 +66,7 @@ def accumulate(events: list[tuple[str, dict]]) -> Any:
     for name, data in events:
         if name == "error":
             continue
-        event = EVENTS.validate_python(data)
+        event = STREAM_EVENT.validate_python(data)
         snapshot = accumulate_event(event=event, current_snapshot=snapshot, **extra)
     return snapshot
 
@@ -129,8 +76,8 @@ def content_of(snapshot: Any) -> list[dict]:
 
 
 def run(stream: bytes, names: ToolNames | None = None) -> tuple[list[tuple[str, dict]], Any]:
-    events = parse_events(translate([stream], names))
-    assert_grammar(events)
+    events = parse_sse(translate([stream], names))
+    assert_stream_grammar(events)
     return events, accumulate(events)
 
 
@@ -187,7 +134,7 @@ def test_golden_stream_is_complete_at_done_and_finish_adds_only_what_eof_means(c
     if done_before_eof:
         assert tail == b""
     else:
-        assert [name for name, _ in parse_events(tail)] == ["content_block_stop", "message_delta", "message_stop"]
+        assert [name for name, _ in parse_sse(tail)] == ["content_block_stop", "message_delta", "message_stop"]
     assert translator.done
 
 
@@ -255,7 +202,7 @@ def test_tool_arguments_stream_live_in_the_sequential_case() -> None:
 def test_message_start_waits_for_content_so_an_early_error_allows_failover() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
     out = translator.feed(openai_sse({"error": {"message": "Service Unavailable", "code": 503}}))
-    events = parse_events(out)
+    events = parse_sse(out)
     assert [name for name, _ in events] == ["error"]
     assert events[0][1]["error"] == {"type": "overloaded_error", "message": "Service Unavailable"}
     assert not translator.started_content and translator.done
@@ -272,14 +219,14 @@ def test_started_content_turns_true_with_the_first_block() -> None:
 def test_eof_mid_block_without_finish_reason_is_an_error() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
     translator.feed(openai_sse(delta(content="Half an ans")))
-    events = parse_events(translator.finish())
+    events = parse_sse(translator.finish())
     assert [name for name, _ in events] == ["error"]
     assert events[0][1]["error"] == {"type": "api_error", "message": EOF_MESSAGE}
     assert translator.done and translator.feed(openai_sse(delta(content="more"))) == b""
 
 
 def test_eof_before_anything_is_an_error() -> None:
-    events = parse_events(translate([b": keep-alive\n\n"]))
+    events = parse_sse(translate([b": keep-alive\n\n"]))
     assert [name for name, _ in events] == ["error"]
 
 
@@ -292,7 +239,7 @@ def test_done_without_any_content_is_an_empty_message() -> None:
 def test_fail_ends_the_stream_with_an_error_event() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
     translator.feed(openai_sse(delta(content="partial")))
-    events = parse_events(translator.fail("connection reset by provider", overloaded=True))
+    events = parse_sse(translator.fail("connection reset by provider", overloaded=True))
     assert events == [
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "connection reset by provider"}})
     ]
@@ -301,11 +248,11 @@ def test_fail_ends_the_stream_with_an_error_event() -> None:
 
 def test_fail_defaults_to_api_error() -> None:
     translator = StreamTranslator(MODEL, ToolNames())
-    assert parse_events(translator.fail("boom"))[0][1]["error"]["type"] == "api_error"
+    assert parse_sse(translator.fail("boom"))[0][1]["error"]["type"] == "api_error"
 
 
 def test_finish_reason_error_is_an_error_event() -> None:
-    events = parse_events(translate([openai_sse(delta(content="x"), finish("error"), "[DONE]")]))
+    events = parse_sse(translate([openai_sse(delta(content="x"), finish("error"), "[DONE]")]))
     assert events[-1][0] == "error" and "message_stop" not in [n for n, _ in events]
 
 
@@ -322,7 +269,7 @@ def test_finish_reason_error_is_an_error_event() -> None:
     ],
 )
 def test_error_chunks_of_every_dialect(chunk: dict, error_type: str, message: str) -> None:
-    events = parse_events(translate([openai_sse(delta(content="x"), chunk)]))
+    events = parse_sse(translate([openai_sse(delta(content="x"), chunk)]))
     assert events[-1] == ("error", {"type": "error", "error": {"type": error_type, "message": message}})
 
 
@@ -522,15 +469,15 @@ def test_split_inside_a_utf8_character() -> None:
     stream = openai_sse(delta(content="é"), finish(), "[DONE]")
     cut = stream.index("é".encode()) + 1
     _, snapshot = run(stream)
-    events = parse_events(translate([stream[:cut], stream[cut:]]))
+    events = parse_sse(translate([stream[:cut], stream[cut:]]))
     assert accumulate(events).content[0].text == snapshot.content[0].text == "é"
 
 
 def test_a_large_argument_in_one_byte_pieces() -> None:
     content = "x" * 20_000
     stream = openai_sse(tool(0, "c", "Write", json.dumps({"content": content})), finish("tool_calls"), "[DONE]")
-    events = parse_events(translate([bytes([b]) for b in stream]))
-    assert_grammar(events)
+    events = parse_sse(translate([bytes([b]) for b in stream]))
+    assert_stream_grammar(events)
     assert accumulate(events).content[0].input == {"content": content}
 
 
@@ -573,8 +520,8 @@ def test_json_progress_never_completes_a_scalar() -> None:
 def test_crlf_split_between_cr_and_lf_inside_a_multi_line_event() -> None:
     first = b'data: {"choices":[{"index":0,\r'
     rest = b'\ndata: "delta":{"content":"joined"}}]}\r\n\r\n' + openai_sse(finish(), "[DONE]")
-    events = parse_events(translate([first, rest]))
-    assert_grammar(events)
+    events = parse_sse(translate([first, rest]))
+    assert_stream_grammar(events)
     assert content_of(accumulate(events)) == [{"type": "text", "text": "joined"}]
 
 
@@ -592,8 +539,8 @@ def test_a_surrogate_pair_split_between_two_chunks_never_raises() -> None:
         b'data: {"choices":[{"index":0,"delta":{"content":"party \\ud83c"}}]}\n\n'
         b'data: {"choices":[{"index":0,"delta":{"content":"\\udf89!"}}]}\n\n' + openai_sse(finish(), "[DONE]")
     )
-    events = parse_events(translate([stream]))
-    assert_grammar(events)
+    events = parse_sse(translate([stream]))
+    assert_stream_grammar(events)
     texts = [d["delta"]["text"] for name, d in events if name == "content_block_delta"]
     assert "".join(texts).encode("utf-16", "surrogatepass").decode("utf-16") == "party 🎉!"
 
