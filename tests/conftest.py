@@ -6,7 +6,9 @@ from collections.abc import Iterator
 import anthropic
 import pytest
 
+from addon.health import HealthBoard
 from balancer_proc import BalancerProcess
+from clock import ManualClock
 from fakes import FakeProvider
 
 _names = itertools.count(1)
@@ -41,3 +43,14 @@ def fakes() -> Iterator[list[FakeProvider]]:
 def client(balancer: BalancerProcess) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=balancer.url, api_key="client-own-key", max_retries=0, timeout=30) as c:
         yield c
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The monotonic clock of a health board, moved by hand."""
+    return ManualClock()
+
+
+@pytest.fixture
+def board(clock: ManualClock) -> HealthBoard:
+    return HealthBoard(clock=clock, wall=ManualClock(now=1_700_000_000.0))

@@ -17,16 +17,6 @@ from addon.upstream import ClientPool
 from clock import ManualClock
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def board(clock: ManualClock) -> HealthBoard:
-    return HealthBoard(clock=clock, wall=ManualClock(now=1_700_000_000.0))
-
-
 def provider(name: str, url: str | None = None) -> ProviderConfig:
     return ProviderConfig(name=name, base_url=url or f"https://{name}.example.com", auth_value="k")
 
