@@ -9,6 +9,8 @@ import pytest
 from benchkit import envs, peer_litellm
 from benchkit.processes import FakeProvider
 
+pytestmark = pytest.mark.bench  # not in the default run; CI runs them (pyproject.toml)
+
 
 @pytest.fixture
 def bench_dir(tmp_path, monkeypatch):

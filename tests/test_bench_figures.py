@@ -8,6 +8,8 @@ import pytest
 
 from benchkit import report, stats
 
+pytestmark = pytest.mark.bench  # not in the default run; CI runs them (pyproject.toml)
+
 
 def test_percentile_interpolates_between_ranks():
     assert stats.percentile([1, 2, 3, 4], 50) == 2.5

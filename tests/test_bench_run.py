@@ -14,6 +14,9 @@ from benchkit.fake_provider import STREAM_PIECES
 from benchkit.processes import FakeProvider
 from benchkit.run import Bench, Plan
 
+pytestmark = pytest.mark.bench  # not in the default run; CI runs them (pyproject.toml)
+
+
 REPO = Path(__file__).resolve().parent.parent
 
 
