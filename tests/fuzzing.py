@@ -1,21 +1,25 @@
 """What the property tests (tests/test_fuzz_*.py) share: hypothesis settings and strategies for valid-ish and
 garbage input.
 
-Every `fuzz_settings` is `derandomize=True` (the same examples on every run, so CI is reproducible) with
-`database=None` and `deadline=None`. `FUZZ_SCALE=20 pytest tests/test_fuzz_*.py` fuzzes 20 times longer with
-random seeds (to look for new bugs).
+Every property runs twice: quick (a tenth of its examples) in the default run, deep (all of them) under the `slow`
+marker, which CI runs after the default suite. Every `fuzz_settings` is `derandomize=True` (the same examples on
+every run, so CI is reproducible) with `database=None` and `deadline=None`. `FUZZ_SCALE=20 pytest -m slow
+tests/test_fuzz_*.py` fuzzes 20 times longer with random seeds (to look for new bugs).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import inspect
 import json
 import os
 import struct
+from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from addon.openai_request import OpenAIOptions
@@ -39,10 +43,44 @@ def fuzz_settings(max_examples: int) -> settings:
     )
 
 
+def quick(examples: int) -> int:
+    """The examples of a property in the default run: a tenth of its deep count, at least ten."""
+    return max(10, examples // 10)
+
+
+def depths(examples: int) -> pytest.MarkDecorator:
+    """Parametrizes a test's `examples`: the quick count in the default run, all of them under the slow marker."""
+    return pytest.mark.parametrize("examples", [
+        pytest.param(quick(examples), id="quick"),
+        pytest.param(examples, id="deep", marks=pytest.mark.slow),
+    ])
+
+
+def quick_and_deep(examples: int, **strategies: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """`@given(**strategies)` with `fuzz_settings`, as two tests: `[quick]` in the default run, `[deep]` (`examples`)
+    under the slow marker. The test's other arguments are fixtures, as with `@given`."""
+
+    def decorate(check: Callable[..., None]) -> Callable[..., None]:
+        @depths(examples)
+        def test(examples: int, **fixtures: Any) -> None:
+            fuzz_settings(examples)(given(**strategies)(check))(**fixtures)
+
+        fixtures = [p for name, p in inspect.signature(check).parameters.items() if name not in strategies]
+        test.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # what pytest reads for fixtures
+            [inspect.Parameter("examples", inspect.Parameter.POSITIONAL_OR_KEYWORD), *fixtures])
+        test.__name__, test.__qualname__, test.__doc__ = check.__name__, check.__qualname__, check.__doc__
+        test.__module__ = check.__module__
+        return test
+
+    return decorate
+
+
 # Deep enough to exhaust the JSON/YAML parsers' recursion limits on every Python version (3.11: ~1000 levels;
 # 3.12+: the C stack limit, several thousand).
 DEEP = 100_000
 
+
+# -- strategies: JSON junk --------------------------------------------------------------------------------------
 
 ODD_STRINGS = [
     "", " ", "\n", "\t\r\n ", "\x00", "\x7f", "\ud800", "\udfff", "\ud83d", "\udcff", "💥", "🙂" * 3, "ǅ", "İ",
@@ -118,6 +156,8 @@ def maybe(strategy: st.SearchStrategy) -> st.SearchStrategy:
     """Mostly the real shape, sometimes (1 in 8) anything at all."""
     return weighted((7, strategy), (1, json_values))
 
+
+# -- strategies: Anthropic request bodies -----------------------------------------------------------------------
 
 MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5", "claude-3-5-haiku-latest", "gpt-4o", "m", ""]
 

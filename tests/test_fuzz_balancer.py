@@ -22,6 +22,7 @@ from fuzzing import (
     _same,
     anthropic_bodies,
     bodies_with_tools,
+    depths,
     fuzz_settings,
     json_values,
     mutated,
@@ -309,19 +310,21 @@ def fuzz_the_balancer(balancer, provider_name: str, examples: int, fixed_seed: i
     print(f"\nfuzzing via {provider_name}: {dict(seen.most_common())}")
 
 
-def test_fuzzed_requests_to_an_anthropic_provider(balancer, anthropic_fake, unique):
+@depths(75)
+def test_fuzzed_requests_to_an_anthropic_provider(balancer, anthropic_fake, unique, examples):
     # A mapped model (the body is re-serialized) and round-robin (session affinity in force).
     name = f"fuzz-a-{unique}"
     balancer.use([anthropic_provider(name, anthropic_fake.url, big_model="mapped-big", small_model="mapped-small")],
                  strategy="round_robin", failure_cooldown=0, request_timeout=10)
-    fuzz_the_balancer(balancer, name, 75, fixed_seed=1)
+    fuzz_the_balancer(balancer, name, examples, fixed_seed=1)
 
 
-def test_fuzzed_requests_to_an_openai_provider(balancer, openai_fake, unique):
+@depths(75)
+def test_fuzzed_requests_to_an_openai_provider(balancer, openai_fake, unique, examples):
     # Count tokens locally (no Anthropic-type provider to ask).
     name = f"fuzz-o-{unique}"
     balancer.use([openai_provider(name, openai_fake.url)], failure_cooldown=0, request_timeout=10)
-    fuzz_the_balancer(balancer, name, 75, fixed_seed=2)
+    fuzz_the_balancer(balancer, name, examples, fixed_seed=2)
 
 
 def test_regression_lone_surrogate_through_the_balancer(balancer, openai_fake, unique):

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 from addon.config import ConfigError, parse_config
-from fuzzing import ENVIRON, MODELS, _has_surrogates, fuzz_settings, maybe, mutated, odd_text, weighted
+from fuzzing import ENVIRON, MODELS, _has_surrogates, maybe, mutated, odd_text, quick_and_deep, weighted
 
 
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
@@ -133,8 +132,7 @@ yaml_texts = weighted(
 )
 
 
-@fuzz_settings(300)
-@given(text=yaml_texts)
+@quick_and_deep(300, text=yaml_texts)
 def test_parse_config_raises_only_config_errors(text):
     try:
         loaded = parse_config(text, "providers.yaml", ENVIRON)

@@ -8,13 +8,12 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 from addon.openai_request import ToolNames
 from addon.openai_stream import StreamTranslator
 from addon.sse import SSESplitter
-from fuzzing import fuzz_settings, json_values, maybe, odd_text, tool_ids, tool_names, usage, weighted
+from fuzzing import json_values, maybe, odd_text, quick_and_deep, tool_ids, tool_names, usage, weighted
 from helpers import (
     assert_stream_grammar,
     parse_sse,
@@ -134,8 +133,8 @@ def _normalized(events: list[tuple[str, Any]]) -> str:
 stream_names = st.sampled_from([ToolNames(), ToolNames(to_openai={"a b": "a_b_1"}, to_anthropic={"a_b_1": "a b"})])
 
 
-@fuzz_settings(300)
-@given(stream=openai_stream_bytes(), cuts=st.lists(st.integers(0, 10**6), max_size=8), names=stream_names)
+@quick_and_deep(300, stream=openai_stream_bytes(), cuts=st.lists(st.integers(0, 10**6), max_size=8),
+                names=stream_names)
 def test_stream_translator_json_chunks_split_anywhere(stream, cuts, names):
     whole, _ = translate_all([stream], names)
     split, outputs = translate_all(_split(stream, cuts), names)
@@ -146,8 +145,8 @@ def test_stream_translator_json_chunks_split_anywhere(stream, cuts, names):
     assert _normalized(parse_sse(whole)) == _normalized(events), "the output depends on how the input was split"
 
 
-@fuzz_settings(200)
-@given(stream=st.binary(max_size=300), cuts=st.lists(st.integers(0, 10**6), max_size=6), names=stream_names)
+@quick_and_deep(200, stream=st.binary(max_size=300), cuts=st.lists(st.integers(0, 10**6), max_size=6),
+                names=stream_names)
 def test_stream_translator_random_bytes(stream, cuts, names):
     output, outputs = translate_all(_split(stream, cuts), names)
     assert_stream_grammar(parse_sse(output), finished=True)
@@ -163,8 +162,7 @@ sse_bytes = st.one_of(
 )
 
 
-@fuzz_settings(300)
-@given(data=sse_bytes, cuts=st.lists(st.integers(0, 10**6), max_size=10))
+@quick_and_deep(300, data=sse_bytes, cuts=st.lists(st.integers(0, 10**6), max_size=10))
 def test_sse_splitter_gives_the_same_events_however_the_bytes_are_split(data, cuts):
     whole = SSESplitter()
     expected = whole.feed(data)

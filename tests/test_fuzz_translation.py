@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 
 from addon.affinity import session_key
@@ -19,7 +18,6 @@ from addon.openai_response import OpenAIResponseError, to_anthropic_message
 from addon.token_count import count_input_tokens
 from fuzzing import (
     anthropic_bodies,
-    fuzz_settings,
     json_leaves,
     json_objects,
     json_values,
@@ -27,6 +25,7 @@ from fuzzing import (
     mutated,
     odd_text,
     openai_options,
+    quick_and_deep,
     strict_json,
     texts,
     tool_ids,
@@ -34,9 +33,7 @@ from fuzzing import (
     usage,
     weighted,
 )
-from helpers import (
-    STOP_REASONS,
-)
+from helpers import STOP_REASONS
 
 
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
@@ -102,8 +99,7 @@ def assert_openai_request(out: dict, names: ToolNames, body: dict, options: Open
     assert not pending, f"unanswered tool calls {pending} at the end"
 
 
-@fuzz_settings(400)
-@given(body=anthropic_bodies, options=openai_options)
+@quick_and_deep(400, body=anthropic_bodies, options=openai_options)
 def test_to_openai_request_never_raises(body, options):
     out, names = to_openai_request(body, "gpt-x", options)
     assert_openai_request(out, names, body, options)
@@ -112,8 +108,7 @@ def test_to_openai_request_never_raises(body, options):
         assert names.original(short) == original
 
 
-@fuzz_settings(300)
-@given(body=anthropic_bodies)
+@quick_and_deep(300, body=anthropic_bodies)
 def test_count_input_tokens_is_a_non_negative_int(body):
     tokens = count_input_tokens(body)
     assert isinstance(tokens, int) and not isinstance(tokens, bool)
@@ -127,8 +122,7 @@ header_pairs = st.lists(
 )
 
 
-@fuzz_settings(300)
-@given(body=st.one_of(anthropic_bodies, st.none(), json_values), headers=header_pairs)
+@quick_and_deep(300, body=st.one_of(anthropic_bodies, st.none(), json_values), headers=header_pairs)
 def test_session_key_never_raises(body, headers):
     key = session_key(body, headers)
     assert key is None or (isinstance(key, str) and key.split(":", 1)[0] in ("session", "user", "client"))
@@ -190,8 +184,7 @@ statuses = st.one_of(st.integers(100, 599), st.sampled_from([200, 400, 401, 402,
                                                              500, 502, 503, 504, 529]))
 
 
-@fuzz_settings(400)
-@given(status=statuses, body=error_bodies)
+@quick_and_deep(400, status=statuses, body=error_bodies)
 def test_to_anthropic_error_always_gives_an_anthropic_error(status, body):
     client_status, out = to_anthropic_error(status, body)
     assert isinstance(client_status, int) and 400 <= client_status <= 599
@@ -245,9 +238,9 @@ completion = st.fixed_dictionaries(
 )
 
 
-@fuzz_settings(400)
-@given(body=weighted((3, completion), (2, mutated(completion)), (1, json_objects)),
-       names=st.sampled_from([ToolNames(), ToolNames(to_openai={"a b": "a_b_1"}, to_anthropic={"a_b_1": "a b"})]))
+@quick_and_deep(400, body=weighted((3, completion), (2, mutated(completion)), (1, json_objects)),
+                names=st.sampled_from([ToolNames(),
+                                       ToolNames(to_openai={"a b": "a_b_1"}, to_anthropic={"a_b_1": "a b"})]))
 def test_to_anthropic_message_raises_only_response_errors(body, names):
     try:
         message = to_anthropic_message(body, "claude-sonnet-4-5", names)
