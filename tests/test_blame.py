@@ -161,6 +161,7 @@ class Coin(Behavior):
         (Status(529) if coin_fails(self.provider, number) else Message()).run(handler, request, fake)
 
 
+@pytest.mark.slow
 def test_a_request_fails_only_when_every_provider_failed_it(balancer, unique):
     """Four providers that each answer 20% of requests with 529, independently: on default settings a request
     fails only when all four failed it (0.2^4 = 0.16% of requests), not whenever the balancer's cooldowns say so."""

@@ -160,6 +160,7 @@ def listen_backlogs(pid: int) -> dict[int, int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(HARD < 4000, reason="needs a hard open-file limit of at least 4000")
 def test_600_streams_work_when_started_with_a_soft_limit_of_1024(tmp_path, slow_provider):
     balancer = limited_balancer(tmp_path, slow_provider.anthropic("slow"), soft=1024, hard=HARD)
@@ -182,7 +183,8 @@ def test_600_streams_work_when_started_with_a_soft_limit_of_1024(tmp_path, slow_
 
 @pytest.mark.parametrize("streams", [
     20,  # clients and providers fit, the relay hops do not: mitmproxy's connection to the relay would fail
-    150,  # the clients alone take every descriptor: connecting to the provider fails
+    # the clients alone take every descriptor: connecting to the provider fails
+    pytest.param(150, marks=pytest.mark.slow),
 ])
 def test_out_of_descriptors_the_client_gets_anthropic_errors_and_the_balancer_keeps_serving(tmp_path,
                                                                                              slow_provider, streams):

@@ -238,6 +238,7 @@ class Flaky(Behavior):
         behavior.run(handler, request, fake)
 
 
+@pytest.mark.slow
 def test_health_stays_correct_under_200_concurrent_requests(balancer, unique):
     flaky = [Flaky(seed) for seed in (1, 2)]
     with FakeProvider(flaky[0]) as f1, FakeProvider(flaky[1]) as f2, FakeProvider() as steady:

@@ -231,6 +231,7 @@ def shortened(stream: bytes, keep: tuple[str, ...]) -> bytes:
     return b"".join(e.raw for e in SSESplitter().feed(stream) if e.event in keep)
 
 
+@pytest.mark.slow
 def test_stream_echo_every_three_chunk_split() -> None:
     # A shorter stream (every pair of cuts grows with the square of the length), still with multi-byte text.
     keep = ("message_start", "content_block_delta", "message_stop")
