@@ -310,25 +310,23 @@ def test_head_answers_without_a_body_and_the_connection_stays_usable(gateway):
         connection.close()
 
 
-def test_a_provider_redirect_is_never_handed_to_the_client(tmp_path):
+def test_a_provider_redirect_is_never_handed_to_the_client(balancer, unique):
     with FakeProvider() as redirecting, FakeProvider() as second:
         redirecting.default = Status(302, b"", headers={"location": "http://127.0.0.2:1/steal"})
-        process = BalancerProcess(tmp_path)
-        process.write_providers([anthropic_provider("redirecting", redirecting.url),
-                                 anthropic_provider("second", second.url)])
-        with process:
-            response = httpx.post(process.url + "/v1/messages", json=BODY, timeout=30, follow_redirects=False)
-            assert response.status_code == 200
-            assert response.headers["x-balancer-provider"] == "second"
-            assert "location" not in response.headers
-            status = process.provider_status("redirecting")
-            assert "302" in (status.get("last_error") or "")
-            # With nobody else to go to, the client gets an error of the balancer's, not the redirect.
-            process.use([anthropic_provider("redirecting-only", redirecting.url)])
-            alone = httpx.post(process.url + "/v1/messages", json=BODY, timeout=30, follow_redirects=False)
-            assert alone.status_code >= 500
-            assert "location" not in alone.headers
-            assert alone.json()["type"] == "error"
+        balancer.use([anthropic_provider(f"redirecting-{unique}", redirecting.url),
+                      anthropic_provider(f"second-{unique}", second.url)])
+        response = httpx.post(balancer.url + "/v1/messages", json=BODY, timeout=30, follow_redirects=False)
+        assert response.status_code == 200
+        assert response.headers["x-balancer-provider"] == f"second-{unique}"
+        assert "location" not in response.headers
+        status = balancer.provider_status(f"redirecting-{unique}")
+        assert "302" in (status.get("last_error") or "")
+        # With nobody else to go to, the client gets an error of the balancer's, not the redirect.
+        balancer.use([anthropic_provider(f"redirecting-only-{unique}", redirecting.url)])
+        alone = httpx.post(balancer.url + "/v1/messages", json=BODY, timeout=30, follow_redirects=False)
+        assert alone.status_code >= 500
+        assert "location" not in alone.headers
+        assert alone.json()["type"] == "error"
     assert len(second.message_requests) == 1
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx
@@ -20,13 +22,31 @@ ADMIN_KEY = "admin-key-9876543210"
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-def guarded(tmp_path, fakes):
-    process = BalancerProcess(tmp_path)
-    process.write_providers([anthropic_provider("p", fakes[0].url)], client_keys=[CLIENT_KEY, "other-client-key-42"],
-                            admin_keys=[ADMIN_KEY], max_body_size=2000)
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BalancerProcess]:
+    """One balancer for the tests here that set keys; each installs its own providers and keys with `install`."""
+    process = BalancerProcess(tmp_path_factory.mktemp("security"))
+    process.write_providers([anthropic_provider("p", "http://127.0.0.1:9")], admin_keys=[ADMIN_KEY])
     with process:
-        yield process, fakes[0]
+        yield process
+
+
+def install(process: BalancerProcess, providers: list[dict[str, Any]], **settings: Any) -> None:
+    """Writes the providers file and reloads it, with the key the running configuration takes for its admin
+    endpoints (the admin key, or the client key where there is no admin key)."""
+    process.write_providers(providers, **settings)
+    for key in (ADMIN_KEY, CLIENT_KEY):
+        response = httpx.post(process.url + "/providers/reload", headers={"x-api-key": key}, timeout=10)
+        if response.status_code != 401:
+            break
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+def guarded(keyed, fakes):
+    install(keyed, [anthropic_provider("p", fakes[0].url)], client_keys=[CLIENT_KEY, "other-client-key-42"],
+            admin_keys=[ADMIN_KEY], max_body_size=2000)
+    return keyed, fakes[0]
 
 
 def post(url: str, headers: dict[str, str] | None = None, **kwargs) -> httpx.Response:
@@ -60,12 +80,10 @@ def test_admin_endpoints_need_an_admin_key_and_health_is_open(guarded):
     assert httpx.get(process.url + "/", timeout=10).status_code == 200
 
 
-def test_without_admin_keys_a_client_key_opens_the_admin_endpoints(tmp_path, fakes):
-    process = BalancerProcess(tmp_path)
-    process.write_providers([anthropic_provider("p", fakes[0].url)], client_keys=[CLIENT_KEY])
-    with process:
-        assert httpx.get(process.url + "/providers", timeout=10).status_code == 401
-        assert httpx.get(process.url + "/providers", headers={"x-api-key": CLIENT_KEY}, timeout=10).status_code == 200
+def test_without_admin_keys_a_client_key_opens_the_admin_endpoints(keyed, fakes):
+    install(keyed, [anthropic_provider("p", fakes[0].url)], client_keys=[CLIENT_KEY])
+    assert httpx.get(keyed.url + "/providers", timeout=10).status_code == 401
+    assert httpx.get(keyed.url + "/providers", headers={"x-api-key": CLIENT_KEY}, timeout=10).status_code == 200
 
 
 def test_bodies_over_the_limit_are_refused(guarded):
