@@ -98,5 +98,5 @@ def test_admin_leaves_other_paths_alone_and_answers_its_own(tmp_path):
         ("GET", "/favicon.ico", (None, None)),
     ],
 )
-def test_route_of(method, path, expected):
+def test_route_of_names_the_route_or_why_its_method_is_refused(method, path, expected):
     assert route_of(method, path) == expected

@@ -89,7 +89,7 @@ def test_affinity_remember_and_provider_for(clock: ManualClock) -> None:
     assert len(affinity) == 2
 
 
-def test_affinity_none_key(clock: ManualClock) -> None:
+def test_affinity_remembers_nothing_for_a_request_without_a_session_key(clock: ManualClock) -> None:
     affinity = SessionAffinity(clock=clock)
     affinity.remember(None, "alpha")
     assert len(affinity) == 0

@@ -24,7 +24,7 @@ def test_overhead_ratio_compares_added_time_not_totals():
     assert math.isnan(stats.overhead_ratio(2.5, bare=1.0, direct=1.0))
 
 
-def test_gaps_and_growth():
+def test_gaps_are_the_differences_and_growth_is_the_last_sample_minus_the_first():
     assert stats.gaps([0.0, 0.001, 0.003]) == pytest.approx([0.001, 0.002])
     assert stats.growth_mb([(0, 100.0), (1000, 103.0), (2000, 101.5)]) == pytest.approx(1.5)
     assert math.isnan(stats.growth_mb([(0, 100.0)]))

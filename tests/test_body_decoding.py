@@ -71,7 +71,7 @@ def test_the_collector_keeps_a_body_up_to_the_limit_and_forgets_it_past_it():
     ("/", Canonical("/", "")),
     ("/v1/models?x=/../y", Canonical("/v1/models", "?x=/../y")),
 ])
-def test_canonical_spellings(target, expected):
+def test_odd_spellings_of_a_path_become_its_canonical_form(target, expected):
     assert canonical_target(target) == expected
 
 
@@ -80,7 +80,7 @@ def test_canonical_spellings(target, expected):
     ("/v1%5Cmessages", 400), ("/v1\\messages", 400), ("/v1/a%00b", 400), ("/v1/messages;x", 404),
     ("/v1/a b", 404), ("v1/messages", 400), ("/" + "a" * 5000, 404),
 ])
-def test_refused_targets(target, status):
+def test_targets_that_escape_or_smuggle_a_path_are_refused_with_400_or_404(target, status):
     result = canonical_target(target)
     assert isinstance(result, Refused) and result.status == status
 

@@ -262,14 +262,14 @@ def test_error_in_second_provider_names_it(tmp_path: Path) -> None:
     assert "oauth" in message
 
 
-def test_missing_base_url(tmp_path: Path) -> None:
+def test_a_missing_base_url_is_named_with_its_provider(tmp_path: Path) -> None:
     message = config_error(tmp_path, "providers:\n  - name: x\n    auth_value: k\n")
     assert "providers[0] (name 'x').base_url" in message
     assert "missing" in message
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com", "example.com", "https://", "file:///etc/passwd"])
-def test_non_http_base_url(tmp_path: Path, url: str) -> None:
+def test_a_base_url_that_is_not_http_is_refused_and_quoted(tmp_path: Path, url: str) -> None:
     message = config_error(tmp_path, f"providers:\n  - name: x\n    base_url: {url}\n    auth_value: k\n")
     assert "providers[0] (name 'x').base_url" in message
     assert "http" in message
@@ -289,20 +289,20 @@ def test_missing_auth_value_for_api_key(tmp_path: Path) -> None:
     assert "auth_value is required" in message
 
 
-def test_duplicate_provider_names(tmp_path: Path) -> None:
+def test_a_provider_name_used_twice_is_an_error(tmp_path: Path) -> None:
     second = "  - name: x\n    base_url: https://other.example.com\n    auth_value: k\n"
     message = config_error(tmp_path, PROVIDER + second)
     assert "'x'" in message
     assert "twice" in message
 
 
-def test_empty_providers_list(tmp_path: Path) -> None:
+def test_an_empty_providers_list_is_an_error(tmp_path: Path) -> None:
     message = config_error(tmp_path, "providers: []\n")
     assert "providers" in message
     assert "at least 1" in message
 
 
-def test_missing_providers_key(tmp_path: Path) -> None:
+def test_a_file_without_providers_is_an_error(tmp_path: Path) -> None:
     message = config_error(tmp_path, "settings:\n  port: 8080\n")
     assert "providers" in message
     assert "missing" in message
@@ -314,7 +314,7 @@ def test_bad_setting_names_the_setting(tmp_path: Path) -> None:
     assert "settings.port" in message and "70000" in message
 
 
-def test_file_that_is_a_yaml_list(tmp_path: Path) -> None:
+def test_a_file_that_is_a_yaml_list_is_refused_as_not_a_mapping(tmp_path: Path) -> None:
     message = config_error(tmp_path, "- name: x\n  base_url: https://e.com\n")
     assert "providers.yaml" in message
     assert "mapping" in message
@@ -336,7 +336,7 @@ def test_yaml_syntax_error_reports_the_right_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# nothing but a comment\n"])
-def test_empty_file(tmp_path: Path, text: str) -> None:
+def test_an_empty_file_is_an_error_that_asks_for_providers(tmp_path: Path, text: str) -> None:
     message = config_error(tmp_path, text)
     assert "empty" in message
     assert "providers" in message

@@ -38,7 +38,7 @@ def test_cooldown_ceiling_below_base_is_ignored() -> None:
     assert cooldown_seconds(60, 2, 0, 3) == 60
 
 
-def test_retry_after_is_a_minimum() -> None:
+def test_retry_after_is_a_minimum_cooldown_even_above_the_ceiling() -> None:
     assert cooldown_seconds(10, 2, 35, 1, retry_after=120) == 120  # longer than the policy: wins
     assert cooldown_seconds(10, 2, 35, 5, retry_after=120) == 120  # even above the ceiling
     assert cooldown_seconds(10, 2, 35, 2, retry_after=5) == 20  # shorter: the policy wins

@@ -93,7 +93,7 @@ def test_reload_keeps_health_of_providers_that_remain(balancer, unique):
         ("POST", "/v2/messages", 404),
     ],
 )
-def test_wrong_method_or_path(balancer, method, path, status):
+def test_a_wrong_method_is_405_and_a_wrong_path_404_in_anthropic_shape(balancer, method, path, status):
     response = httpx.request(method, balancer.url + path, timeout=10)
     assert response.status_code == status
     assert response.json()["type"] == "error"

@@ -96,7 +96,7 @@ def test_messages_clients_match_on_pass_unchanged(message: str) -> None:
     assert public_message(message, Redactor([KEY])) == message
 
 
-def test_the_result_is_bounded() -> None:
+def test_public_message_is_bounded_with_an_ellipsis() -> None:
     message = public_message("x" * 50_000)
     assert len(message) == MAX_MESSAGE_CHARS and message.endswith("…")
 

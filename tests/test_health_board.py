@@ -144,7 +144,7 @@ def test_longer_auth_cooldown_keeps_its_class_after_a_short_failure(board: Healt
     assert not board.is_cooling_down("a")
 
 
-def test_failures_by_class_counts(board: HealthBoard) -> None:
+def test_failures_are_counted_by_class_and_in_total(board: HealthBoard) -> None:
     kinds = [OVERLOADED, OVERLOADED, RATE_LIMITED, TIMEOUT, OVERLOADED, AUTH, STREAM_ERROR, SERVER_ERROR]
     for kind in kinds:
         board.record_failure("a", kind, cooldown=1, kind=kind)

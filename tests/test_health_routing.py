@@ -50,7 +50,7 @@ def test_record_failure_sets_cooldown_and_error(board: HealthBoard, wall: Manual
     assert health.last_error_at == wall.now
 
 
-def test_cooldown_counts_down(board: HealthBoard, clock: ManualClock) -> None:
+def test_cooldown_counts_down_with_the_clock(board: HealthBoard, clock: ManualClock) -> None:
     board.record_failure("a", "connection refused", cooldown=60)
     clock.advance(15)
     assert board.cooldown_remaining("a") == 45
@@ -106,7 +106,7 @@ def test_record_attempt_counts_requests(board: HealthBoard) -> None:
     assert board.get("b").requests == 0
 
 
-def test_providers_are_independent(board: HealthBoard) -> None:
+def test_a_failure_cools_down_only_its_own_provider(board: HealthBoard) -> None:
     board.record_failure("a", "boom", cooldown=60)
     assert not board.is_cooling_down("b")
     assert board.get("b").failures == 0
@@ -142,7 +142,7 @@ def names(items: list[ProviderConfig]) -> list[str]:
     return [p.name for p in items]
 
 
-def test_plan_keeps_file_order(board: HealthBoard) -> None:
+def test_plan_keeps_the_file_order_of_healthy_providers(board: HealthBoard) -> None:
     providers = [provider("c"), provider("a"), provider("b")]
     plan = plan_attempts(providers, board)
     assert names(plan.usable) == ["c", "a", "b"]
@@ -201,7 +201,7 @@ def test_all_cooling_gives_no_usable_and_all_skipped(board: HealthBoard) -> None
     assert "connection reset" in plan.skipped[1][1]
 
 
-def test_types_filter(board: HealthBoard) -> None:
+def test_plan_with_types_offers_only_those_provider_types(board: HealthBoard) -> None:
     providers = [provider("o1", type="openai"), provider("a1"), provider("o2", type="openai"), provider("a2")]
     board.record_failure("o2", "boom", cooldown=60)
 
@@ -216,6 +216,6 @@ def test_types_filter(board: HealthBoard) -> None:
     assert names(plan_attempts(providers, board, types=None).usable) == ["o1", "a1", "a2"]
 
 
-def test_empty_provider_list(board: HealthBoard) -> None:
+def test_plan_of_no_providers_is_empty(board: HealthBoard) -> None:
     plan = plan_attempts([], board)
     assert plan.usable == [] and plan.skipped == []

@@ -65,7 +65,7 @@ def test_one_line_per_request_says_what_happened(logged_run):
     assert " 529 " in failed and "gamma HTTP 500" in failed and "beta HTTP 529" in failed
 
 
-def test_debug_shows_payloads(logged_run):
+def test_debug_logs_the_payloads_in_the_log_and_the_json_lines(logged_run):
     log, json_lines, _ = logged_run
     for text in (log, json_lines):
         assert '"content":"y"' in text or '\\"content\\":\\"y\\"' in text
@@ -84,7 +84,7 @@ def test_json_lines_file_carries_the_request_fields(logged_run):
     assert requests[1]["stop_reason"] == "end_turn"
 
 
-def test_no_credential_anywhere(logged_run):
+def test_no_credential_in_the_log_the_json_lines_or_the_providers_listing(logged_run):
     log, json_lines, providers = logged_run
     for text in (log, json_lines, providers):
         for secret in [*SECRETS.values(), CLIENT_KEY]:

@@ -42,7 +42,7 @@ def test_other_names_fall_back_to_big_tier_not_known(requested: str) -> None:
     assert choose_model(requested, provider()) == ModelChoice(model="BIG-MODEL", tier="big", tier_known=False)
 
 
-def test_tier_of() -> None:
+def test_tier_of_opus_and_sonnet_is_big_haiku_small_an_unknown_model_big_unmatched() -> None:
     assert tier_of("claude-opus-4-1") == ("big", True)
     assert tier_of("claude-sonnet-4-5") == ("big", True)
     assert tier_of("claude-3-5-haiku-20241022") == ("small", True)

@@ -45,7 +45,7 @@ def openai(message: str, kind: str = "invalid_request_error", code: Any = None) 
         (520, 502, "api_error"),
     ],
 )
-def test_status_table(status: int, expected_status: int, expected_type: str) -> None:
+def test_each_status_maps_to_an_anthropic_status_and_error_type(status: int, expected_status: int, expected_type: str) -> None:
     assert convert(status, openai("something went wrong")) == (
         expected_status,
         {"type": expected_type, "message": "something went wrong"},
@@ -100,7 +100,7 @@ def test_timeout_type_on_a_5xx() -> None:
         ({"error": {"message": None, "type": "x"}}, "the provider answered HTTP 400"),
     ],
 )
-def test_error_body_dialects(body: Any, message: str) -> None:
+def test_each_error_body_dialect_gives_its_message(body: Any, message: str) -> None:
     assert convert(400, body) == (400, {"type": "invalid_request_error", "message": message})
 
 

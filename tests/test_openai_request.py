@@ -147,7 +147,7 @@ def test_the_anthropic_thinking_object_never_leaks_even_in_deepseek_mode() -> No
 # -- system -----------------------------------------------------------------------------------------------------
 
 
-def test_system_string() -> None:
+def test_a_system_string_becomes_the_first_system_message() -> None:
     assert convert({"system": "Be nice.", "messages": [user("hi")]})["messages"][0] == {
         "role": "system",
         "content": "Be nice.",
@@ -208,7 +208,7 @@ def test_text_only_content_is_flattened_and_empty_text_dropped() -> None:
     assert messages(user([text("one"), text(""), text("two")])) == [{"role": "user", "content": "one\n\ntwo"}]
 
 
-def test_images_base64_and_url() -> None:
+def test_images_in_base64_or_by_url_become_image_urls() -> None:
     out = messages(
         user(
             [
@@ -225,7 +225,7 @@ def test_images_base64_and_url() -> None:
     ]
 
 
-def test_documents() -> None:
+def test_documents_become_files_or_text() -> None:
     pdf = {
         "type": "document",
         "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
@@ -446,7 +446,7 @@ def test_only_server_tools_means_no_tools_and_no_tool_choice() -> None:
         (None, {}),
     ],
 )
-def test_tool_choice(choice: dict | None, expected: dict) -> None:
+def test_tool_choice_becomes_openais_and_a_dropped_server_tool_becomes_auto(choice: dict | None, expected: dict) -> None:
     tools = [custom_tool("Read"), {"type": "web_search_20250305", "name": "web_search"}]
     out = convert({"messages": [user("hi")], "tools": tools, **({"tool_choice": choice} if choice else {})})
     assert {k: out[k] for k in ("tool_choice", "parallel_tool_calls") if k in out} == expected
@@ -491,7 +491,7 @@ def test_stop_sequences_capped_at_four() -> None:
     assert "stop" not in convert({"messages": [user("hi")], "stop_sequences": []})
 
 
-def test_sampling_parameters() -> None:
+def test_temperature_and_top_p_pass_top_k_is_dropped() -> None:
     out = convert({"messages": [user("hi")], "temperature": 0.2, "top_p": 0.9, "top_k": 5})
     assert (out["temperature"], out["top_p"]) == (0.2, 0.9) and "top_k" not in out
 
@@ -499,7 +499,7 @@ def test_sampling_parameters() -> None:
 @pytest.mark.parametrize(
     ("max_tokens", "cap", "expected"), [(32000, 8192, 8192), (100, 8192, 100), (64000, None, 64000)]
 )
-def test_max_tokens_capped(max_tokens: int, cap: int | None, expected: int) -> None:
+def test_max_tokens_is_capped_at_max_tokens_cap(max_tokens: int, cap: int | None, expected: int) -> None:
     assert convert({"messages": [user("hi")], "max_tokens": max_tokens}, max_tokens_cap=cap)["max_tokens"] == expected
 
 
@@ -512,7 +512,7 @@ def test_user_id_hashed_when_not_a_short_plain_id() -> None:
     assert "user" not in convert({"messages": [user("hi")], "metadata": {}})
 
 
-def test_stream_options() -> None:
+def test_stream_options_are_sent_only_when_enabled_and_stream_only_when_true() -> None:
     assert convert({"messages": [user("hi")], "stream": True}, stream_options=False) == {
         "model": MODEL,
         "messages": [{"role": "user", "content": "hi"}],
@@ -528,12 +528,12 @@ def test_stream_options() -> None:
 @pytest.mark.parametrize(
     ("budget", "effort"), [(1024, "low"), (1025, "medium"), (8192, "medium"), (8193, "high"), (31999, "high")]
 )
-def test_thinking_budget_buckets(budget: int, effort: str) -> None:
+def test_thinking_budget_becomes_reasoning_effort_by_bucket(budget: int, effort: str) -> None:
     out = convert({"messages": [user("hi")], "thinking": {"type": "enabled", "budget_tokens": budget}})
     assert out["reasoning_effort"] == effort
 
 
-def test_custom_buckets() -> None:
+def test_reasoning_budget_buckets_can_be_set() -> None:
     body = {"messages": [user("hi")], "thinking": {"type": "enabled", "budget_tokens": 3000}}
     assert convert(body, reasoning_budget_buckets=(4000, 16000))["reasoning_effort"] == "low"
 
@@ -557,7 +557,7 @@ def test_no_thinking_no_reasoning_field(thinking: dict | None) -> None:
     assert not {"reasoning_effort", "reasoning", "thinking"} & set(out)
 
 
-def test_reasoning_dialects() -> None:
+def test_thinking_becomes_each_dialects_reasoning_field_or_nothing() -> None:
     enabled = {"messages": [user("hi")], "thinking": {"type": "enabled", "budget_tokens": 5000}}
     adaptive = {"messages": [user("hi")], "thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}}
     assert convert(enabled, reasoning="openrouter")["reasoning"] == {"max_tokens": 5000}

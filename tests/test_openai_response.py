@@ -46,7 +46,7 @@ def translate(body: dict, names: ToolNames | None = None) -> dict:
     return message
 
 
-def test_text_answer() -> None:
+def test_a_text_answer_becomes_a_whole_anthropic_message() -> None:
     message = translate(answer({"content": "Hello!"}, usage={"prompt_tokens": 10, "completion_tokens": 3}))
     assert message == {
         "id": "msg_chatcmpl-abc",
@@ -111,7 +111,7 @@ def test_reasoning_never_goes_into_text() -> None:
     assert [b["type"] for b in content] == ["thinking"]
 
 
-def test_content_given_as_parts() -> None:
+def test_content_given_as_parts_becomes_one_text_block() -> None:
     content = translate(answer({"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}))["content"]
     assert content == [{"type": "text", "text": "ab"}]
 
@@ -147,7 +147,7 @@ def test_empty_and_whitespace_text() -> None:
         ([1, 2], {INVALID_ARGUMENTS_KEY: "[1, 2]"}),
     ],
 )
-def test_tool_arguments(arguments: Any, expected: dict) -> None:
+def test_tool_arguments_become_input_and_unparseable_ones_are_kept_raw(arguments: Any, expected: dict) -> None:
     assert parse_arguments(arguments) == expected
     content = translate(answer({"tool_calls": [call("T", arguments)]}))["content"]
     assert content[0]["input"] == expected
@@ -170,7 +170,7 @@ def test_tool_names_are_restored() -> None:
     assert [b["name"] for b in translate(body, names)["content"]] == ["mcp__a.b__c", "Read"]
 
 
-def test_legacy_function_call() -> None:
+def test_a_legacy_function_call_becomes_tool_use() -> None:
     body = answer(
         {"content": None, "function_call": {"name": "Bash", "arguments": '{"command": "ls"}'}}, "function_call"
     )
@@ -195,7 +195,7 @@ def test_legacy_function_call() -> None:
         ("tool_calls", False, "end_turn"),  # claims tool calls but sent none
     ],
 )
-def test_stop_reason(finish_reason: str | None, has_tools: bool, expected: str) -> None:
+def test_finish_reason_becomes_stop_reason_and_tool_calls_mean_tool_use(finish_reason: str | None, has_tools: bool, expected: str) -> None:
     message: dict = {"content": "x"}
     if has_tools:
         message["tool_calls"] = [call("T", "{}")]

@@ -102,7 +102,7 @@ def test_auth_token_and_passthrough_credentials(balancer, fakes, client, unique)
         assert passthrough_fake.requests[-1].headers[header] == value
 
 
-def test_base_url_path_prefix(balancer, fakes, client, unique):
+def test_a_base_url_path_prefixes_the_request_path(balancer, fakes, client, unique):
     first = fakes[0]
     balancer.use([anthropic_provider(f"a-{unique}", first.url + "/api/anthropic/")])
     client.messages.create(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES)

@@ -296,7 +296,7 @@ def test_probing_provider_is_skipped_with_a_probe_reason(board: HealthBoard, clo
     assert "cooling" not in reason
 
 
-def test_plan_is_a_plan_dataclass(board: HealthBoard) -> None:
+def test_router_plan_lists_the_usable_and_the_skipped_providers(board: HealthBoard) -> None:
     plan = Router(seed=0).plan([provider("a")], board, Settings())
     assert isinstance(plan, Plan)
     assert names(plan.usable) == ["a"] and plan.skipped == []

@@ -132,7 +132,7 @@ def test_client_keys_come_from_the_environment():
     ("headers", "expected"),
     [({"x-api-key": "a"}, "a"), ({"authorization": "Bearer b"}, "b"), ({"authorization": "Basic c"}, None), ({}, None)],
 )
-def test_presented_key(headers, expected):
+def test_presented_key_is_the_x_api_key_or_a_bearer_token(headers, expected):
     from mitmproxy import http
 
     assert presented_key(http.Headers(**{k.replace("-", "_"): v for k, v in headers.items()})) == expected

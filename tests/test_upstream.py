@@ -45,7 +45,7 @@ def test_upstream_url_with_trailing_slash_in_config() -> None:
     assert upstream_url(p, "/v1/messages") == "https://host.example.com/api/v1/messages"
 
 
-def test_upstream_url_plain_host() -> None:
+def test_upstream_url_of_a_plain_host_appends_the_path() -> None:
     p = provider(base_url="http://127.0.0.1:8123")
     assert upstream_url(p, "/v1/messages/count_tokens") == "http://127.0.0.1:8123/v1/messages/count_tokens"
 
@@ -116,7 +116,7 @@ def test_anthropic_and_stainless_headers_kept_in_order(auth_type: str) -> None:
 
 
 @pytest.mark.parametrize(("stream", "encoding"), [(True, "identity"), (False, "identity")])  # never a compressed answer
-def test_accept_encoding_replaced(stream: bool, encoding: str) -> None:
+def test_accept_encoding_asks_for_an_uncompressed_answer(stream: bool, encoding: str) -> None:
     headers = upstream_headers(CLIENT_HEADERS, provider(), stream=stream)
     assert header_values(headers, "accept-encoding") == [encoding]
 
@@ -171,7 +171,7 @@ def test_with_model_adds_a_missing_model() -> None:
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308, 408, 429, 500, 502, 503, 504, 529])
-def test_failover_statuses(status: int) -> None:
+def test_redirects_timeouts_rate_limits_and_5xx_fail_over(status: int) -> None:
     assert should_fail_over(status) is True
 
 
@@ -210,12 +210,12 @@ def test_describe_connection_reset_in_chain() -> None:
     assert describe_exception(exc) == "connection reset"
 
 
-def test_describe_dns_error() -> None:
+def test_describe_exception_names_a_dns_error() -> None:
     exc = chained(httpx.ConnectError("x"), socket.gaierror(-2, "Name or service not known"))
     assert describe_exception(exc) == "DNS error: Name or service not known"
 
 
-def test_describe_timeouts() -> None:
+def test_describe_exception_tells_connect_timeouts_from_read_timeouts() -> None:
     assert describe_exception(httpx.ConnectTimeout("")) == "connect timeout"
     assert describe_exception(httpx.ReadTimeout("")) == "timeout"
 
@@ -225,7 +225,7 @@ def test_describe_remote_protocol_error() -> None:
     assert text == "connection closed: Server disconnected without sending a response."
 
 
-def test_describe_other_exception() -> None:
+def test_describe_exception_names_any_other_exception_with_its_type() -> None:
     assert describe_exception(ValueError("odd")) == "ValueError: odd"
     assert describe_exception(RuntimeError()) == "RuntimeError: RuntimeError"
 
@@ -244,7 +244,7 @@ def test_describe_connection_refused_on_every_address() -> None:
 # --- errors.py ---------------------------------------------------------------------------------------
 
 
-def test_error_body_shape() -> None:
+def test_error_body_is_anthropic_error_json_bytes() -> None:
     body = error_body("overloaded_error", "Überlastet: all providers failed")
     assert json.loads(body) == {
         "type": "error",
@@ -253,7 +253,7 @@ def test_error_body_shape() -> None:
     assert isinstance(body, bytes)
 
 
-def test_sse_error_event_shape() -> None:
+def test_sse_error_event_is_one_error_event_with_the_error_body() -> None:
     event = sse_error_event("api_error", "upstream stream ended early")
     assert event.startswith(b"event: error\ndata: ")
     assert event.endswith(b"\n\n")
@@ -291,7 +291,7 @@ def test_sse_error_event_message_with_newline_stays_one_data_line() -> None:
         (599, "api_error"),
     ],
 )
-def test_error_type_for(status: int, error_type: str) -> None:
+def test_error_type_for_each_status_from_the_table_else_by_class(status: int, error_type: str) -> None:
     assert error_type_for(status) == error_type
 
 
