@@ -12,11 +12,11 @@ from typing import Any
 
 import anthropic
 import pydantic
-from anthropic.types import RawMessageStreamEvent
+from anthropic.types import Message, MessageParam, RawMessageStreamEvent
 
 from addon.sse import SSESplitter
 
-MESSAGES = [{"role": "user", "content": "Hi"}]
+MESSAGES: list[MessageParam] = [{"role": "user", "content": "Hi"}]
 
 
 # -- waiting ------------------------------------------------------------------------------------------------------
@@ -69,6 +69,7 @@ def openai_provider(name: str, url: str, **extra: Any) -> dict[str, Any]:
 
 def served_by(client: anthropic.Anthropic, stream: bool = False, **extra: Any) -> tuple[str, str]:
     """(provider header, text) of one request, streamed through the SDK's accumulator or not."""
+    message: Message
     if stream:
         with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES, **extra) as s:
             message = s.get_final_message()
@@ -157,7 +158,7 @@ DELTAS_FOR_BLOCK = {
     "thinking": {"thinking_delta", "signature_delta"},
     "tool_use": {"input_json_delta"},
 }
-STREAM_EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
+STREAM_EVENT: pydantic.TypeAdapter[RawMessageStreamEvent] = pydantic.TypeAdapter(RawMessageStreamEvent)
 
 
 def parse_sse(raw: bytes) -> list[tuple[str, Any]]:
