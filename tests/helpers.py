@@ -4,6 +4,7 @@ with, and the checker of Anthropic's stream grammar."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -45,6 +46,14 @@ def raw_request(port: int, body: dict[str, Any]) -> socket.socket:
     sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                  b"content-length: %d\r\n\r\n%b" % (len(payload), payload))
     return sock
+
+
+def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response from a raw socket (content-length or close-delimited bodies)."""
+    response = http.client.HTTPResponse(sock, method=method)
+    response.begin()
+    body = response.read()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
 
 # -- provider entries of a providers file -------------------------------------------------------------------------

@@ -6,7 +6,6 @@ it and the provider's answer as it came (or the error that kept it from coming),
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,26 +13,15 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from balancer_proc import ADDON, MITMDUMP, BalancerProcess, anthropic_provider
-from fakes import (
-    FIRST_DELTA,
-    FakeProvider,
-    Hang,
-    Message,
-    Raw,
-    RawStream,
-    Status,
-    closed_port,
-    openai_json,
-    stream_events,
-)
+from balancer_proc import ADDON, MITMDUMP, BalancerProcess
+from fakes import FakeProvider, Hang, Message, Raw, RawStream, Status, openai_json
+from helpers import FIRST_DELTA, anthropic_provider, free_port, openai_provider, stream_events, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import io
 from mitmproxy.tools.web import webaddons
 from openai_golden import GOLDEN
 from prometheus_client.parser import text_string_to_metric_families
-from test_openai_e2e import openai_provider
 
 from addon.attempt_marker import ATTEMPT, is_attempt_flow
 
@@ -53,7 +41,7 @@ def failover_balancer(tmp_path: Path, busy: FakeProvider, oa: FakeProvider, *ext
     balancer = BalancerProcess(tmp_path, extra_args=("-w", str(flows_file), *extra))
     balancer.write_providers([
         {**anthropic_provider("busy", busy.url), "auth_value": KEYS["busy"]},
-        {**anthropic_provider("down", f"http://127.0.0.1:{closed_port()}"), "auth_value": KEYS["down"]},
+        {**anthropic_provider("down", f"http://127.0.0.1:{free_port()}"), "auth_value": KEYS["down"]},
         {**openai_provider("oa", oa.url), "auth_value": KEYS["oa"]},
     ], **settings)
     return balancer, flows_file
@@ -242,7 +230,7 @@ def finished_flows(web: httpx.Client, count: int) -> list[dict[str, Any]]:
 def test_mitmweb_lists_every_attempt_by_default(tmp_path):
     """Under mitmweb (which keeps flows) every attempt gets its flow without any setting; the client flow's
     comment says which attempt served it, each attempt's comment whose request it belongs to."""
-    web_port = closed_port()
+    web_port = free_port()
     with FakeProvider(Status(529, OVERLOADED)) as busy, FakeProvider(Raw(TEXT_ONLY.stream)) as oa:
         balancer = under_mitmweb(failover_balancer(tmp_path, busy, oa)[0], web_port)
         with balancer, web_client(balancer, web_port) as web:
@@ -264,7 +252,7 @@ def test_a_replayed_attempt_goes_to_its_provider_as_shown_and_the_balancer_leave
     """mitmweb's Replay of an attempt's flow sends that request to that provider as the flow shows it (its
     credentials `[redacted]`: whoever replays edits them in first): the balancer neither refuses it (client keys),
     nor answers, balances, logs or counts it."""
-    web_port = closed_port()
+    web_port = free_port()
     with FakeProvider(Status(529, OVERLOADED)) as busy, FakeProvider(Raw(TEXT_ONLY.stream)) as oa:
         balancer = under_mitmweb(failover_balancer(tmp_path, busy, oa, client_keys=[CLIENT_KEY])[0], web_port)
         with balancer, web_client(balancer, web_port) as web:
@@ -311,7 +299,7 @@ BEHAVIORS = ("529", "500", "refused", "anthropic", "openai", "openai 429")
 
 def provider_for(kind: str, name: str, stream: bool, started: list[FakeProvider]) -> dict[str, Any]:
     if kind == "refused":
-        return anthropic_provider(name, f"http://127.0.0.1:{closed_port()}")
+        return anthropic_provider(name, f"http://127.0.0.1:{free_port()}")
     behavior: Any = {
         "529": Status(529, OVERLOADED),
         "500": Status(500),
@@ -387,8 +375,3 @@ def test_attempt_flows_change_no_log_line_and_no_metric(tmp_path):
     assert len([f for f in saved if is_attempt_flow(f)]) == attempts_made_with_flows_on > 0
 
 
-def wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)

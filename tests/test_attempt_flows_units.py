@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import FakeProvider, Raw, closed_port
+from fakes import FakeProvider, Raw
+from helpers import free_port
 from mitmproxy import http
 from mitmproxy.addons import save, view
 from mitmproxy.test import taddons, tflow
@@ -216,7 +217,7 @@ async def test_the_balancers_hooks_leave_an_attempt_flow_alone(tmp_path):
     providers = Providers()
     gateway, hygiene, head = Gateway(providers), FlowHygiene(providers), HeadRequests()
     path = tmp_path / "providers.yaml"
-    path.write_text(f"providers:\n  - name: p\n    base_url: http://127.0.0.1:{closed_port()}\n"
+    path.write_text(f"providers:\n  - name: p\n    base_url: http://127.0.0.1:{free_port()}\n"
                     f"    auth_value: {SECRET}\n")
     with taddons.context(providers, gateway, hygiene, head) as tctx:
         tctx.configure(providers, providers=str(path))

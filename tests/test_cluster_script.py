@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from balancer_proc import anthropic_provider, providers_yaml
+from balancer_proc import providers_yaml
 from benchkit.kv_server import server_binary
 from fakes import FakeProvider, Status
+from helpers import anthropic_provider
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here")

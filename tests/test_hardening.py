@@ -20,7 +20,7 @@ import zstandard
 
 from balancer_proc import BalancerProcess
 from fakes import FakeProvider, Message, Status
-from helpers import anthropic_provider
+from helpers import anthropic_provider, read_response
 
 CLIENT_KEY = "client-key-hardening-0123"
 ADMIN_KEY = "admin-key-hardening-4567"
@@ -70,14 +70,6 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} for {pid}")
-
-
-def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response from a raw socket (content-length or close-delimited bodies)."""
-    response = http.client.HTTPResponse(sock, method=method)
-    response.begin()
-    body = response.read()
-    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
 
 def upload(port: int, size: int, chunked: bool, key: str | None) -> tuple[int, bytes]:

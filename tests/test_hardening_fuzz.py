@@ -15,8 +15,7 @@ from mitmproxy import io as mitmproxy_io
 
 from balancer_proc import BalancerProcess
 from fakes import FakeProvider
-from helpers import anthropic_provider
-from test_hardening import read_response
+from helpers import anthropic_provider, read_response
 
 CLIENT_KEY = "client-key-fuzzing-a1b2c3d4"
 ADMIN_KEY = "admin-key-fuzzing-e5f6a7b8"

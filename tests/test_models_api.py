@@ -7,8 +7,7 @@ import pytest
 
 from addon.config import DEFAULT_MODELS, parse_config
 from addon.models_api import model_list
-from test_openai_e2e import openai_provider
-from helpers import anthropic_provider
+from helpers import anthropic_provider, openai_provider
 
 
 def test_model_list_offers_the_tiers_and_the_mapped_models():

@@ -21,9 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-from balancer_proc import BalancerProcess, anthropic_provider
+from balancer_proc import BalancerProcess
 from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import Behavior, FakeProvider, Message, Reset, Status
+from helpers import anthropic_provider
 
 from addon.config import ProviderConfig
 from addon.shared_records import Keys, decode_record, fingerprint

@@ -32,8 +32,8 @@ from addon.sse import SSESplitter
 from addon.stream_events import Observers
 from addon.stream_guard import CommittedStream, StreamFailure, guarded, hold_until_content
 from addon.usage_watch import UsageWatch
-from balancer_proc import anthropic_provider
-from fakes import FakeProvider, Raw, RawStream, error_event, sse, stream_events
+from fakes import FakeProvider, Raw, RawStream
+from helpers import anthropic_provider, error_event, sse, stream_events
 
 REPO = Path(__file__).resolve().parent.parent
 REQUESTED = "claude-sonnet-4"
