@@ -15,6 +15,7 @@ import httpx
 import pytest
 from balancer_proc import ADDON, MITMDUMP, BalancerProcess
 from fakes import FakeProvider, Hang, Message, Raw, RawStream, Status, openai_json
+from fuzzing import depths
 from helpers import FIRST_DELTA, anthropic_provider, free_port, openai_provider, stream_events, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -324,7 +325,8 @@ def counted(metrics_text: str) -> Counter[str]:
     return totals
 
 
-def test_attempt_flows_change_no_log_line_and_no_metric(tmp_path):
+@depths(30)
+def test_attempt_flows_change_no_log_line_and_no_metric(tmp_path, examples):
     """The same requests with attempt flows off and on: as many log lines and the same metric increments (and
     with them on, the attempts' flows really were made: one per attempt in the saved file)."""
     flows_file, log_file = tmp_path / "flows.mitm", tmp_path / "balancer.jsonl"
@@ -359,7 +361,7 @@ def test_attempt_flows_change_no_log_line_and_no_metric(tmp_path):
             for fake in started:
                 fake.stop()
 
-    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(kinds=st.lists(st.sampled_from(BEHAVIORS), min_size=1, max_size=3), stream=st.booleans(),
            on_first=st.booleans())
     def same_with_and_without(kinds: list[str], stream: bool, on_first: bool) -> None:

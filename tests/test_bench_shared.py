@@ -9,7 +9,10 @@ import pytest
 from benchkit import shared
 from benchkit.kv_server import server_binary
 
-pytestmark = pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here")
+pytestmark = [
+    pytest.mark.bench,  # not in the default run; CI runs them (pyproject.toml)
+    pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here"),
+]
 
 
 def test_a_tiny_shared_state_run_measures_every_row():

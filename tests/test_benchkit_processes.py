@@ -12,6 +12,9 @@ import pytest
 
 from benchkit.processes import Process
 
+pytestmark = pytest.mark.bench  # not in the default run; CI runs them (pyproject.toml)
+
+
 # Writes its pid to argv[1], prints argv[2] (when given), then waits silently for a long time.
 CHILD = textwrap.dedent("""
     import os, sys, time

@@ -51,6 +51,7 @@ def refuses(port: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_cluster_starts_n_sharing_instances_and_stops_them_all_on_ctrl_c(tmp_path):
     with FakeProvider() as first, FakeProvider() as second:
         base = consecutive_free_ports(2)

@@ -118,6 +118,7 @@ def test_oversized_uploads_are_refused_413_without_costing_memory(gateway, fake)
     assert response.status_code == 200
 
 
+@pytest.mark.slow
 def test_a_chunked_upload_is_no_longer_kept_once_it_passes_the_limit(tmp_path, provider):
     process = BalancerProcess(tmp_path)
     process.write_providers([anthropic_provider("p", provider.url)], max_body_size=MiB, count_tokens="local",

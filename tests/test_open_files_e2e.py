@@ -182,7 +182,8 @@ def test_600_streams_work_when_started_with_a_soft_limit_of_1024(tmp_path, slow_
 
 
 @pytest.mark.parametrize("streams", [
-    20,  # clients and providers fit, the relay hops do not: mitmproxy's connection to the relay would fail
+    # clients and providers fit, the relay hops do not: mitmproxy's connection to the relay would fail
+    pytest.param(20, marks=pytest.mark.slow),
     # the clients alone take every descriptor: connecting to the provider fails
     pytest.param(150, marks=pytest.mark.slow),
 ])

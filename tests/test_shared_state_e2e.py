@@ -310,6 +310,7 @@ def gauge(instance: BalancerProcess) -> float:
     raise AssertionError("no balancer_shared_state_connected in /metrics")
 
 
+@pytest.mark.slow
 def test_the_server_hangs_dies_and_comes_back_mid_load_without_one_failed_request(tmp_path):
     server = KeyValueServer().start()
     instances = [BalancerProcess(tmp_path / f"i{i}") for i in range(2)]

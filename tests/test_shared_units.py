@@ -9,7 +9,7 @@ import math
 
 import pytest
 from clock import ManualClock
-from hypothesis import given, settings
+from fuzzing import quick_and_deep
 from hypothesis import strategies as st
 
 from addon.affinity import SessionAffinity
@@ -180,9 +180,9 @@ def test_texts_from_elsewhere_are_bounded() -> None:
     assert decoded[1].record.last_error == "x" * 1000
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
-                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20))
+@quick_and_deep(300, value=st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+                                         lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+                                         max_leaves=20))
 def test_decoding_never_raises(value: object) -> None:
     data = json.dumps(value)
     decode(data)
@@ -279,8 +279,7 @@ def _view(board: HealthBoard) -> tuple[object, ...]:
             health.cooldowns, health.last_error_at)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(records, min_size=1, max_size=5), st.randoms())
+@quick_and_deep(300, news=st.lists(records, min_size=1, max_size=5), rng=st.randoms())
 def test_the_order_of_news_does_not_matter(news: list[HealthRecord], rng: object) -> None:
     """Every instance that heard the same news ends with the same view, in whatever order it arrived."""
     clock, wall = ManualClock(), ManualClock(now=WALL)
