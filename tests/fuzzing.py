@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 
 from addon.openai_request import OpenAIOptions
 
-
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 

@@ -19,7 +19,9 @@ REQUESTED = "claude-sonnet-4"
 BODY = {"model": REQUESTED, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 
 ADAPTERS: dict[str, tuple[ProviderAdapter, ProviderConfig]] = {
-    "anthropic": (AnthropicAdapter(), ProviderConfig(**anthropic_provider("a", "http://127.0.0.1:9", big_model="a-big"))),
+    "anthropic": (
+        AnthropicAdapter(), ProviderConfig(**anthropic_provider("a", "http://127.0.0.1:9", big_model="a-big"))
+    ),
     "openai": (OpenAIAdapter(), ProviderConfig(name="o", type="openai", base_url="http://127.0.0.1:9/v1",
                                                auth_type="api_key", auth_value="key-of-o", big_model="o-big")),
 }

@@ -13,18 +13,18 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from balancer_proc import ADDON, MITMDUMP, BalancerProcess
-from fakes import FakeProvider, Hang, Message, Raw, RawStream, Status, openai_json
-from fuzzing import depths
-from helpers import FIRST_DELTA, anthropic_provider, free_port, openai_provider, stream_events, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mitmproxy import io
 from mitmproxy.tools.web import webaddons
-from openai_golden import GOLDEN
 from prometheus_client.parser import text_string_to_metric_families
 
 from addon.attempt_marker import ATTEMPT, is_attempt_flow
+from balancer_proc import ADDON, MITMDUMP, BalancerProcess
+from fakes import FakeProvider, Hang, Message, Raw, RawStream, Status, openai_json
+from fuzzing import depths
+from helpers import FIRST_DELTA, anthropic_provider, free_port, openai_provider, stream_events, wait_until
+from openai_golden import GOLDEN
 
 KEYS = {"busy": "sk-ant-busy-key-1111111111", "down": "sk-ant-down-key-2222222222", "oa": "sk-oa-key-3333333333"}
 CLIENT_KEY = "sk-ant-client-own-key-4444444444"
@@ -71,7 +71,8 @@ def test_a_failover_saves_the_client_flow_and_one_flow_per_attempt(tmp_path):
 
     # The client flow shows what the client sent (not the provider's request), and who served it.
     assert client_flow.request.host == "api.anthropic.com" and client_flow.request.path == "/v1/messages"
-    assert "[redacted]" in (client_flow.request.headers.get("x-api-key"), client_flow.request.headers.get("authorization"))
+    sent_credentials = (client_flow.request.headers.get("x-api-key"), client_flow.request.headers.get("authorization"))
+    assert "[redacted]" in sent_credentials
     assert json.loads(client_flow.request.content)["model"] == "claude-sonnet-4"
     assert client_flow.response.status_code == 200
     assert client_flow.comment.startswith("served by oa (attempt 3 of 3) after busy: HTTP 529 overloaded_error")

@@ -10,8 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import FakeProvider, Raw
-from helpers import free_port
 from mitmproxy import http
 from mitmproxy.addons import save, view
 from mitmproxy.test import taddons, tflow
@@ -34,6 +32,8 @@ from addon.head import HeadRequests
 from addon.provider_wire import ProviderWire
 from addon.providers import Providers
 from addon.redact import Redactor
+from fakes import FakeProvider, Raw
+from helpers import free_port
 
 SECRET = "sk-provider-secret-0123456789"
 redact = Redactor([SECRET])

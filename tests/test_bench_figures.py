@@ -57,7 +57,7 @@ def results(balancer_ttfe: float = 2.0, litellm: bool = True) -> dict:
 
 def test_table_puts_ratios_against_direct_and_bare_mitmdump_next_to_each_figure():
     text = report.render(results())
-    line = next(l for l in text.splitlines() if l.startswith("(b) time to first event"))
+    line = next(row for row in text.splitlines() if row.startswith("(b) time to first event"))
     assert "20.0x d" in line  # 2.0 / 0.1
     assert "1.9x m" in line  # (2.0 - 0.1) / (1.1 - 0.1)
     assert "litellm" in text.splitlines()[2]
@@ -89,5 +89,5 @@ def test_rows_where_bare_mitmdump_adds_nothing_show_added_time_instead_of_ratios
     data = results()
     data["rows"]["b.event_gap"] = {name: {"p50": v, "p99": v, "n": 5, "errors": 0}
                                    for name, v in (("direct", 1.09), ("mitmdump", 1.10), ("balancer", 1.12))}
-    line = next(l for l in report.render(data).splitlines() if l.startswith("(b) delay between events"))
+    line = next(row for row in report.render(data).splitlines() if row.startswith("(b) delay between events"))
     assert "+0.03 vs d" in line and "x m" not in line

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from benchkit import shared
 from benchkit.kv_server import server_binary
 

@@ -119,12 +119,14 @@ def test_a_client_leaving_mid_stream_blames_nobody(balancer, unique, provider_ty
         balancer.use([make(name, fake.url)], stream_idle_timeout=LONG_TIMEOUT)
         gone_before = metric(balancer, "balancer_requests_total", kind="messages", provider=name,
                              status="client_gone")
-        with httpx.Client(timeout=10) as http:
-            with http.stream("POST", balancer.url + "/v1/messages", json={**BODY, "stream": True}) as response:
-                chunks = response.iter_raw()  # kept referenced: a dropped iterator closes the response
-                received = b""
-                while b"partial" not in received:
-                    received += next(chunks)
+        with (
+            httpx.Client(timeout=10) as http,
+            http.stream("POST", balancer.url + "/v1/messages", json={**BODY, "stream": True}) as response,
+        ):
+            chunks = response.iter_raw()  # kept referenced: a dropped iterator closes the response
+            received = b""
+            while b"partial" not in received:
+                received += next(chunks)
         assert behind.peer_closed.wait(DEADLINE), "the provider kept generating for nobody"
         wait_until(lambda: request_line(balancer, name) is not None, what="the request's log line")
         wait_until(lambda: httpx.get(balancer.url + "/providers", timeout=10).json()["open_streams"] == 0,

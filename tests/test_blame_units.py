@@ -127,7 +127,9 @@ def test_concurrent_failures_may_start_a_cooldown_but_never_lengthen_one(board: 
         ([], (503, "api_error")),
     ],
 )
-def test_status_for_failure_classes_429_for_rate_limits_529_for_capacity_else_503(kinds: list[str], expected: tuple[int, str]) -> None:
+def test_status_for_failure_classes_429_for_rate_limits_529_for_capacity_else_503(
+    kinds: list[str], expected: tuple[int, str],
+) -> None:
     assert status_for(kinds) == expected
 
 

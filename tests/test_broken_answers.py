@@ -50,11 +50,13 @@ def request_line(balancer, provider: str) -> str:
 def streamed_until_error(client: anthropic.Anthropic) -> tuple[list[str], anthropic.APIStatusError]:
     """The text deltas the SDK's accumulator got, and the error that ended the stream."""
     texts: list[str] = []
-    with pytest.raises(anthropic.APIStatusError) as caught:
-        with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream:
-            for event in stream:
-                if event.type == "content_block_delta":
-                    texts.append(event.delta.text)
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream,
+    ):
+        for event in stream:
+            if event.type == "content_block_delta":
+                texts.append(event.delta.text)
     return texts, caught.value
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from balancer_proc import providers_yaml
 from benchkit.kv_server import server_binary
 from fakes import FakeProvider, Status

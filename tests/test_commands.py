@@ -137,9 +137,8 @@ def test_reload_of_a_bad_file_raises_and_keeps_the_running_configuration(file, c
         tctx.configure(providers, providers=two_providers(file))
         file.write_text("providers:\n  - name: a\n")
 
-        with caplog.at_level(logging.ERROR, "balancer"):
-            with pytest.raises(exceptions.CommandError) as raised:
-                tctx.master.commands.execute("balancer.reload")
+        with caplog.at_level(logging.ERROR, "balancer"), pytest.raises(exceptions.CommandError) as raised:
+            tctx.master.commands.execute("balancer.reload")
 
         message = str(raised.value)
         assert "base_url: required key is missing" in message

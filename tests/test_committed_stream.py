@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from addon.anthropic_events import PING, check_event
+from addon.error_text import REASON_CHARS
 from addon.errors import MAX_MESSAGE_CHARS
 from addon.openai_request import ToolNames
 from addon.openai_stream import StreamTranslator
 from addon.redact import Redactor
 from addon.sse import SSESplitter
-from addon.anthropic_events import PING, check_event
-from addon.error_text import REASON_CHARS
 from addon.stream_guard import CommittedStream, StreamFailure, hold_until_content
 from fakes import python_traceback
 from helpers import error_event, raw_event, stream_events
@@ -46,7 +46,7 @@ class Stream:
         return self
 
     def error(self) -> dict:
-        head, _, last = self.out.rstrip(b"\n").rpartition(b"\n\n")
+        _head, _, last = self.out.rstrip(b"\n").rpartition(b"\n\n")
         event = check_event(last + b"\n\n")
         assert event.name == "error", self.out[-300:]
         assert event.data is not None

@@ -3,12 +3,10 @@ records a failure with it (failover.record_failure). A manual clock, no network.
 
 from __future__ import annotations
 
-
-from clock import ManualClock
 from addon.config import Settings
 from addon.failover import record_failure
 from addon.health import AUTH, RATE_LIMITED, SERVER_ERROR, TRANSPORT, HealthBoard, cooldown_seconds
-
+from clock import ManualClock
 
 # -- health.cooldown_seconds ------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from mitmproxy.tools.web import webaddons
 from addon.attempt_marker import is_attempt_flow
 from addon.errors import MAX_MESSAGE_CHARS
 from balancer_proc import ADDON, MITMDUMP, BalancerProcess
-from fakes import FakeProvider, Message, Raw, Status, openai_json, Stream
+from fakes import FakeProvider, Message, Raw, Status, Stream, openai_json
 from helpers import anthropic_message, anthropic_provider, free_port, stream_events, wait_until
 
 KEYS = {
@@ -82,8 +82,8 @@ def test_no_credential_in_any_saved_flow_log_or_answer(tmp_path, fakes_for_flows
         {**anthropic_provider("busy", busy.url), "auth_value": KEYS["busy"]},
         {**anthropic_provider("echo", echo.url), "auth_type": "auth_token", "auth_value": KEYS["echo"]},
     ]
-    settings = dict(client_keys=[CLIENT_KEY], admin_keys=[ADMIN_KEY], max_body_size=4000, count_tokens="local",
-                    log_level="DEBUG", log_file=str(log_file))
+    settings = {"client_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY], "max_body_size": 4000, "count_tokens": "local",
+                    "log_level": "DEBUG", "log_file": str(log_file)}
     echo.then(
         Raw(json.dumps(anthropic_message("claude-sonnet-4", "Hello")).encode(), content_type="application/json",
             headers=echo_headers("echo")),

@@ -74,7 +74,8 @@ def test_reload_keeps_health_of_providers_that_remain(balancer, unique):
         first = anthropic_provider(f"a-{unique}", failing.url)
         second = anthropic_provider(f"b-{unique}", other.url)
         balancer.use([first, second], failure_cooldown=600)
-        httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+        httpx.post(balancer.url + "/v1/messages", timeout=10,
+                   json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
         assert balancer.provider_status(f"a-{unique}")["healthy"] is False
 
         balancer.use([first, second, anthropic_provider(f"new-{unique}", other.url)], failure_cooldown=600)
@@ -126,7 +127,8 @@ def test_bad_request_bodies_get_a_clear_400(balancer, fakes, unique, body, probl
     assert problem in response.json()["error"]["message"]
     assert fakes[0].requests == []
     # ... and the balancer keeps serving.
-    ok = httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+    ok = httpx.post(balancer.url + "/v1/messages", timeout=10,
+                    json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
     assert ok.status_code == 200
 
 

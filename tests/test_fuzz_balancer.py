@@ -40,7 +40,6 @@ from helpers import (
     wait_until,
 )
 
-
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
@@ -129,7 +128,8 @@ def openai_fake():
     fake.stop()
 
 
-CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "text/plain", "application/x-www-form-urlencoded",
+CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "text/plain",
+                 "application/x-www-form-urlencoded",
                  "multipart/form-data; boundary=x", "text/event-stream", "application/octet-stream", "", "*/*",
                  "application/json; charset=latin-1", "\x7f"]
 
@@ -213,7 +213,7 @@ def client_requests(draw: st.DrawFn) -> dict[str, Any]:
     else:
         content = draw(st.binary(max_size=200))
     headers: list[tuple[bytes, bytes]] = []
-    content_type = draw(st.sampled_from(CONTENT_TYPES + [None, None]))
+    content_type = draw(st.sampled_from([*CONTENT_TYPES, None, None]))
     if content_type is not None:
         headers.append((b"content-type", content_type.encode("latin-1")))
     if draw(one_in(20)):
@@ -288,7 +288,8 @@ def fuzz_the_balancer(balancer, provider_name: str, examples: int, fixed_seed: i
                 response = client.request(request["method"], request["path"], content=request["content"],
                                           headers=request["headers"])
             except httpx.TransportError as exc:
-                raise AssertionError(f"the balancer did not answer {request['method']} {request['path']}: {exc!r}")
+                what = f"{request['method']} {request['path']}"
+                raise AssertionError(f"the balancer did not answer {what}: {exc!r}") from exc
         seen[f"{request['method']} {request['path'].split('?')[0][:30]} -> {response.status_code}"] += 1
         check_answer(request, response)
         # A moment for the log reader, so that a problem is pinned on the example that caused it (shrinking needs

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from addon.config import ConfigError, parse_config
 from fuzzing import ENVIRON, MODELS, _has_surrogates, maybe, mutated, odd_text, quick_and_deep, weighted
 
-
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
@@ -109,7 +108,8 @@ def _yaml(document: Any, style: bool | None) -> str:
     return yaml.safe_dump(document, default_flow_style=style, allow_unicode=True)
 
 
-YAML_PIECES = ["providers:", "settings:", "  - name: a", "    base_url: http://x", "  -", "- ", "    auth_value: ${KEY}",
+YAML_PIECES = ["providers:", "settings:", "  - name: a", "    base_url: http://x", "  -", "- ",
+               "    auth_value: ${KEY}",
                "  strategy: random", "&a", "*a", "? [a]", ": b", "!!binary", "!!python/object:os.system", "{", "}",
                "[", "]", "'", '"', "\t", "%YAML 1.2", "---", "...", "|", ">", "#", "key: value", "\x00", "\ufeff"]
 
@@ -126,7 +126,7 @@ def _splice(text: str, position: int, cut: int, insert: str) -> str:
 yaml_texts = weighted(
     (4, yaml_documents),
     (2, st.builds(_splice, yaml_documents, st.integers(0, 10**4), st.integers(0, 5),
-                  st.one_of(st.sampled_from(YAML_PIECES + [" ", "\n", ":", "-", "  "]), st.text(max_size=3)))),
+                  st.one_of(st.sampled_from([*YAML_PIECES, " ", "\n", ":", "-", "  "]), st.text(max_size=3)))),
     (1, st.lists(st.sampled_from(YAML_PIECES), max_size=12).map("\n".join)),
     (1, st.text(max_size=100)),
 )

@@ -24,7 +24,6 @@ from helpers import (
     parse_sse,
 )
 
-
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 

@@ -19,11 +19,13 @@ from helpers import (
     parse_sse,
 )
 
-
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 
+# Pieces of tool-call arguments as providers split them: partial JSON, escapes, double-encoded JSON.
+ARGUMENT_PIECES = ['{"a"', ': 1', "}", '{"p": "x\\', '"}', "[1", "]", '"{\\"a\\": 1}"', "", " ", "{}", "nul", "l",
+                   '{"s": "}"}']
 _TOOL_ID = re.compile(r'"toolu_[0-9a-f]{24}"')
 
 
@@ -51,8 +53,7 @@ stream_delta = st.fixed_dictionaries(
                 "index": maybe(st.integers(0, 2)), "id": maybe(tool_ids), "type": st.just("function"),
                 "function": maybe(st.fixed_dictionaries({}, optional={
                     "name": maybe(tool_names),
-                    "arguments": maybe(st.sampled_from(['{"a"', ': 1', "}", '{"p": "x\\', '"}', "[1", "]", '"{\\"a\\": 1}"',
-                                                        "", " ", "{}", "nul", "l", '{"s": "}"}']) | odd_text),
+                    "arguments": maybe(st.sampled_from(ARGUMENT_PIECES) | odd_text),
                 })),
             },
         ), max_size=2)),

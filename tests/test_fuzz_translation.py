@@ -35,7 +35,6 @@ from fuzzing import (
 )
 from helpers import STOP_REASONS
 
-
 # The huge strings some examples hold make hypothesis warn about the size of their repr; nothing else.
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from balancer_proc import BalancerProcess
-from fakes import FakeProvider, Message, Status
+from fakes import FakeProvider, Status
 from helpers import anthropic_provider, read_response
 
 CLIENT_KEY = "client-key-hardening-0123"
@@ -75,7 +75,7 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
 def upload(port: int, size: int, chunked: bool, key: str | None) -> tuple[int, bytes]:
     """POST `size` bytes of body (never held in memory here either), then read the answer."""
     piece = b"x" * MiB
-    head = [f"POST /v1/messages HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json"]
+    head = ["POST /v1/messages HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json"]
     head.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}")
     if key:
         head.append(f"x-api-key: {key}")
@@ -220,7 +220,8 @@ def raw_request(method: str, target: str, body: bytes = b"", key: str = CLIENT_K
     lines = [f"{method} {target} HTTP/1.1"]
     if host is not None:
         lines.append(f"Host: {host}")
-    lines += [f"x-api-key: {key}", "Content-Type: application/json", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"x-api-key: {key}", "Content-Type: application/json", f"Content-Length: {len(body)}",
+              "Connection: close"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -260,11 +261,12 @@ def test_near_miss_spellings_of_the_messages_endpoint_get_the_messages_handling(
 
 def test_an_absolute_form_request_line_is_served_like_its_origin_form(gateway, fake):
     for target in ("http://127.0.0.2:1/v1/messages", f"http://127.0.0.1:{gateway.port}/v1/messages?beta=true"):
-        answer, headers, body = raw_exchange(gateway.port, raw_request("POST", target, json.dumps(BODY).encode()))
+        answer, _headers, body = raw_exchange(gateway.port, raw_request("POST", target, json.dumps(BODY).encode()))
         assert answer == 200, body
         assert json.loads(body)["content"][0]["text"] == "Hello"
     assert [r.path.split("?")[0] for r in fake.requests] == ["/api/v1/messages"] * 2
-    assert httpx.get(gateway.url + "/providers", headers={"x-api-key": ADMIN_KEY}, timeout=10).json()["open_streams"] == 0
+    listing = httpx.get(gateway.url + "/providers", headers={"x-api-key": ADMIN_KEY}, timeout=10).json()
+    assert listing["open_streams"] == 0
 
 
 @pytest.mark.parametrize("host_lines", [
@@ -279,19 +281,21 @@ def test_odd_host_headers_are_served_or_refused_cleanly(gateway, fake, host_line
     body = json.dumps(BODY).encode()
     lines = ["POST /v1/messages HTTP/1.1", *host_lines, f"x-api-key: {CLIENT_KEY}", "Content-Type: application/json",
              f"Content-Length: {len(body)}", "Connection: close"]
-    answer, headers, payload = raw_exchange(gateway.port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    answer, _headers, payload = raw_exchange(gateway.port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     if answer == 200:
         assert json.loads(payload)["content"][0]["text"] == "Hello"
     else:
         assert 400 <= answer < 500, (answer, payload[:200])
         assert fake.requests == []
-    assert httpx.get(gateway.url + "/providers", headers={"x-api-key": ADMIN_KEY}, timeout=10).json()["open_streams"] == 0
+    listing = httpx.get(gateway.url + "/providers", headers={"x-api-key": ADMIN_KEY}, timeout=10).json()
+    assert listing["open_streams"] == 0
 
 
 def test_head_answers_without_a_body_and_the_connection_stays_usable(gateway):
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
     try:
-        for path, headers in (("/", {}), ("/providers", {"x-api-key": ADMIN_KEY}), ("/metrics", {"x-api-key": ADMIN_KEY}),
+        for path, headers in (("/", {}), ("/providers", {"x-api-key": ADMIN_KEY}),
+                              ("/metrics", {"x-api-key": ADMIN_KEY}),
                               ("/v1/models", {"x-api-key": CLIENT_KEY}), ("/nowhere", {}),
                               ("/v1/messages", {"x-api-key": CLIENT_KEY}), ("/v1/files", {"x-api-key": CLIENT_KEY})):
             connection.request("HEAD", path, headers=headers)
@@ -370,7 +374,8 @@ def test_a_provider_answer_too_large_to_read_whole_fails_over(tmp_path):
     with FakeProvider() as flooding, FakeProvider() as second:
         flooding.default = Raw(huge, content_type="application/json", piece=1024 * 1024)
         process = BalancerProcess(tmp_path)
-        process.write_providers([anthropic_provider("flooding", flooding.url), anthropic_provider("second", second.url)])
+        process.write_providers([anthropic_provider("flooding", flooding.url),
+                                 anthropic_provider("second", second.url)])
         with process:
             response = httpx.post(process.url + "/v1/messages", json=BODY, timeout=60)
             assert response.status_code == 200

@@ -3,10 +3,8 @@ failure classes. A manual clock, no network."""
 
 from __future__ import annotations
 
-
 import pytest
 
-from clock import ManualClock
 from addon.health import (
     AUTH,
     LATENCY_WEIGHT,
@@ -18,6 +16,7 @@ from addon.health import (
     TRANSPORT,
     HealthBoard,
 )
+from clock import ManualClock
 
 
 def test_healthy_provider_attempt_is_not_a_probe(board: HealthBoard) -> None:

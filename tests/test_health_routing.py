@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from clock import ManualClock
 from addon.config import ProviderConfig, Settings
 from addon.health import HealthBoard, ProviderHealth
 from addon.routing import plan_attempts
+from clock import ManualClock
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from addon.errors import MAX_MESSAGE_CHARS, bounded_error_body
 from addon.log_text import LOG_FIELD_CHARS, json_safe, loggable
-from addon.request_log import JsonLinesFormatter, REQUEST_FIELD, summary_line
+from addon.request_log import REQUEST_FIELD, JsonLinesFormatter, summary_line
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,8 @@ def logged_run(tmp_path_factory):
             providers = httpx.get(process.url + "/providers", timeout=10).text
             good.default = Status(500)
             with pytest.raises(anthropic.APIStatusError):  # every provider fails or cools down now
-                client.messages.create(model="claude-sonnet-4", max_tokens=8, messages=[{"role": "user", "content": "w"}])
+                client.messages.create(model="claude-sonnet-4", max_tokens=8,
+                                       messages=[{"role": "user", "content": "w"}])
     return process.log, log_file.read_text(), providers
 
 

@@ -91,7 +91,7 @@ def setup(tmp_path):
 
 
 def test_get_metrics_answers_prometheus_text_with_provider_health(setup):
-    providers, metrics = setup
+    _providers, metrics = setup
     flow = scrape(metrics)
     assert flow.response.status_code == 200
     assert flow.response.headers["content-type"] == CONTENT_TYPE_LATEST

@@ -5,6 +5,7 @@ opened at once from this one process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -21,9 +22,9 @@ import pytest
 
 from addon.listen_backlog import listen_backlog
 from balancer_proc import ADDON, MITMDUMP, BalancerProcess, providers_yaml
-from helpers import anthropic_provider
 from benchkit.processes import FakeProvider as ProviderProcess
 from benchkit.processes import rss_mb
+from helpers import anthropic_provider
 
 # Starts a program with the given soft and hard open-file limits (what `prlimit --nofile=S:H` does).
 WITH_LIMIT = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), "
@@ -86,7 +87,21 @@ class Outcome:
     body: bytes  # a stream's first event (in its chunk), or the whole answer
 
 
-async def _one_stream(port: int, outcomes: list[Outcome], release: asyncio.Event) -> None:
+class Outcomes(list[Outcome]):
+    """The outcomes noted so far; `complete` is set once `expected` of them are in."""
+
+    def __init__(self, expected: int):
+        super().__init__()
+        self.expected = expected
+        self.complete = asyncio.Event()
+
+    def append(self, outcome: Outcome) -> None:
+        super().append(outcome)
+        if len(self) >= self.expected:
+            self.complete.set()
+
+
+async def _one_stream(port: int, outcomes: Outcomes, release: asyncio.Event) -> None:
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
     except OSError as exc:
@@ -126,13 +141,12 @@ def burst(port: int, count: int, pid: int, deadline: float = 180.0) -> Burst:
     descriptors and memory, then closes them all."""
 
     async def run() -> Burst:
-        outcomes: list[Outcome] = []
+        outcomes = Outcomes(count)
         release = asyncio.Event()
         started = time.monotonic()
         tasks = [asyncio.create_task(_one_stream(port, outcomes, release)) for _ in range(count)]
-        end = started + deadline
-        while len(outcomes) < count and time.monotonic() < end:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(outcomes.complete.wait(), deadline)
         seconds = time.monotonic() - started
         measured = Burst(list(outcomes), seconds, open_descriptors(pid), rss_mb(pid))
         release.set()

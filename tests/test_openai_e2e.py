@@ -64,11 +64,13 @@ def test_mid_stream_error_after_content_reaches_the_client_as_an_error_event(bal
     with FakeProvider(Raw(golden.stream)) as fake:
         balancer.use([openai_provider(f"o-{unique}", fake.url)])
         texts = []
-        with pytest.raises(anthropic.APIStatusError):
-            with client.messages.stream(model="claude-sonnet-4", max_tokens=64, messages=MESSAGES) as s:
-                for event in s:
-                    if event.type == "content_block_delta":
-                        texts.append(event.delta.text)
+        with (
+            pytest.raises(anthropic.APIStatusError),
+            client.messages.stream(model="claude-sonnet-4", max_tokens=64, messages=MESSAGES) as s,
+        ):
+            for event in s:
+                if event.type == "content_block_delta":
+                    texts.append(event.delta.text)
         assert "".join(texts) == "Partial answer"
         wait_until(lambda: balancer.provider_status(f"o-{unique}")["failures_by_class"] == {"stream_error": 1})
 
@@ -115,7 +117,8 @@ def test_a_multi_turn_tool_conversation_round_trips(balancer, client, unique):
         text, tool_use = turn1.content
         assert (text.text, tool_use.name, tool_use.input) == ("Let me look.", "Read", {"path": "a.txt"})
 
-        history = [*MESSAGES, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in turn1.content]},
+        turn1_content = [b.model_dump(exclude_none=True) for b in turn1.content]
+        history = [*MESSAGES, {"role": "assistant", "content": turn1_content},
                    {"role": "user", "content": [
                        {"type": "tool_result", "tool_use_id": tool_use.id, "content": "hello"},
                        {"type": "text", "text": "What does it say?"}]}]
@@ -173,7 +176,8 @@ def test_thinking_from_an_openai_answer_is_not_replayed_to_anthropic(balancer, c
         turn1 = client.messages.create(model="claude-sonnet-4", max_tokens=64, messages=MESSAGES)
         assert turn1.content[0].type == "thinking"
         balancer.use([anthropic_provider(f"a-{unique}", anth.url)])
-        history = [*MESSAGES, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in turn1.content]},
+        turn1_content = [b.model_dump(exclude_none=True) for b in turn1.content]
+        history = [*MESSAGES, {"role": "assistant", "content": turn1_content},
                    {"role": "user", "content": "more"}]
         client.messages.create(model="claude-sonnet-4", max_tokens=64, messages=history)
     replayed = anth.requests[0].json()["messages"][1]["content"]

@@ -195,7 +195,9 @@ def test_a_legacy_function_call_becomes_tool_use() -> None:
         ("tool_calls", False, "end_turn"),  # claims tool calls but sent none
     ],
 )
-def test_finish_reason_becomes_stop_reason_and_tool_calls_mean_tool_use(finish_reason: str | None, has_tools: bool, expected: str) -> None:
+def test_finish_reason_becomes_stop_reason_and_tool_calls_mean_tool_use(
+    finish_reason: str | None, has_tools: bool, expected: str,
+) -> None:
     message: dict = {"content": "x"}
     if has_tools:
         message["tool_calls"] = [call("T", "{}")]

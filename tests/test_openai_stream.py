@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import inspect
-
 import json
 import random
 from typing import Any
 
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
-from openai_golden import GOLDEN, Golden
 
 from addon.openai_request import ToolNames
 from addon.openai_response import INVALID_ARGUMENTS_KEY, to_anthropic_message
-from addon.translated_thinking import SIGNATURE_PREFIX, thinking_signature
 from addon.openai_stream import EOF_MESSAGE, StreamTranslator, _JsonProgress
+from addon.translated_thinking import SIGNATURE_PREFIX, thinking_signature
 from helpers import STREAM_EVENT, assert_stream_grammar, openai_sse, parse_sse
+from openai_golden import GOLDEN, Golden
 
 MODEL = "claude-sonnet-4-5"
 MESSAGE_ID = "msg_golden"
@@ -119,7 +118,7 @@ def test_golden_stream_in_random_pieces_gives_identical_output(case: Golden) -> 
     stream = case.stream
     for _ in range(150):
         cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(2, min(60, len(stream) - 1))))
-        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
         assert translate(pieces, case.names) == reference
     assert translate([bytes([b]) for b in stream], case.names) == reference
 
@@ -172,9 +171,8 @@ def test_renamed_tool_gets_its_original_name_back() -> None:
 
 
 def test_golden_short_name_is_what_the_request_translation_produces() -> None:
-    from openai_golden import LONG_MCP_NAME, LONG_MCP_SHORT
-
     from addon.openai_request import openai_tool_name
+    from openai_golden import LONG_MCP_NAME, LONG_MCP_SHORT
 
     assert openai_tool_name(LONG_MCP_NAME) == LONG_MCP_SHORT
 
@@ -319,7 +317,8 @@ def test_whitespace_before_text_is_kept_in_the_text() -> None:
 
 def test_double_encoded_arguments_are_parsed_like_the_non_streamed_answer() -> None:
     encoded = json.dumps(json.dumps({"command": "ls"}))
-    stream = openai_sse(tool(0, "call_1", "Bash", encoded[:7]), tool(0, arguments=encoded[7:]), finish("tool_calls"), "[DONE]")
+    stream = openai_sse(tool(0, "call_1", "Bash", encoded[:7]), tool(0, arguments=encoded[7:]),
+                        finish("tool_calls"), "[DONE]")
     _, snapshot = run(stream)
     assert snapshot.content[0].input == {"command": "ls"}
 
@@ -376,7 +375,8 @@ def test_three_interleaved_calls_open_in_order_once_each_predecessor_is_complete
 
 
 def test_a_new_id_without_a_name_continues_the_call_on_its_index() -> None:
-    stream = openai_sse(tool(0, "c0", "Bash", '{"command": '), tool(0, "other", None, '"ls"}'), finish("tool_calls"), "[DONE]")
+    stream = openai_sse(tool(0, "c0", "Bash", '{"command": '), tool(0, "other", None, '"ls"}'),
+                        finish("tool_calls"), "[DONE]")
     _, snapshot = run(stream)
     assert [(b.id, b.input) for b in snapshot.content] == [("c0", {"command": "ls"})]
 
@@ -441,7 +441,8 @@ def test_events_separated_by_single_newlines_are_still_read_one_by_one() -> None
 
 
 def test_a_json_payload_spread_over_several_data_lines() -> None:
-    stream = b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"joined"}}]}\n\n' + openai_sse(finish(), "[DONE]")
+    stream = (b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"joined"}}]}\n\n'
+              + openai_sse(finish(), "[DONE]"))
     _, snapshot = run(stream)
     assert content_of(snapshot) == [{"type": "text", "text": "joined"}]
 

@@ -25,7 +25,8 @@ def test_request_reaches_first_provider_with_its_credential_and_mapped_model(bal
         max_tokens=64,
         messages=MESSAGES,
         system=[{"type": "text", "text": "Be brief", "cache_control": {"type": "ephemeral"}}],
-        extra_headers={"anthropic-version": "2023-06-01", "anthropic-beta": "interleaved-thinking-2025-05-14,some-future-flag", "x-custom": "kept"},
+        extra_headers={"anthropic-version": "2023-06-01",
+                       "anthropic-beta": "interleaved-thinking-2025-05-14,some-future-flag", "x-custom": "kept"},
         extra_query={"beta": "true"},
         extra_body={"context_management": {"edits": []}, "unknown_future_field": {"x": 1}},
     )
@@ -73,7 +74,8 @@ def test_unknown_model_uses_big_model_and_logs_a_warning(balancer, fakes, client
 def test_unchanged_model_forwards_the_body_byte_for_byte(balancer, fakes, unique):
     first = fakes[0]
     balancer.use([anthropic_provider(f"a-{unique}", first.url)])
-    body = b'{ "model": "claude-sonnet-4",  "max_tokens": 5, "messages": [{"role":"user","content":"\\u00e9t\xc3\xa9"}] }'
+    body = (b'{ "model": "claude-sonnet-4",  "max_tokens": 5, '
+            b'"messages": [{"role":"user","content":"\\u00e9t\xc3\xa9"}] }')
     response = httpx.post(balancer.url + "/v1/messages", content=body,
                           headers={"content-type": "application/json", "x-api-key": "c"}, timeout=10)
     assert response.status_code == 200
@@ -171,8 +173,8 @@ def test_sdk_sees_provider_errors_unchanged(balancer, fakes, client, unique):
     first, second, _ = fakes
     from fakes import Status
 
-    first.then(Status(400, {"type": "error", "error": {"type": "invalid_request_error",
-                                                       "message": "prompt is too long: 300000 tokens > 200000 maximum"}}))
+    too_long = {"type": "invalid_request_error", "message": "prompt is too long: 300000 tokens > 200000 maximum"}
+    first.then(Status(400, {"type": "error", "error": too_long}))
     balancer.use([anthropic_provider(f"a-{unique}", first.url), anthropic_provider(f"b-{unique}", second.url)])
     try:
         client.messages.create(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES)
@@ -190,8 +192,9 @@ def test_sdk_sees_provider_errors_unchanged(balancer, fakes, client, unique):
 def test_non_ascii_headers_and_extra_headers_reach_the_provider(balancer, fakes, unique):
     first = fakes[0]
     balancer.use([anthropic_provider(f"a-{unique}", first.url, extra_headers={"x-title": "Café ☕", "x-org": "o1"})])
-    response = httpx.post(balancer.url + "/v1/messages", json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
-                          headers={"x-client-note": "naïve".encode("utf-8")}, timeout=10)
+    response = httpx.post(balancer.url + "/v1/messages",
+                          json={"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
+                          headers={"x-client-note": "naïve".encode()}, timeout=10)
     assert response.status_code == 200
     received = first.requests[0].headers
     assert received["x-org"] == "o1"
@@ -204,7 +207,8 @@ def test_a_compressed_request_body_is_sent_decoded_and_labelled_so(balancer, fak
 
     first = fakes[0]
     balancer.use([anthropic_provider(f"a-{unique}", first.url, big_model="mapped")])
-    body = gzip.compress(json.dumps({"model": "claude-sonnet-4", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}).encode())
+    request = {"model": "claude-sonnet-4", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    body = gzip.compress(json.dumps(request).encode())
     response = httpx.post(balancer.url + "/v1/messages", content=body, timeout=10,
                           headers={"content-type": "application/json", "content-encoding": "gzip"})
     assert response.status_code == 200

@@ -22,7 +22,7 @@ def test_whole_and_partial_keys_are_removed(text):
     out = Redactor([KEY])(text)
     assert REDACTED in out
     for size in range(8, len(KEY) + 1):
-        for start in range(0, len(KEY) - size + 1):
+        for start in range(len(KEY) - size + 1):
             assert KEY[start : start + size] not in out
 
 

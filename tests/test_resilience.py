@@ -76,8 +76,8 @@ OPENING = stream_events()[:FIRST_DELTA]  # message_start, content_block_start, p
 @pytest.mark.parametrize(
     ("name", "behavior", "kind"),
     [
-        ("overloaded-event", lambda: RawStream(OPENING + [error_event()]), "overloaded"),
-        ("api-error-event", lambda: RawStream(OPENING + [error_event("api_error", "boom")]), "stream_error"),
+        ("overloaded-event", lambda: RawStream([*OPENING, error_event()]), "overloaded"),
+        ("api-error-event", lambda: RawStream([*OPENING, error_event("api_error", "boom")]), "stream_error"),
         ("ends-before-content", lambda: RawStream(OPENING), "stream_error"),
         ("breaks-before-content", lambda: RawStream(OPENING, ending="drop"), "stream_error"),
         ("stalls-before-content", lambda: RawStream(OPENING, ending="stall"), "timeout"),
@@ -100,7 +100,7 @@ COMMITTED = stream_events(pieces=["partial"])[: FIRST_DELTA + 1]  # ... and the 
 @pytest.mark.parametrize(
     ("name", "behavior", "settings", "message"),
     [
-        ("error-event", lambda: RawStream(COMMITTED + [error_event()]), {}, "Overloaded"),
+        ("error-event", lambda: RawStream([*COMMITTED, error_event()]), {}, "Overloaded"),
         ("disconnect", lambda: RawStream(COMMITTED, ending="drop"), {}, "broke off"),
         ("clean-eof-without-stop", lambda: RawStream(COMMITTED), {}, "ended before message_stop"),
         ("idle", lambda: RawStream(COMMITTED, ending="stall"), {"stream_idle_timeout": 1}, "idle for more than 1s"),
@@ -113,11 +113,13 @@ def test_failure_after_the_commit_point_ends_the_stream_with_an_error_event(
         balancer.use([anthropic_provider(f"a-{unique}", bad.url), anthropic_provider(f"b-{unique}", good.url)],
                      **settings)
         texts = []
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream:
-                for event in stream:
-                    if event.type == "content_block_delta":
-                        texts.append(event.delta.text)
+        with (
+            pytest.raises(anthropic.APIStatusError) as caught,
+            client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream,
+        ):
+            for event in stream:
+                if event.type == "content_block_delta":
+                    texts.append(event.delta.text)
         assert texts == ["partial"]  # what was committed reached the client, then a well-formed error
         assert message in str(caught.value)
         assert good.requests == []
@@ -257,7 +259,7 @@ def test_health_stays_correct_under_200_concurrent_requests(balancer, unique):
         responses = asyncio.run(run_all())
         assert [r.status_code for r in responses] == [200] * 200
         listing = {p["name"]: p for p in httpx.get(balancer.url + "/providers", timeout=10).json()["providers"]}
-        for i, (fake, behavior) in enumerate(zip(fakes, [*flaky, None])):
+        for i, (fake, behavior) in enumerate(zip(fakes, [*flaky, None], strict=True)):
             health = listing[f"{i}-{unique}"]
             assert health["requests"] == len(fake.requests)
             expected = {k: v for k, v in behavior.served.items() if k != "ok" and v} if behavior else {}
@@ -288,11 +290,13 @@ def test_client_leaving_mid_stream_closes_the_provider_connection(balancer, uniq
     behind = RawStream(COMMITTED, ending="stall")
     with FakeProvider(behind) as fake:
         balancer.use([anthropic_provider(f"a-{unique}", fake.url)])
-        with httpx.Client(timeout=10) as http:
-            with http.stream("POST", balancer.url + "/v1/messages", json={**BODY, "stream": True}) as response:
-                chunks = response.iter_raw()  # kept referenced: a dropped iterator closes the response
-                assert b"message_start" in next(chunks)
-                assert httpx.get(balancer.url + "/providers", timeout=10).json()["open_streams"] == 1
+        with (
+            httpx.Client(timeout=10) as http,
+            http.stream("POST", balancer.url + "/v1/messages", json={**BODY, "stream": True}) as response,
+        ):
+            chunks = response.iter_raw()  # kept referenced: a dropped iterator closes the response
+            assert b"message_start" in next(chunks)
+            assert httpx.get(balancer.url + "/providers", timeout=10).json()["open_streams"] == 1
         # Leaving the `with` blocks closed the client connection mid-stream.
         assert behind.peer_closed.wait(15), "the provider kept generating for nobody"
         wait_until(lambda: httpx.get(balancer.url + "/providers", timeout=10).json()["open_streams"] == 0,

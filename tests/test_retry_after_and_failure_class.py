@@ -10,7 +10,6 @@ import pytest
 from addon.failover import RETRY_AFTER_CEILING, failure_class, parse_retry_after
 from addon.health import AUTH, OVERLOADED, RATE_LIMITED, SERVER_ERROR
 
-
 NOW = 1_700_000_000.0
 
 
@@ -89,7 +88,9 @@ def test_parse_retry_after_date_with_absurd_year_is_none() -> None:
         (408, "", SERVER_ERROR),
     ],
 )
-def test_failure_class_follows_the_status_and_an_overload_in_the_detail(status: int, detail: str, expected: str) -> None:
+def test_failure_class_follows_the_status_and_an_overload_in_the_detail(
+    status: int, detail: str, expected: str,
+) -> None:
     assert failure_class(status, detail) == expected
 
 

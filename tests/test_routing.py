@@ -10,12 +10,12 @@ from collections.abc import Iterable
 import httpx
 import pytest
 
-from clock import ManualClock
 from addon.config import ProviderConfig, Settings
 from addon.failover import attempt_in_turn
 from addon.health import AUTH, OVERLOADED, RATE_LIMITED, SERVER_ERROR, HealthBoard
 from addon.routing import Plan, Router, order_providers, plan_attempts
 from addon.upstream import ClientPool
+from clock import ManualClock
 
 
 def provider(name: str, priority: int = 0, weight: float = 1.0, enabled: bool = True) -> ProviderConfig:
@@ -84,7 +84,7 @@ def test_router_round_robin_skips_cooling_provider(board: HealthBoard) -> None:
 
 @pytest.mark.parametrize("strategy", ["random", "weighted"])
 def test_random_strategies_are_deterministic_per_seed(board: HealthBoard, strategy: str) -> None:
-    providers = [provider(n, weight=w) for n, w in zip("abcde", [1, 2, 3, 4, 5])]
+    providers = [provider(n, weight=w) for n, w in zip("abcde", [1, 2, 3, 4, 5], strict=True)]
     settings = Settings(strategy=strategy)
 
     def run(seed: int) -> list[list[str]]:
@@ -101,7 +101,7 @@ def test_random_strategies_are_deterministic_per_seed(board: HealthBoard, strate
 
 @pytest.mark.parametrize("strategy", ["random", "weighted"])
 def test_random_strategies_use_each_provider_exactly_once(board: HealthBoard, strategy: str) -> None:
-    providers = [provider(n, weight=w) for n, w in zip("abcde", [1, 0.5, 3, 10, 2])]
+    providers = [provider(n, weight=w) for n, w in zip("abcde", [1, 0.5, 3, 10, 2], strict=True)]
     router = Router(seed=3)
     settings = Settings(strategy=strategy)
     firsts = set()

@@ -21,13 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+
+from addon.config import ProviderConfig
+from addon.shared_records import Keys, decode_record, fingerprint
 from balancer_proc import BalancerProcess
 from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import Behavior, FakeProvider, Message, Reset, Status
 from helpers import anthropic_provider
-
-from addon.config import ProviderConfig
-from addon.shared_records import Keys, decode_record, fingerprint
 
 pytestmark = pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here")
 
@@ -47,7 +47,8 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -
 
 
 def ask(instance: BalancerProcess, session: str | None = None, timeout: float = 30) -> httpx.Response:
-    body: dict[str, Any] = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
+    body: dict[str, Any] = {"model": "claude-sonnet-4", "max_tokens": 8,
+                            "messages": [{"role": "user", "content": "Hi"}]}
     if session is not None:
         body["metadata"] = {"user_id": json.dumps({"device_id": "d", "session_id": session})}
     return httpx.post(instance.url + "/v1/messages", json=body, timeout=timeout)
@@ -125,7 +126,8 @@ def cluster(kv: KeyValueServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def test_a_529_seen_by_one_instance_keeps_the_others_from_trying_that_provider(cluster, unique):
     a, b, c = cluster.instances
     with FakeProvider() as first, FakeProvider(Message("from backup")) as backup:
-        providers = [anthropic_provider(f"first-{unique}", first.url), anthropic_provider(f"backup-{unique}", backup.url)]
+        providers = [anthropic_provider(f"first-{unique}", first.url),
+                     anthropic_provider(f"backup-{unique}", backup.url)]
         cluster.use(providers, failure_cooldown=600)
         # Another team on the same server (another namespace) hears nothing of it.
         c.use(providers, failure_cooldown=600, shared_state=cluster.kv.url, shared_state_namespace="other-team")

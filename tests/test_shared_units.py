@@ -8,8 +8,6 @@ import json
 import math
 
 import pytest
-from clock import ManualClock
-from fuzzing import quick_and_deep
 from hypothesis import strategies as st
 
 from addon.affinity import SessionAffinity
@@ -49,6 +47,8 @@ from addon.shared_records import (
     session_digest,
 )
 from addon.shared_state import SharedState, shown_url
+from clock import ManualClock
+from fuzzing import quick_and_deep
 
 WALL = 1_700_000_000.0
 
@@ -197,7 +197,9 @@ def test_decoding_never_raises(value: object) -> None:
 # =====================================================================================================
 
 
-def test_a_cooldown_from_elsewhere_is_in_force_here_for_its_remaining_time(clock: ManualClock, wall: ManualClock) -> None:
+def test_a_cooldown_from_elsewhere_is_in_force_here_for_its_remaining_time(
+    clock: ManualClock, wall: ManualClock,
+) -> None:
     board = board_with(clock, wall)
     assert merge_health(board.get("p"), RECORD, clock(), wall())
     assert board.cooldown_remaining("p") == pytest.approx(30)
@@ -384,7 +386,9 @@ def test_an_answer_that_never_comes_is_asked_again(clock: ManualClock) -> None:
     assert asked.names == ["p", "p"]
 
 
-def test_the_board_asks_the_gate_only_for_a_provider_whose_cooldown_ended(clock: ManualClock, wall: ManualClock) -> None:
+def test_the_board_asks_the_gate_only_for_a_provider_whose_cooldown_ended(
+    clock: ManualClock, wall: ManualClock,
+) -> None:
     board = board_with(clock, wall)
     asked = Asked()
     gate = ProbeGate(asked, clock)

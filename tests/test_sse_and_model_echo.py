@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 
@@ -15,7 +16,7 @@ from addon.sse import SSEEvent, SSESplitter, format_event, parse_event
 def split_all(stream: bytes, cuts: list[int]) -> list[bytes]:
     """`stream` cut at the given offsets (sorted, may repeat, giving empty chunks)."""
     bounds = [0, *cuts, len(stream)]
-    return [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def feed_chunks(chunks: list[bytes]) -> tuple[list[SSEEvent], bytes]:

@@ -5,6 +5,7 @@ async generators; no network, no sleeps."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -17,7 +18,6 @@ from addon.health import OVERLOADED, STREAM_ERROR, TIMEOUT
 from addon.sse import SSESplitter
 from addon.stream_guard import CommittedStream, StreamFailure, guarded, hold_until_content
 from helpers import sse
-
 
 MESSAGE_START = sse("message_start", {"type": "message_start", "message": {"id": "msg_1", "role": "assistant",
                                                                         "content": [], "model": "claude-x"}})
@@ -48,7 +48,7 @@ async def chunks_of(parts: Iterable[bytes], then: BaseException | None = None) -
 
 def split_at(data: bytes, offsets: Iterable[int]) -> list[bytes]:
     cuts = [0, *sorted(set(offsets)), len(data)]
-    return [data[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def expected_held(parts: list[bytes], commit_end: int) -> bytes:
@@ -245,7 +245,7 @@ def test_committed_stream_message_stop_without_space() -> None:
 def test_committed_stream_overloaded_error_split_anywhere() -> None:
     stream = DELTA + OVERLOADED_EVENT
     for cut in range(1, len(stream)):
-        watch, out, calls = committed_all(split_at(stream, [cut]))
+        watch, _out, calls = committed_all(split_at(stream, [cut]))
         assert watch.failed and not watch.complete, f"split at byte {cut}"
         assert [kind for _, kind in calls] == ["overloaded"]
 
@@ -379,7 +379,7 @@ def test_guarded_clean_stream_calls_nothing() -> None:
 def test_guarded_text_mentioning_an_error_event_is_not_a_failure() -> None:
     text = sse("content_block_delta", {"type": "content_block_delta", "index": 0,
                                        "delta": {"type": "text_delta", "text": "the server sends event: error then"}})
-    out, failures = run_guarded(OPENING + DELTA, [text, BLOCK_STOP, MESSAGE_DELTA, MESSAGE_STOP])
+    _out, failures = run_guarded(OPENING + DELTA, [text, BLOCK_STOP, MESSAGE_DELTA, MESSAGE_STOP])
     assert failures.calls == []
 
 

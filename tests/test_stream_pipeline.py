@@ -5,6 +5,7 @@ same event. Both provider types share the commit point, the reading of a provide
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import subprocess
@@ -63,7 +64,7 @@ OPENAI_STREAM = [
 
 def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
     points = [0, *sorted(set(cuts)), len(data)]
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 async def chunks_of(parts: Iterable[bytes], then: BaseException | None = None,

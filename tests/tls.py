@@ -17,7 +17,7 @@ def self_signed_server_context(directory: Path) -> ssl.SSLContext:
     """The server side; the certificate (to trust it on purpose) is left in `directory / "cert.pem"`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "untrusted fake provider")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
