@@ -14,8 +14,6 @@ from typing import Any
 import httpx
 import yaml
 
-from helpers import anthropic_provider  # noqa: F401  (its old home: scripts/screenshot imports it from here)
-
 REPO = Path(__file__).resolve().parent.parent
 ADDON = REPO / "addon" / "balancer.py"
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
@@ -63,13 +61,18 @@ class BalancerProcess:
             self.stop()
 
     def start(self, timeout: float = 60.0) -> BalancerProcess:
-        self.start_process()
-        deadline = time.monotonic() + timeout
-        assert self._proc is not None
-        while not self._listening.wait(0.1):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"mitmdump did not start listening; its output:\n{self.log}")
+        """Starts mitmdump and waits until it listens; whatever goes wrong meanwhile (even a KeyboardInterrupt),
+        the process is stopped before the exception leaves."""
+        try:
+            self.start_process()
+            deadline = time.monotonic() + timeout
+            assert self._proc is not None
+            while not self._listening.wait(0.1):
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mitmdump did not start listening; its output:\n{self.log}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def start_process(self) -> None:

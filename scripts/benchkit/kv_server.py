@@ -78,6 +78,9 @@ class KeyValueServer:
                 self.stop()
                 if self.fixed_port:
                     raise
+            except BaseException:  # an interrupt while it starts: it must not outlive its starter
+                self.stop()
+                raise
         raise RuntimeError(f"{self.binary} did not start")
 
     def _launch(self, timeout: float) -> None:
