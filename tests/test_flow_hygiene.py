@@ -4,8 +4,10 @@ test_credentials_in_flows.py)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
+import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
@@ -44,47 +46,49 @@ def test_real_fields_follow_headers_changed_after_hiding():
     assert real_fields(changed, kept) == expected
 
 
-def test_the_flow_never_holds_the_key_but_the_access_check_and_gateway_get_it(tmp_path):
+@pytest.fixture
+def guarded() -> Iterator[tuple[FlowHygiene, AccessControl]]:
+    """Flow hygiene and the access check, loaded as in the balancer, with one provider key and one client key."""
     providers = Providers()
     hygiene, access = FlowHygiene(providers), AccessControl(providers)
     with taddons.context(providers, hygiene, access):
         providers.apply(parse_config(
             f"providers:\n  - {{name: p, base_url: 'https://h', auth_value: {KEY}}}\n"
             f"settings:\n  client_keys: [{CLIENT_KEY}]\n", "p.yaml", {}))
-        flow = tflow.tflow()
-        flow.request.path = "/v1/messages"
-        flow.request.headers["x-api-key"] = CLIENT_KEY
-        flow.request.headers["x-echo"] = KEY
-        hygiene.requestheaders(flow)
-        assert CLIENT_KEY not in repr(flow.get_state()) and KEY not in repr(flow.get_state())
-        assert flow.request.headers["x-api-key"] == "[redacted]"
-        assert client_headers(flow)["x-api-key"] == CLIENT_KEY and client_headers(flow)["x-echo"] == KEY
-        access.request(flow)
-        assert flow.response is None  # the real key was accepted
-
-        flow.response = http.Response.make(200, b"{}", {"x-balancer-provider": "p"})
-        flow.request.headers["x-extra"] = f"Bearer {KEY}"  # say, a provider's extra_headers as sent
-        hygiene.response(flow)
-        assert flow.request.headers["x-extra"] == "Bearer [redacted]"
-        assert flow.request.headers["x-echo"] == "[redacted]"
-        assert client_headers(flow)["x-api-key"] == "[redacted]"  # the kept values are gone with the flow
+        yield hygiene, access
 
 
-def test_a_wrong_key_is_hidden_too_and_refused():
-    providers = Providers()
-    hygiene, access = FlowHygiene(providers), AccessControl(providers)
-    with taddons.context(providers, hygiene, access):
-        providers.apply(parse_config(
-            f"providers:\n  - {{name: p, base_url: 'https://h', auth_value: {KEY}}}\n"
-            f"settings:\n  client_keys: [{CLIENT_KEY}]\n", "p.yaml", {}))
-        flow = tflow.tflow()
-        flow.request.path = "/v1/messages"
-        flow.request.headers["authorization"] = "Bearer wrong-key-000000"
-        hygiene.requestheaders(flow)
-        access.request(flow)
-        assert flow.response is not None and flow.response.status_code == 401
-        hygiene.response(flow)
-        assert "wrong-key-000000" not in repr(flow.get_state())
+def test_the_flow_never_holds_the_key_but_the_access_check_and_gateway_get_it(guarded):
+    hygiene, access = guarded
+    flow = tflow.tflow()
+    flow.request.path = "/v1/messages"
+    flow.request.headers["x-api-key"] = CLIENT_KEY
+    flow.request.headers["x-echo"] = KEY
+    hygiene.requestheaders(flow)
+    assert CLIENT_KEY not in repr(flow.get_state()) and KEY not in repr(flow.get_state())
+    assert flow.request.headers["x-api-key"] == "[redacted]"
+    assert client_headers(flow)["x-api-key"] == CLIENT_KEY and client_headers(flow)["x-echo"] == KEY
+    access.request(flow)
+    assert flow.response is None  # the real key was accepted
+
+    flow.response = http.Response.make(200, b"{}", {"x-balancer-provider": "p"})
+    flow.request.headers["x-extra"] = f"Bearer {KEY}"  # say, a provider's extra_headers as sent
+    hygiene.response(flow)
+    assert flow.request.headers["x-extra"] == "Bearer [redacted]"
+    assert flow.request.headers["x-echo"] == "[redacted]"
+    assert client_headers(flow)["x-api-key"] == "[redacted]"  # the kept values are gone with the flow
+
+
+def test_a_wrong_key_is_hidden_too_and_refused(guarded):
+    hygiene, access = guarded
+    flow = tflow.tflow()
+    flow.request.path = "/v1/messages"
+    flow.request.headers["authorization"] = "Bearer wrong-key-000000"
+    hygiene.requestheaders(flow)
+    access.request(flow)
+    assert flow.response is not None and flow.response.status_code == 401
+    hygiene.response(flow)
+    assert "wrong-key-000000" not in repr(flow.get_state())
 
 
 def test_answer_headers_redact_values_that_hold_a_secret():

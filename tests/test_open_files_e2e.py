@@ -174,6 +174,13 @@ def listen_backlogs(pid: int) -> dict[int, int]:
     return found
 
 
+def assert_all_streamed(result: Burst, count: int) -> None:
+    """Every one of the `count` streams got a 200 and its first event."""
+    not_streaming = [o for o in result.outcomes if o.status != 200]
+    assert len(result.outcomes) == count and not not_streaming, not_streaming[:3]
+    assert all(b"event: message_start" in o.body for o in result.outcomes)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(HARD < 4000, reason="needs a hard open-file limit of at least 4000")
 def test_600_streams_work_when_started_with_a_soft_limit_of_1024(tmp_path, slow_provider):
@@ -185,9 +192,7 @@ def test_600_streams_work_when_started_with_a_soft_limit_of_1024(tmp_path, slow_
         idle = open_descriptors(pid)
         idle_rss = rss_mb(pid)
         result = burst(balancer.port, 600, pid)
-    not_streaming = [o for o in result.outcomes if o.status != 200]
-    assert len(result.outcomes) == 600 and not not_streaming, not_streaming[:3]
-    assert all(b"event: message_start" in o.body for o in result.outcomes)
+    assert_all_streamed(result, 600)
     per_stream = (result.descriptors - idle) / 600
     print(f"\n600 streams: {per_stream:.2f} descriptors per stream ({idle} idle, {result.descriptors} open), "
           f"RSS {idle_rss:.0f} MB idle, {result.rss_mb:.0f} MB with 600 open; all first events in "
@@ -245,7 +250,6 @@ def test_1000_streams_opened_at_once_all_get_their_first_event(tmp_path, slow_pr
             assert len(backlogs) == 3, backlogs  # mitmproxy's listener, the relay's and the 413 sink's
             assert set(backlogs.values()) == {listen_backlog()}, backlogs
         result = burst(balancer.port, 1000, pid)
-    not_streaming = [o for o in result.outcomes if o.status != 200]
-    assert len(result.outcomes) == 1000 and not not_streaming, not_streaming[:3]
+    assert_all_streamed(result, 1000)
     print(f"\n1000 streams opened at once: all first events in {result.seconds:.1f}s, "
           f"{result.descriptors} descriptors, RSS {result.rss_mb:.0f} MB")
