@@ -2,9 +2,11 @@
 
 Runs a capture server on 127.0.0.1 that records every request and answers like Anthropic would (a streamed
 thinking + tool_use turn first, then thinking + text; a JSON title for a request with `output_config.format`),
-then runs the Claude Code CLI against it in a fresh HOME and a scratch project, and writes each /v1/messages
-request as `claude-code-<n>-<kind>.request.json`: method, path with query, headers and body, with the scratch
-paths, user name, device and account ids and the API key replaced by fixed stand-ins.
+then runs the Claude Code CLI against it in a fresh HOME and a scratch project (one prompt typed into an
+interactive session, which also asks for a title; one `claude -p` with a model that gets a thinking budget), and
+writes the first /v1/messages request of each kind as `claude-code-<kind>.request.json`: method, path with query,
+headers and body, with the scratch paths, the device, account and session ids, the OS version and the API key
+replaced by fixed stand-ins.
 
     scripts/capture-fixtures --claude /path/to/node_modules/.bin/claude [--out tests/fixtures]
 """
