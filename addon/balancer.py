@@ -25,6 +25,7 @@ from addon.listen_backlog import ListenBacklog  # noqa: E402
 from addon.metrics import Metrics  # noqa: E402
 from addon.models_api import ModelsApi  # noqa: E402
 from addon.open_files import OpenFileLimit  # noqa: E402
+from addon.own_answers import OwnAnswers  # noqa: E402
 from addon.providers import Providers  # noqa: E402
 from addon.relay_headroom import RelayHeadroom  # noqa: E402
 from addon.request_target import RequestTarget  # noqa: E402
@@ -53,5 +54,6 @@ addons = [
     BalancerCommands(providers, gateway.runtime_status),
     NotFound(),  # last: whatever nothing above answered
     DeferredAnswers(gateway.relay),  # after every answer: flows already on their way to the relay get it there
+    OwnAnswers(),  # the balancer's own answers show its address in mitmweb, not the reverse target's
     HeadRequests(),  # HEAD answers lose their bodies, whoever made them
 ]

@@ -1,12 +1,15 @@
 """Prints (one per line) the mitmproxy arguments scripts/serve and scripts/web add to the user's own.
 
 Reverse mode to api.anthropic.com, lazy upstream connections, and the listen address from the providers
-file's `settings.host`/`settings.port` -- each only where the user's arguments do not say otherwise.
-An unusable providers file is reported here, before mitmproxy starts.
+file's `settings.host`/`settings.port` -- each only where the user's arguments do not say otherwise; under mitmweb
+(`BALANCER_TOOL=mitmweb`, scripts/web) also a flow list with the comment column, where each flow says which
+provider served it. An unusable providers file is reported here, before mitmproxy starts.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -35,7 +38,26 @@ def _providers_path(args: list[str]) -> str:
     return path
 
 
-def mitm_args(args: list[str]) -> list[str]:
+# mitmweb's default columns, then the comment: `served by backup (attempt 2 of 2) after main: HTTP 529 ...`,
+# `attempt 1 of 2 for req 9ee6dd4e: ...`, `answered by the balancer`.
+WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
+
+
+def has_web_columns() -> bool:
+    """mitmweb has the `web_columns` option (mitmproxy 11.1 and later; Python 3.11 gets 11.0.2)."""
+    try:
+        return importlib.util.find_spec("mitmproxy.tools.web.web_columns") is not None
+    except ImportError:
+        return False
+
+
+def web_args(args: list[str]) -> list[str]:
+    if _given(args, (), "web_columns") or not has_web_columns():
+        return []
+    return [arg for column in WEB_COLUMNS for arg in ("--set", f"web_columns={column}")]
+
+
+def mitm_args(args: list[str], tool: str = "mitmdump") -> list[str]:
     settings = load_config(_providers_path(args)).config.settings
     extra: list[str] = []
     if not _given(args, ("--mode", "-m"), "mode"):
@@ -45,12 +67,14 @@ def mitm_args(args: list[str]) -> list[str]:
     if not _given(args, ("--listen-port", "-p"), "listen_port"):
         extra += ["--listen-port", str(settings.port)]
     extra += ["--set", "connection_strategy=lazy"]
+    if tool == "mitmweb":
+        extra += web_args(args)
     return extra
 
 
 if __name__ == "__main__":
     try:
-        print("\n".join(mitm_args(sys.argv[1:])))
+        print("\n".join(mitm_args(sys.argv[1:], os.environ.get("BALANCER_TOOL", "mitmdump"))))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
