@@ -73,6 +73,9 @@ _NAME_PATTERNS = [
     re.compile(r"(?:unsupported|unknown|unexpected|unrecogni[sz]ed|extraneous)\s+(?:request\s+)?"
                r"(?:parameter|argument|field|property|key|name|param|value)s?\s*:?\s*\[?\s*" + _QUOTE + "?" + _WORD,
                re.IGNORECASE),
+    # `deepseek-reasoner does not support the parameter \`parallel_tool_calls\``
+    re.compile(r"does not support (?:the )?(?:param(?:eter)?|field|argument|property)s?\s*:?\s*" + _QUOTE + _WORD +
+               _QUOTE, re.IGNORECASE),
     # Python servers: `create() got an unexpected keyword argument 'reasoning_effort'`
     re.compile(r"unexpected keyword argument\s+" + _QUOTE + _WORD + _QUOTE, re.IGNORECASE),
 ]
