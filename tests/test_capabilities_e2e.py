@@ -10,17 +10,18 @@ from typing import Any
 
 import anthropic
 import pytest
+from mitmproxy import io
+
+from addon.attempt_marker import ATTEMPT
 from balancer_proc import BalancerProcess
 from fakes import FakeProvider, Message, Status
 from helpers import anthropic_provider, openai_provider, wait_until
-from mitmproxy import io
 from strict_fakes import OWN_SIGNATURE, RefusesParameters, StrictRelay, anthropic_refusal
-
-from addon.attempt_marker import ATTEMPT
 
 CLAUDE_CODE_BETAS = ("claude-code-20250219", "interleaved-thinking-2025-05-14", "context-management-2025-06-27",
                      "mid-conversation-system-2026-04-07", "effort-2025-11-24")
-REMINDER = {"type": "text", "text": "<system-reminder>be brief</system-reminder>", "cache_control": {"type": "ephemeral"}}
+REMINDER = {"type": "text", "text": "<system-reminder>be brief</system-reminder>",
+            "cache_control": {"type": "ephemeral"}}
 SIGNED_ELSEWHERE = {"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCkgIBxABGAIiQL-elsewhere"}
 CONVERSATION: list[Any] = [
     {"role": "user", "content": "Hi"},
@@ -84,7 +85,8 @@ def test_each_servers_wording_of_a_refused_parameter_is_understood(balancer, cli
     name = f"{server}-{unique}"
     with FakeProvider(RefusesParameters((refused,), server=server)) as fake:
         balancer.use([openai_provider(name, fake.url)])
-        with client.messages.stream(model="claude-sonnet-4", max_tokens=64, messages=[{"role": "user", "content": "Hi"}],
+        with client.messages.stream(model="claude-sonnet-4", max_tokens=64,
+                                    messages=[{"role": "user", "content": "Hi"}],
                                     tools=[{"name": "Read", "input_schema": {"type": "object"}}],
                                     tool_choice={"type": "auto", "disable_parallel_tool_use": True}) as stream:
             assert stream.get_final_text() == "Hello"

@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 from hypothesis import strategies as st
+from mitmproxy.test import taddons
 
 from addon.capabilities import DROP, DROP_BETA, FOLD_SYSTEM, RENAME, STRIP_THINKING, Capabilities, Fix
+from addon.commands import BalancerCommands
 from addon.config import ProviderConfig
+from addon.providers import Providers
 from addon.request_fixes import (
     THINKING_PLACEHOLDER,
     anthropic_body_with,
@@ -18,7 +21,9 @@ from addon.request_fixes import (
     system_messages_folded,
     without_earlier_thinking,
 )
+from balancer_proc import providers_yaml
 from fuzzing import quick_and_deep
+from helpers import anthropic_provider, openai_provider
 
 
 def test_openai_parameters_are_dropped_and_renamed() -> None:
@@ -180,3 +185,19 @@ def test_a_reload_keeps_what_an_unchanged_provider_refused_and_forgets_a_changed
     assert store.fixes(provider("same"), "m") == {Fix(DROP, "user")}
     for name in ("moved", "rekeyed", "gone"):
         assert store.fixes(provider(name), "m") == frozenset()
+
+
+def test_balancer_status_shows_what_a_provider_refused(tmp_path: Any) -> None:
+    file = tmp_path / "providers.yaml"
+    file.write_text(providers_yaml([openai_provider("lite", "http://127.0.0.1:9"),
+                                    anthropic_provider("relay", "http://127.0.0.1:9")]))
+    providers = Providers()
+    commands = BalancerCommands(providers)
+    with taddons.context(providers, commands) as tctx:
+        tctx.configure(providers, providers=str(file))
+        lite = providers.config.providers[0]
+        providers.capabilities.learn(lite, "gpt-big", {Fix(DROP, "reasoning_effort"), Fix(DROP, "user")})
+        text = tctx.master.commands.execute("balancer.status")
+    _, lite_line, relay_line = text.splitlines()
+    assert lite_line.endswith("| learned: gpt-big without reasoning_effort, without user")
+    assert "learned" not in relay_line
