@@ -10,7 +10,7 @@ import httpx
 
 from .answer_body import one_chunk, read_answer
 from .capabilities import Fix, describe_fixes
-from .capability_errors import FIXABLE_STATUSES, anthropic_fixes, sent_anthropic
+from .capability_errors import FIXABLE_STATUSES, anthropic_fixes, recognised, sent_anthropic
 from .config import ProviderConfig
 from .errors import bounded_error_body
 from .exchange import Answer, Exchange, RetryWithout
@@ -78,7 +78,7 @@ class AnthropicCall:
                     raise StreamFailure(*problem)
             if response.status_code >= 400:
                 chunks = one_chunk(bounded_error_body(exchange.redact_body(body)))
-                self._retry_if_fixable(response, body, Answer(
+                await self._retry_if_fixable(response, body, Answer(
                     response.status_code, answer_headers(response, exchange.redact), chunks, is_sse
                 ))
             else:
@@ -105,7 +105,7 @@ class AnthropicCall:
                 chunks = echo_model_in_body(chunks, echoed)
         return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse)
 
-    def _retry_if_fixable(self, response: httpx.Response, body: bytes, answer: Answer) -> None:
+    async def _retry_if_fixable(self, response: httpx.Response, body: bytes, answer: Answer) -> None:
         """Raises RetryWithout when the provider refused a beta flag, a body field or the conversation's thinking
         signatures, by name, that the request can do without."""
         exchange = self.exchange
@@ -116,7 +116,7 @@ class AnthropicCall:
         except (ValueError, RecursionError):
             return
         sent = sent_anthropic(sent_body if isinstance(sent_body, dict) else None, self.request.headers.multi_items())
-        fixes = anthropic_fixes(response.status_code, body, sent)
+        fixes = await recognised(anthropic_fixes, response.status_code, body, sent)
         if fixes:
             exchange.fix(self.provider, self.choice.model if self.choice else None, fixes)
             raise RetryWithout(answer, response.status_code, describe_fixes(fixes))

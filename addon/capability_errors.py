@@ -25,18 +25,22 @@ the upstream error in `metadata.raw`) or its text:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .capabilities import DROP, DROP_BETA, FOLD_SYSTEM, RENAME, STRIP_THINKING, Fix
 
+# An error body longer than this is read in a thread (a 16 KiB one takes tens of ms; other streams go on).
+INLINE_BODY = 2048
 # Statuses whose errors are read for a fix: what servers answer for a request they refuse (FastAPI says 422).
 FIXABLE_STATUSES = frozenset({400, 422})
-# The most of an error body looked at.
-TEXT_LIMIT = 64 * 1024
+# The most of an error body looked at (the names are in an error's first lines; a longer body is a traceback).
+TEXT_LIMIT = 16 * 1024
+PARSE_LIMIT = 256 * 1024  # of a JSON error body, parsed to find its texts
 _MAX_NODES = 2000
 _MAX_DEPTH = 12
 
@@ -61,29 +65,27 @@ _REFUSED = r"(?:not supported|unsupported|not allowed|not permitted|not recogni[
 _NAME_PATTERNS = [
     # `'reasoning_effort' is not supported`, `"tool_choice" = "required" is not supported`
     re.compile(_QUOTE + _WORD + _QUOTE + r"\s*(?:=\s*\S{1,40}\s+)?(?:(?:parameter|param|field|argument|property|key)"
-               r"\s+)?(?:is\s+|are\s+)?" + _REFUSED, re.IGNORECASE),
+               r"\s+)?(?:is\s+|are\s+)?" + _REFUSED),
     # `reasoning_effort is not supported with this model` (unquoted: only names with an underscore)
     re.compile(r"(?<![\w.])([A-Za-z]+_[A-Za-z0-9_]+)\s*(?:=\s*\S{1,40}\s+)?(?:(?:parameter|param|field)\s+)?"
-               r"(?:is|are)\s+" + _REFUSED, re.IGNORECASE),
+               r"(?:is|are)\s+" + _REFUSED),
     # `parameter user is not supported`, `user parameter is not supported`
-    re.compile(r"(?:parameter|param|field|argument|property)\s+" + _WORD + r"\s+(?:is|are)\s+" + _REFUSED,
-               re.IGNORECASE),
-    re.compile(_WORD + r"\s+(?:parameter|param|field|argument)\s+(?:is|are)\s+" + _REFUSED, re.IGNORECASE),
+    re.compile(r"(?:parameter|param|field|argument|property)\s+" + _WORD + r"\s+(?:is|are)\s+" + _REFUSED),
+    re.compile(r"(?<![\w.])" + _WORD + r"\s+(?:parameter|param|field|argument)\s+(?:is|are)\s+" + _REFUSED),
     # `Unsupported parameter: 'max_tokens'`, `unknown field \`x\``, `Unknown name "x"`, `extraneous key [x]`
     re.compile(r"(?:unsupported|unknown|unexpected|unrecogni[sz]ed|extraneous)\s+(?:request\s+)?"
-               r"(?:parameter|argument|field|property|key|name|param|value)s?\s*:?\s*\[?\s*" + _QUOTE + "?" + _WORD,
-               re.IGNORECASE),
+               r"(?:parameter|argument|field|property|key|name|param|value)s?\s*:?\s*\[?\s*" + _QUOTE + "?" + _WORD),
     # `deepseek-reasoner does not support the parameter \`parallel_tool_calls\``
     re.compile(r"does not support (?:the )?(?:param(?:eter)?|field|argument|property)s?\s*:?\s*" + _QUOTE + _WORD +
-               _QUOTE, re.IGNORECASE),
+               _QUOTE),
     # Python servers: `create() got an unexpected keyword argument 'reasoning_effort'`
-    re.compile(r"unexpected keyword argument\s+" + _QUOTE + _WORD + _QUOTE, re.IGNORECASE),
+    re.compile(r"unexpected keyword argument\s+" + _QUOTE + _WORD + _QUOTE),
 ]
 # `Unrecognized request arguments supplied: a, b` (Azure, older OpenAI)
-_UNRECOGNIZED_LIST = re.compile(r"unrecognized request arguments? supplied\s*:\s*([\w ,]+)", re.IGNORECASE)
+_UNRECOGNIZED_LIST = re.compile(r"unrecognized request arguments? supplied\s*:\s*([\w ,]+)")
 # LiteLLM: `does not support parameters: ['a', 'b']` or a dict of them (older versions)
 _LITELLM_LIST = re.compile(r"does not support (?:the )?(?:following )?param(?:eter)?s?\s*:?\s*(\[[^\]]{0,1000}\]|"
-                           r"\{[^}]{0,1000}\})", re.IGNORECASE)
+                           r"\{[^}]{0,1000}\})")
 _QUOTED_WORD = re.compile(_QUOTE + _WORD + _QUOTE)
 _DICT_KEY = re.compile(_QUOTE + _WORD + _QUOTE + r"\s*:")
 # pydantic: `context_management: Extra inputs are not permitted`, `thinking.type: Input tag 'adaptive' found
@@ -93,31 +95,28 @@ _PYDANTIC_PATH = re.compile(
     r"(?:^|[\s,;\"'(\[{])" + _WORD + r"(?:\.[\w-]+)*\s*:\s*(?:extra (?:inputs|fields) (?:are )?not permitted|"
     r"input tag .{0,120}? does not match any of the expected tags|input should be '[^']{0,80}'"
     r"(?:, '[^']{0,80}')* or '[^']{0,80}')",
-    re.IGNORECASE | re.MULTILINE,
+    re.MULTILINE,
 )
 # pydantic's error list as Python's repr inside a message (vLLM): `'loc': ('body', 'reasoning_effort')`
-_EXTRA_FORBIDDEN = re.compile(r"extra_forbidden|extra (?:inputs|fields) (?:are )?not permitted", re.IGNORECASE)
+_EXTRA_FORBIDDEN = re.compile(r"extra_forbidden|extra (?:inputs|fields) (?:are )?not permitted")
 _REPR_LOC = re.compile(r"['\"]loc['\"]\s*:\s*[\(\[]\s*(?:['\"]body['\"]\s*,\s*)?['\"]" + _WORD +
                        r"['\"]\s*,?\s*[\)\]]")
 _UNSUPPORTED_CODES = frozenset({"unsupported_parameter", "unsupported_value", "unknown_parameter",
                                 "unrecognized_parameter"})
 
 _BETA_REFUSED = re.compile(r"unexpected|invalid|unsupported|not supported|unknown|not allowed|not permitted|"
-                           r"not recogni[sz]ed|not enabled|not available", re.IGNORECASE)
+                           r"not recogni[sz]ed|not enabled|not available")
 _SYSTEM_REFUSED = [
-    re.compile(r"unexpected role\W{0,3}system", re.IGNORECASE),
-    re.compile(r"(?:invalid|unknown|unsupported|unexpected)\s+(?:message\s+)?role\W{0,3}(?:\w+\W{1,3})?system",
-               re.IGNORECASE),
-    re.compile(r"role\W{0,3}system\W{0,3}(?:is\s+)?" + _REFUSED, re.IGNORECASE),
-    re.compile(r"messages\.\d+\.role\s*:\s*input should be", re.IGNORECASE),
-    re.compile(r"unknown variant\s*" + _QUOTE + r"system" + _QUOTE, re.IGNORECASE),
-    re.compile(r"system\W{0,3}(?:is\s+)?" + _REFUSED + r"\s+as\s+(?:an?\s+)?(?:message\s+|input\s+)?role",
-               re.IGNORECASE),
+    re.compile(r"unexpected role\W{0,3}system"),
+    re.compile(r"(?:invalid|unknown|unsupported|unexpected)\s+(?:message\s+)?role\W{0,3}(?:\w+\W{1,3})?system"),
+    re.compile(r"role\W{0,3}system\W{0,3}(?:is\s+)?" + _REFUSED),
+    re.compile(r"messages\.\d+\.role\s*:\s*input should be"),
+    re.compile(r"unknown variant\s*" + _QUOTE + r"system" + _QUOTE),
+    re.compile(r"system\W{0,3}(?:is\s+)?" + _REFUSED + r"\s+as\s+(?:an?\s+)?(?:message\s+|input\s+)?role"),
 ]
-_SIGNATURE = re.compile(r"signature", re.IGNORECASE)
-_THINKING = re.compile(r"thinking", re.IGNORECASE)
-_SIGNATURE_REFUSED = re.compile(r"invalid|verif|mismatch|expired|corrupt|does not match|malformed|not valid",
-                                re.IGNORECASE)
+_SIGNATURE = re.compile(r"signature")
+_THINKING = re.compile(r"thinking")
+_SIGNATURE_REFUSED = re.compile(r"invalid|verif|mismatch|expired|corrupt|does not match|malformed|not valid")
 
 
 @dataclass(frozen=True)
@@ -167,19 +166,21 @@ class ErrorParts:
 
 
 def error_parts(body: bytes) -> ErrorParts:
-    raw = body[:TEXT_LIMIT].decode("utf-8", "replace")
+    """The error's texts, lower-cased (the wordings differ in case; the names looked for are lower-case), at most
+    TEXT_LIMIT characters of them."""
+    try:
+        parsed = json.loads(body[:PARSE_LIMIT])
+    except (ValueError, RecursionError):
+        return ErrorParts((body[:TEXT_LIMIT].decode("utf-8", "replace").lower(),), ())
     texts: list[str] = []
     objects: list[Mapping[str, Any]] = []
-    try:
-        parsed = json.loads(raw)
-    except (ValueError, RecursionError):
-        return ErrorParts((raw,), ())
-    budget = [_MAX_NODES]
-    for kind, value in _walk(parsed, 0, budget):
-        if kind == "text":
-            texts.append(value)
-        else:
+    room = TEXT_LIMIT
+    for kind, value in _walk(parsed, 0, [_MAX_NODES]):
+        if kind == "object":
             objects.append(value)
+        elif room > 0:
+            texts.append(value[:room].lower())
+            room -= len(texts[-1])
     return ErrorParts(tuple(texts), tuple(objects))
 
 
@@ -280,7 +281,7 @@ def anthropic_fixes(status: int, body: bytes, sent: SentRequest) -> frozenset[Fi
     if sent.signed_thinking and is_signature_error(text):
         return frozenset({Fix(STRIP_THINKING)})
     fixes: set[Fix] = set()
-    if sent.betas and re.search(r"beta", text, re.IGNORECASE) and _BETA_REFUSED.search(text):
+    if sent.betas and re.search(r"beta", text) and _BETA_REFUSED.search(text):
         fixes.update(Fix(DROP_BETA, beta) for beta in set(sent.betas) if mentions(text, beta))
     droppable = sent.keys - ANTHROPIC_ESSENTIAL
     fixes.update(Fix(DROP, name) for name in refused_names(parts) & droppable)
@@ -292,3 +293,14 @@ def anthropic_fixes(status: int, body: bytes, sent: SentRequest) -> frozenset[Fi
 def is_signature_error(text: str) -> bool:
     """A thinking block's signature refused: `Invalid \\`signature\\` in \\`thinking\\` block` and its kin."""
     return bool(_SIGNATURE.search(text) and _THINKING.search(text) and _SIGNATURE_REFUSED.search(text))
+
+
+async def recognised(
+    recognise: Callable[[int, bytes, SentRequest], frozenset[Fix]], status: int, body: bytes, sent: SentRequest
+) -> frozenset[Fix]:
+    """`recognise(status, body, sent)`, off the event loop when the body is long."""
+    if status not in FIXABLE_STATUSES:
+        return frozenset()
+    if len(body) <= INLINE_BODY:
+        return recognise(status, body, sent)
+    return await asyncio.to_thread(recognise, status, body, sent)

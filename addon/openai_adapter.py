@@ -11,7 +11,7 @@ import httpx
 
 from .answer_body import one_chunk, read_answer
 from .capabilities import describe_fixes
-from .capability_errors import openai_fixes, sent_openai
+from .capability_errors import openai_fixes, recognised, sent_openai
 from .config import ProviderConfig
 from .exchange import Answer, Exchange, RetryWithout
 from .health import OVERLOADED, STREAM_ERROR
@@ -114,7 +114,8 @@ class OpenAICall:
             status, body = to_anthropic_error(response.status_code, raw)
             body = exchange.redact_body(body)
             answer = Answer(status, _headers(response, "application/json", exchange.redact), one_chunk(body), False)
-            fixes = openai_fixes(response.status_code, raw, sent_openai(json.loads(self.request.content)))
+            sent = sent_openai(json.loads(self.request.content))
+            fixes = await recognised(openai_fixes, response.status_code, raw, sent)
             if fixes:  # a parameter the balancer added, refused: the request goes again without it
                 exchange.fix(self.provider, self.choice.model, fixes)
                 raise RetryWithout(answer, response.status_code, describe_fixes(fixes))

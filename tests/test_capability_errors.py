@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -11,10 +12,12 @@ from hypothesis import strategies as st
 from addon.capabilities import DROP, DROP_BETA, FOLD_SYSTEM, RENAME, STRIP_THINKING, Fix
 from addon.capability_errors import (
     ANTHROPIC_ESSENTIAL,
+    INLINE_BODY,
     OPENAI_DROPPABLE,
     SentRequest,
     anthropic_fixes,
     openai_fixes,
+    recognised,
     sent_anthropic,
     sent_openai,
 )
@@ -310,3 +313,12 @@ def test_anthropic_fixes_never_drop_an_essential_field_or_one_not_sent(
 def test_any_error_body_is_read_without_raising(body: bytes) -> None:
     openai_fixes(400, body, OPENAI_SENT)
     anthropic_fixes(400, body, ANTHROPIC_SENT)
+
+
+@pytest.mark.parametrize("traceback_lines", [200, 20_000], ids=["long", "beyond the parse limit"])
+def test_a_long_error_body_is_read_off_the_event_loop_and_still_understood(traceback_lines: int) -> None:
+    message = LITELLM.format(names="['reasoning_effort']") + "\nTraceback (most recent call last):\n"
+    body = openai_error(message + '  File "/srv/litellm/proxy.py", line 1, in call\n' * traceback_lines)
+    assert len(body) > INLINE_BODY
+    fixes = asyncio.run(recognised(openai_fixes, 400, body, OPENAI_SENT))
+    assert fixes == {Fix(DROP, "reasoning_effort")}
