@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mitmproxy import http
 
+from .capabilities import Capabilities
 from .config import ConfigError, ProviderConfig
 from .health import HealthBoard
 from .providers import Providers, describe
@@ -27,8 +28,11 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, Any]:
-    """What `GET /providers` shows of one provider: never a credential."""
+def provider_status(
+    provider: ProviderConfig, board: HealthBoard, capabilities: Capabilities | None = None
+) -> dict[str, Any]:
+    """What `GET /providers` shows of one provider: never a credential. `learned`: per model, how requests to it
+    are changed because it refused part of one."""
     health = board.get(provider.name)
     remaining = board.cooldown_remaining(provider.name)
     return {
@@ -52,6 +56,7 @@ def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, A
         "latency_ms": round(health.latency_ms, 1) if health.latency_ms is not None else None,
         "last_error": health.last_error,
         "last_error_at": health.last_error_at,
+        "learned": capabilities.shown(provider) if capabilities is not None else {},
     }
 
 
@@ -85,8 +90,8 @@ class AdminApi:
         flow.metadata["balancer"] = {"admin": action}
 
     def health(self) -> http.Response:
-        board = self.providers.board
-        statuses = [provider_status(p, board) for p in self.providers.config.providers]
+        board, capabilities = self.providers.board, self.providers.capabilities
+        statuses = [provider_status(p, board, capabilities) for p in self.providers.config.providers]
         usable = [s["name"] for s in statuses if s["healthy"]]
         payload: dict[str, Any] = {
             "status": "ok" if usable else "unavailable",
@@ -100,7 +105,7 @@ class AdminApi:
         return json_response(200 if usable else 503, payload)
 
     def list(self) -> http.Response:
-        board = self.providers.board
+        board, capabilities = self.providers.board, self.providers.capabilities
         settings = self.providers.settings
         return json_response(
             200,
@@ -110,7 +115,7 @@ class AdminApi:
                 "affinity": settings.affinity_in_force,
                 **self.runtime_status(),
                 **self._shared_state(),
-                "providers": [provider_status(p, board) for p in self.providers.config.providers],
+                "providers": [provider_status(p, board, capabilities) for p in self.providers.config.providers],
             },
         )
 

@@ -3,17 +3,21 @@ as the provider sent it (model echoed, stream held to its commit point and guard
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import httpx
 
 from .answer_body import one_chunk, read_answer
+from .capabilities import Fix, describe_fixes
+from .capability_errors import FIXABLE_STATUSES, anthropic_fixes, recognised, sent_anthropic
 from .config import ProviderConfig
 from .errors import bounded_error_body
-from .exchange import Answer, Exchange
+from .exchange import Answer, Exchange, RetryWithout
 from .message_shape import message_problem
 from .model_echo import ModelEcho, echo_model_in_body, echo_model_in_stream
 from .model_map import ModelChoice, choose_model
+from .request_fixes import anthropic_body_with, headers_without_betas
 from .stream_events import Observers
 from .stream_guard import StreamFailure, guarded, hold_until_content
 from .translated_thinking import may_hold_translated_thinking, without_translated_thinking
@@ -23,13 +27,18 @@ from .usage_watch import UsageWatch
 
 def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, ModelChoice | None]:
     content, choice = exchange.body, None
+    fixes: frozenset[Fix] = frozenset()
     if exchange.parsed is not None and exchange.requested_model is not None:
         choice = choose_model(exchange.requested_model, provider)
-        if may_hold_translated_thinking(exchange.body):
-            content = with_model(b"", without_translated_thinking(exchange.parsed), choice.model, force=True)
+        fixes = exchange.fixes_for(provider, choice.model)
+        translated = may_hold_translated_thinking(exchange.body)
+        if fixes or translated:
+            parsed = without_translated_thinking(exchange.parsed) if translated else exchange.parsed
+            content = with_model(b"", anthropic_body_with(parsed, fixes), choice.model, force=True)
         else:
             content = with_model(exchange.body, exchange.parsed, choice.model)
-    headers = to_wire(upstream_headers(exchange.client_headers, provider, exchange.stream))
+    header_list = upstream_headers(exchange.client_headers, provider, exchange.stream)
+    headers = to_wire(headers_without_betas(header_list, fixes) if fixes else header_list)
     request = httpx.Request(
         exchange.method, parsed_url(upstream_url(provider, exchange.path)), headers=headers, content=content
     )
@@ -67,7 +76,13 @@ class AnthropicCall:
                 problem = message_problem(body)
                 if problem is not None:
                     raise StreamFailure(*problem)
-            chunks = one_chunk(bounded_error_body(exchange.redact_body(body)) if response.status_code >= 400 else body)
+            if response.status_code >= 400:
+                chunks = one_chunk(bounded_error_body(exchange.redact_body(body)))
+                await self._retry_if_fixable(response, body, Answer(
+                    response.status_code, answer_headers(response, exchange.redact), chunks, is_sse
+                ))
+            else:
+                chunks = one_chunk(body)
         elif exchange.stream and is_sse and response.status_code < 300:
             # The stream the client asked for: its events are read once, by the guard, and shown to the watch
             # and the model echo.
@@ -89,6 +104,22 @@ class AnthropicCall:
             elif content_type.startswith("application/json"):
                 chunks = echo_model_in_body(chunks, echoed)
         return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse)
+
+    async def _retry_if_fixable(self, response: httpx.Response, body: bytes, answer: Answer) -> None:
+        """Raises RetryWithout when the provider refused a beta flag, a body field or the conversation's thinking
+        signatures, by name, that the request can do without."""
+        exchange = self.exchange
+        if response.status_code not in FIXABLE_STATUSES or exchange.kind not in ("messages", "count_tokens"):
+            return
+        try:
+            sent_body = json.loads(self.request.content)
+        except (ValueError, RecursionError):
+            return
+        sent = sent_anthropic(sent_body if isinstance(sent_body, dict) else None, self.request.headers.multi_items())
+        fixes = await recognised(anthropic_fixes, response.status_code, body, sent)
+        if fixes:
+            exchange.fix(self.provider, self.choice.model if self.choice else None, fixes)
+            raise RetryWithout(answer, response.status_code, describe_fixes(fixes))
 
     def _echoed_model(self) -> str | None:
         """The model the client asked for, when the provider is asked for another (answers carry the former)."""

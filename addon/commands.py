@@ -31,7 +31,11 @@ def provider_line(status: dict[str, Any]) -> str:
         state = "healthy"
         if status["probing"]:
             state += ", being probed"
-    return f"{status['name']}: {state} | requests {status['requests']}, failures {status['failures']}"
+    line = f"{status['name']}: {state} | requests {status['requests']}, failures {status['failures']}"
+    learned = status.get("learned") or {}
+    if learned:
+        line += " | learned: " + "; ".join(f"{model or '-'} {', '.join(fixes)}" for model, fixes in learned.items())
+    return line
 
 
 class BalancerCommands:
@@ -54,7 +58,8 @@ class BalancerCommands:
         if self.providers.startup_error:
             lines.append(f"no usable configuration (fix the file, then reload): {self.providers.startup_error}")
         board = self.providers.board
-        lines += [provider_line(provider_status(p, board)) for p in self.providers.config.providers]
+        capabilities = self.providers.capabilities
+        lines += [provider_line(provider_status(p, board, capabilities)) for p in self.providers.config.providers]
         return "\n".join(lines)
 
     @command.command("balancer.reload")

@@ -133,7 +133,7 @@ class Dispatcher:
             body=body, parsed=parsed, requested_model=requested, stream=stream,
             idle_timeout=settings.stream_idle_timeout,
             on_committed_failure=self._committed_failure_handler(flow, record, penalize),
-            redact=self.providers.redact,
+            redact=self.providers.redact, capabilities=self.providers.capabilities,
         )
         calls: dict[str, ProviderCall] = {}  # per provider: the call its adapter prepared
 

@@ -8,12 +8,13 @@ the answer it opens (`Answer`) is what the relay hands to the client. The gatewa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
+from .capabilities import Capabilities, Fix
 from .config import ProviderConfig
 from .model_map import ModelChoice
 from .usage_watch import UsageWatch
@@ -36,9 +37,28 @@ class Exchange:
     on_committed_failure: Callable[[ProviderConfig, str, str], None]
     # Removes credentials from text a provider wrote (error bodies relayed to the client).
     redact: Callable[[str], str] = str
+    # What providers were found not to accept (learned for later requests too).
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    # Fixes for this request only, per provider name (a conversation's thinking signatures).
+    own_fixes: dict[str, frozenset[Fix]] = field(default_factory=dict)
 
     def redact_body(self, body: bytes) -> bytes:
         return self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+    def fixes_for(self, provider: ProviderConfig, model: str | None) -> frozenset[Fix]:
+        """How this request is to be changed for `provider` asked for `model`."""
+        own = self.own_fixes.get(provider.name)
+        learned = self.capabilities.fixes(provider, model)
+        return learned | own if own else learned
+
+    def fix(self, provider: ProviderConfig, model: str | None, fixes: Iterable[Fix]) -> None:
+        """The provider refused part of this request: the learned fixes are remembered for the provider, the rest
+        kept for this request."""
+        fixes = frozenset(fixes)
+        self.capabilities.learn(provider, model, fixes)
+        own = frozenset(f for f in fixes if not f.learned)
+        if own:
+            self.own_fixes[provider.name] = self.own_fixes.get(provider.name, frozenset()) | own
 
 
 @dataclass
@@ -51,6 +71,18 @@ class Answer:
     is_sse: bool
     # Shown the stream's events by the adapter's event pipeline; None: the hand-off reads the body's bytes.
     watch: UsageWatch | None = None
+
+
+class RetryWithout(Exception):
+    """Raised by `ProviderCall.open_answer` when the provider refused, with a 4xx, part of the request it can do
+    without: the request is built again (the exchange knows the fixes now) and sent once more to the same provider.
+    `answer` is the provider's error, for the client when no second try is made."""
+
+    def __init__(self, answer: Answer, status: int, what: str):
+        super().__init__(what)
+        self.answer = answer
+        self.status = status
+        self.what = what  # how the next try differs: "without reasoning_effort"
 
 
 class ProviderCall(Protocol):
@@ -69,7 +101,8 @@ class ProviderCall(Protocol):
     async def open_answer(self, response: httpx.Response, deadline: float) -> Answer:
         """The provider's answer (its headers read) made ready to relay. Raises `StreamFailure` when it turns
         out to be a failure before anything reached the client (a stream before its commit point, a message
-        that breaks off): the request then goes to the next provider. `deadline`: a time.monotonic() value."""
+        that breaks off): the request then goes to the next provider; raises `RetryWithout` when the provider
+        refused part of the request it can do without. `deadline`: a time.monotonic() value."""
         ...
 
 

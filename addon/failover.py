@@ -14,7 +14,7 @@ import httpx
 
 from .answer_body import read_body
 from .config import ProviderConfig, Settings
-from .exchange import Answer
+from .exchange import Answer, RetryWithout
 from .health import (
     AUTH,
     OVERLOADED,
@@ -53,6 +53,7 @@ class AttemptRecord:
     kind: str | None = None  # failure class (health.py), None when not failed
     retry_after: float | None = None  # seconds, as the provider asked with its failure
     wire: ProviderWire | None = None  # what went over the wire, when attempts are captured
+    retried: AttemptRecord | None = None  # the try before this one at the same provider, which it answered
 
 
 @dataclass
@@ -195,7 +196,7 @@ async def attempt_in_turn(
             )
             return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
         if isinstance(outcome, Success):
-            ms = outcome.attempts[0].ms
+            ms = outcome.attempts[-1].ms
             if penalize:
                 if outcome.response.status_code < 400:
                     board.record_success(provider.name, ms)
@@ -205,6 +206,8 @@ async def attempt_in_turn(
             return outcome
         record = outcome
         record.outcome = redact(record.outcome)
+        if record.retried is not None:
+            attempts.append(record.retried)
         attempts.append(record)
         if penalize:
             kind = record.kind or TRANSPORT
@@ -255,9 +258,52 @@ async def _attempt(
     open_answer: AnswerOpener,
     wire: ProviderWire | None = None,
 ) -> Success | AttemptRecord:
-    """One provider: a Success (whose only attempt record is this one), or the failed attempt. `wire`, when
-    given, records what was sent and what came back as it is read."""
-    request = build_request(provider)
+    """One provider: a Success (whose attempt records are this provider's), or the failed attempt. `wire`, when
+    given, records what was sent and what came back as it is read. A provider that refuses part of the request
+    the request can do without (`RetryWithout`) is sent it once more, rebuilt, within the same deadline: both tries
+    are recorded, the first as not failed."""
+    deadline = time.monotonic() + settings.request_timeout
+    outcome = await _send(provider, build_request(provider), pool, settings, open_answer, wire, deadline)
+    if not isinstance(outcome, _Refused):
+        return outcome
+    status = outcome.retry.status
+    if deadline - time.monotonic() <= 0:  # no time left for a second try: the refusal is the answer
+        record = AttemptRecord(provider.name, str(status), outcome.ms, failed=False, wire=wire)
+        return Success(provider, outcome.request, outcome.response, outcome.retry.answer, [record])
+    first = AttemptRecord(provider.name, f"HTTP {status}, retried {outcome.retry.what}", outcome.ms, failed=False,
+                          wire=wire)
+    again_wire = ProviderWire(wire.provider, wire.limit) if wire is not None else None
+    again = await _send(provider, build_request(provider), pool, settings, open_answer, again_wire, deadline,
+                        retried=True)
+    assert not isinstance(again, _Refused)
+    if isinstance(again, Success):
+        again.attempts[:0] = [first]
+    else:
+        again.retried = first
+    return again
+
+
+@dataclass
+class _Refused:
+    """The provider refused part of the request that can be left out: build it again and retry."""
+
+    retry: RetryWithout
+    request: httpx.Request
+    response: httpx.Response
+    ms: float
+
+
+async def _send(
+    provider: ProviderConfig,
+    request: httpx.Request,
+    pool: ClientPool,
+    settings: Settings,
+    open_answer: AnswerOpener,
+    wire: ProviderWire | None,
+    deadline: float,
+    retried: bool = False,
+) -> Success | AttemptRecord | _Refused:
+    """One request to the provider, answered by `deadline`."""
     # httpx's own limits as well as the header deadline below: a cancellation that lands while anyio is still
     # connecting can be lost, and then these are what bound the attempt.
     request.extensions["timeout"] = httpx.Timeout(
@@ -265,12 +311,11 @@ async def _attempt(
     ).as_dict()
     client = pool.get(provider.proxy)
     started = time.perf_counter()
-    deadline = time.monotonic() + settings.request_timeout
     retry_after: float | None = None
     if wire is not None:
         wire.sending(request)
     try:
-        response = await asyncio.wait_for(client.send(request, stream=True), settings.request_timeout)
+        response = await asyncio.wait_for(client.send(request, stream=True), deadline - time.monotonic())
     except TimeoutError:
         reason, kind = f"no response headers within {settings.request_timeout:g}s", TIMEOUT
         if wire is not None:
@@ -291,6 +336,13 @@ async def _attempt(
             except StreamFailure as failure:
                 await response.aclose()
                 reason, kind = failure.reason, failure.kind
+            except RetryWithout as retry:
+                await response.aclose()
+                ms = (time.perf_counter() - started) * 1000
+                if not retried:
+                    return _Refused(retry, request, response, ms)
+                record = AttemptRecord(provider.name, str(status), ms, failed=False, wire=wire)
+                return Success(provider, request, response, retry.answer, [record])
             except BaseException:
                 await response.aclose()
                 raise

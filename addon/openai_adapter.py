@@ -10,14 +10,17 @@ from dataclasses import dataclass
 import httpx
 
 from .answer_body import one_chunk, read_answer
+from .capabilities import describe_fixes
+from .capability_errors import openai_fixes, recognised, sent_openai
 from .config import ProviderConfig
-from .exchange import Answer, Exchange
+from .exchange import Answer, Exchange, RetryWithout
 from .health import OVERLOADED, STREAM_ERROR
 from .model_map import ModelChoice, choose_model
 from .openai_errors import to_anthropic_error
 from .openai_request import OpenAIOptions, ToolNames, to_openai_request
 from .openai_response import OpenAIResponseError, to_anthropic_message
 from .openai_stream import StreamTranslator
+from .request_fixes import openai_body_with
 from .stream_events import Observers
 from .stream_guard import StreamFailure, guarded, hold_until_content
 from .upstream import json_bytes, to_wire
@@ -59,6 +62,9 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
     assert exchange.parsed is not None and exchange.requested_model is not None
     choice = choose_model(exchange.requested_model, provider)
     body, names = to_openai_request(exchange.parsed, choice.model, options_for(provider))
+    fixes = exchange.fixes_for(provider, choice.model)
+    if fixes:
+        body = openai_body_with(body, fixes)
     headers = {
         "content-type": "application/json",
         "accept": "text/event-stream" if exchange.stream else "application/json",
@@ -104,9 +110,16 @@ class OpenAICall:
         exchange, names = self.exchange, self.translation.names
         requested = exchange.requested_model or self.choice.model
         if response.status_code >= 300:
-            status, body = to_anthropic_error(response.status_code, await _read_all(response, exchange, deadline))
+            raw = await _read_all(response, exchange, deadline)
+            status, body = to_anthropic_error(response.status_code, raw)
             body = exchange.redact_body(body)
-            return Answer(status, _headers(response, "application/json", exchange.redact), one_chunk(body), False)
+            answer = Answer(status, _headers(response, "application/json", exchange.redact), one_chunk(body), False)
+            sent = sent_openai(json.loads(self.request.content))
+            fixes = await recognised(openai_fixes, response.status_code, raw, sent)
+            if fixes:  # a parameter the balancer added, refused: the request goes again without it
+                exchange.fix(self.provider, self.choice.model, fixes)
+                raise RetryWithout(answer, response.status_code, describe_fixes(fixes))
+            return answer
         if not exchange.stream:
             raw = await _read_all(response, exchange, deadline)
             try:

@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from mitmproxy import ctx, exceptions
 
+from .capabilities import Capabilities
 from .config import (
     DEFAULT_PATH,
     DEFAULT_SOURCE,
@@ -42,6 +43,7 @@ REQUIRED_OPTIONS = {
 class Providers:
     def __init__(self) -> None:
         self.board = HealthBoard()
+        self.capabilities = Capabilities()  # what each provider was found not to accept
         self.loaded = LoadedConfig(config=builtin_default(), source=DEFAULT_SOURCE)
         # Set when the file could not be loaded at start-up: nothing is served until a reload succeeds.
         self.startup_error: str | None = None
@@ -139,6 +141,7 @@ class Providers:
         self.startup_error = None
         self._loaded_once = True
         self.board.retain(p.name for p in loaded.config.providers)
+        self.capabilities.retain(loaded.config.providers)
         self.board.forgive_auth_failures()
         logging.getLogger("balancer").setLevel(loaded.config.settings.log_level)
         if loaded.config.settings.log_level == "DEBUG" and "termlog_verbosity" in ctx.options:

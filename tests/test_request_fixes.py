@@ -1,0 +1,203 @@
+"""The request changed as a provider needs it (pure), and the store of what each provider refused."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+from mitmproxy.test import taddons
+
+from addon.capabilities import DROP, DROP_BETA, FOLD_SYSTEM, RENAME, STRIP_THINKING, Capabilities, Fix
+from addon.commands import BalancerCommands
+from addon.config import ProviderConfig
+from addon.providers import Providers
+from addon.request_fixes import (
+    THINKING_PLACEHOLDER,
+    anthropic_body_with,
+    headers_without_betas,
+    openai_body_with,
+    system_messages_folded,
+    without_earlier_thinking,
+)
+from balancer_proc import providers_yaml
+from fuzzing import quick_and_deep
+from helpers import anthropic_provider, openai_provider
+
+
+def test_openai_parameters_are_dropped_and_renamed() -> None:
+    body = {"model": "m", "messages": [], "max_tokens": 100, "reasoning_effort": "high", "user": "u"}
+    fixed = openai_body_with(body, {Fix(DROP, "reasoning_effort"), Fix(RENAME, "max_tokens", "max_completion_tokens")})
+    assert fixed == {"model": "m", "messages": [], "max_completion_tokens": 100, "user": "u"}
+    assert "reasoning_effort" in body  # the body given is left as it was
+
+
+def test_anthropic_fields_are_dropped_and_nothing_else() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}],
+            "context_management": {"edits": []}, "output_config": {"effort": "high"}}
+    assert anthropic_body_with(body, {Fix(DROP, "context_management")}) == {
+        "model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}],
+        "output_config": {"effort": "high"}}
+
+
+def test_beta_values_are_dropped_from_every_beta_header_and_an_empty_header_goes() -> None:
+    headers = [("anthropic-beta", "a-1,b-2, c-3"), ("Anthropic-Beta", "b-2"), ("x-app", "cli")]
+    assert headers_without_betas(headers, {Fix(DROP_BETA, "b-2")}) == [("anthropic-beta", "a-1,c-3"),
+                                                                       ("x-app", "cli")]
+    assert headers_without_betas(headers, set()) is headers
+
+
+def test_a_system_message_joins_the_next_user_turn_after_its_tool_results() -> None:
+    reminder = {"type": "text", "text": "reminder", "cache_control": {"type": "ephemeral"}}
+    messages: list[Any] = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]},
+        {"role": "system", "content": [reminder]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"},
+                                     {"type": "text", "text": "and?"}]},
+    ]
+    assert system_messages_folded(messages) == [
+        {"role": "user", "content": "Hi"},
+        messages[1],
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}, reminder,
+                                     {"type": "text", "text": "and?"}]},
+    ]
+
+
+def test_a_system_message_between_assistant_turns_becomes_a_user_turn() -> None:
+    messages: list[Any] = [{"role": "assistant", "content": "a"}, {"role": "system", "content": "s"},
+                           {"role": "assistant", "content": "b"}]
+    assert system_messages_folded(messages) == [
+        {"role": "assistant", "content": "a"}, {"role": "user", "content": [{"type": "text", "text": "s"}]},
+        {"role": "assistant", "content": "b"}]
+
+
+def test_user_turns_not_next_to_a_system_message_are_left_apart() -> None:
+    messages: list[Any] = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    assert system_messages_folded(messages) == messages
+
+
+def _text_of(messages: list[Any]) -> list[str]:
+    out = []
+    for message in messages:
+        content = message["content"]
+        for block in [{"type": "text", "text": content}] if isinstance(content, str) else content:
+            out.append(block.get("text") or block.get("content"))
+    return out
+
+
+_ROLES = st.sampled_from(["user", "assistant", "system"])
+_MESSAGE = st.builds(lambda role, text, result: {"role": role, "content": (
+    [{"type": "tool_result", "tool_use_id": "t", "content": text}] if result and role == "user" else text)},
+    _ROLES, st.text(min_size=1, max_size=5), st.booleans())
+
+
+@quick_and_deep(300, messages=st.lists(_MESSAGE, max_size=8))
+def test_folding_leaves_no_system_message_and_loses_no_text(messages: list[Any]) -> None:
+    folded = system_messages_folded(messages)
+    assert all(m["role"] in ("user", "assistant") for m in folded)
+    assert sorted(_text_of(folded)) == sorted(_text_of(messages))
+    for message in folded:  # tool results first in every user turn
+        content = message["content"]
+        if isinstance(content, list):
+            kinds = [b["type"] for b in content]
+            assert kinds == sorted(kinds, key=lambda k: k != "tool_result")
+
+
+THINKING = {"type": "thinking", "thinking": "hm", "signature": "sig-from-elsewhere"}
+REDACTED = {"type": "redacted_thinking", "data": "opaque"}
+
+
+def test_earlier_thinking_is_stripped_and_a_thinking_only_turn_keeps_a_placeholder() -> None:
+    body = {"model": "m", "thinking": {"type": "adaptive"}, "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": [THINKING, {"type": "text", "text": "Hello"}]},
+        {"role": "user", "content": "more"},
+        {"role": "assistant", "content": [REDACTED]},
+        {"role": "user", "content": "again"},
+    ]}
+    stripped = without_earlier_thinking(body)
+    assert stripped["messages"][1]["content"] == [{"type": "text", "text": "Hello"}]
+    assert stripped["messages"][3]["content"] == [{"type": "text", "text": THINKING_PLACEHOLDER}]
+    assert stripped["thinking"] == {"type": "adaptive"}  # a new user turn: thinking stays on
+
+
+def test_a_tool_loop_whose_last_turn_lost_its_thinking_goes_without_thinking() -> None:
+    body = {"model": "m", "thinking": {"type": "enabled", "budget_tokens": 2000},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": [THINKING, {"type": "tool_use", "id": "t", "name": "x", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]},
+            ]}
+    stripped = without_earlier_thinking(body)
+    assert "thinking" not in stripped and "context_management" not in stripped
+    assert stripped["messages"][1]["content"] == [{"type": "tool_use", "id": "t", "name": "x", "input": {}}]
+
+
+def test_strip_thinking_applies_through_the_body_fixes() -> None:
+    body = {"model": "m", "messages": [{"role": "assistant", "content": [THINKING, {"type": "text", "text": "x"}]}]}
+    assert anthropic_body_with(body, {Fix(STRIP_THINKING)})["messages"][0]["content"] == [{"type": "text",
+                                                                                          "text": "x"}]
+    folded = anthropic_body_with({"messages": [{"role": "system", "content": "s"}]}, {Fix(FOLD_SYSTEM)})
+    assert folded["messages"] == [{"role": "user", "content": [{"type": "text", "text": "s"}]}]
+
+
+# -- the store -------------------------------------------------------------------------------------------------------
+
+def provider(name: str = "p", **extra: Any) -> ProviderConfig:
+    return ProviderConfig(**{"name": name, "type": "openai", "base_url": "http://127.0.0.1:9/v1",
+                             "auth_value": "k", **extra})
+
+
+def test_what_a_provider_refused_is_kept_per_model_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    store = Capabilities()
+    p = provider()
+    caplog.set_level(logging.INFO, logger="balancer")
+    assert store.learn(p, "small", {Fix(DROP, "reasoning_effort")}) == {Fix(DROP, "reasoning_effort")}
+    assert store.learn(p, "small", {Fix(DROP, "reasoning_effort")}) == frozenset()
+    assert store.fixes(p, "small") == {Fix(DROP, "reasoning_effort")}
+    assert store.fixes(p, "big") == frozenset()
+    assert store.shown(p) == {"small": ["without reasoning_effort"]}
+    assert len([r for r in caplog.records if "reasoning_effort" in r.getMessage()]) == 1
+
+
+def test_a_thinking_signature_fix_is_never_learned() -> None:
+    store = Capabilities()
+    assert store.learn(provider(), "m", {Fix(STRIP_THINKING)}) == frozenset()
+    assert store.shown(provider()) == {}
+
+
+def test_a_rename_learned_the_other_way_replaces_the_first() -> None:
+    store = Capabilities()
+    store.learn(provider(), "m", {Fix(RENAME, "max_tokens", "max_completion_tokens")})
+    store.learn(provider(), "m", {Fix(RENAME, "max_completion_tokens", "max_tokens")})
+    assert store.fixes(provider(), "m") == {Fix(RENAME, "max_completion_tokens", "max_tokens")}
+
+
+def test_a_reload_keeps_what_an_unchanged_provider_refused_and_forgets_a_changed_one() -> None:
+    store = Capabilities()
+    for name in ("same", "moved", "rekeyed", "gone"):
+        store.learn(provider(name), "m", {Fix(DROP, "user")})
+    store.retain([provider("same", big_model="other-model"), provider("moved", base_url="http://127.0.0.1:8/v1"),
+                  provider("rekeyed", auth_value="k2")])
+    assert store.fixes(provider("same"), "m") == {Fix(DROP, "user")}
+    for name in ("moved", "rekeyed", "gone"):
+        assert store.fixes(provider(name), "m") == frozenset()
+
+
+def test_balancer_status_shows_what_a_provider_refused(tmp_path: Any) -> None:
+    file = tmp_path / "providers.yaml"
+    file.write_text(providers_yaml([openai_provider("lite", "http://127.0.0.1:9"),
+                                    anthropic_provider("relay", "http://127.0.0.1:9")]))
+    providers = Providers()
+    commands = BalancerCommands(providers)
+    with taddons.context(providers, commands) as tctx:
+        tctx.configure(providers, providers=str(file))
+        lite = providers.config.providers[0]
+        providers.capabilities.learn(lite, "gpt-big", {Fix(DROP, "reasoning_effort"), Fix(DROP, "user")})
+        text = tctx.master.commands.execute("balancer.status")
+    _, lite_line, relay_line = text.splitlines()
+    assert lite_line.endswith("| learned: gpt-big without reasoning_effort, without user")
+    assert "learned" not in relay_line
