@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,9 +37,12 @@ def install(process: BalancerProcess, providers: list[dict[str, Any]], **setting
     """Writes the providers file and reloads it, with the key the running configuration takes for its admin
     endpoints (the admin key, or the client key where there is no admin key)."""
     process.write_providers(providers, **settings)
-    for key in (ADMIN_KEY, CLIENT_KEY):
+    # The file watcher may apply the new file between two tries (then the key it takes changes under us): the keys
+    # are tried in turn until one is taken.
+    deadline = time.monotonic() + 30
+    for key in itertools.cycle((ADMIN_KEY, CLIENT_KEY)):
         response = httpx.post(process.url + "/providers/reload", headers={"x-api-key": key}, timeout=10)
-        if response.status_code != 401:
+        if response.status_code != 401 or time.monotonic() > deadline:
             break
     assert response.status_code == 200, response.text
 
