@@ -109,6 +109,12 @@ class Settings(_Lenient):
     failure_cooldown: float = Field(default=60.0, ge=0)
     request_timeout: float = Field(default=60.0, gt=0)
     stream_idle_timeout: float = Field(default=300.0, gt=0)
+    # A stream's first content (its commit point) may come this long after the request was sent: a reasoning
+    # model can think silently well past its headers. Never shorter than request_timeout.
+    first_content_timeout: float = Field(default=120.0, gt=0)
+    # A committed stream silent this many seconds gets an Anthropic `ping` event, so that clients' stall watchdogs
+    # keep waiting (0: never). Pings are not provider activity: stream_idle_timeout still ends a dead stream.
+    stream_keepalive: float = Field(default=10.0, ge=0)
     # Repeated failures: each consecutive one multiplies the cooldown by `cooldown_growth`, up to `max_cooldown`.
     cooldown_growth: float = Field(default=2.0, ge=1)
     max_cooldown: float = Field(default=600.0, ge=0)
@@ -156,6 +162,11 @@ class Settings(_Lenient):
     # Seed keys with no effect here, accepted so that seed files load unchanged.
     app_name: str | None = None
     app_version: str | None = None
+
+    @property
+    def first_content_wait(self) -> float:
+        """Seconds from sending a request to its stream's first content (or its whole answer's deadline)."""
+        return max(self.request_timeout, self.first_content_timeout)
 
     @property
     def affinity_in_force(self) -> str:

@@ -126,12 +126,13 @@ class Dispatcher:
             if counts_before_asking(settings, plan):
                 return await self._count_locally(record, parsed)
             # A count is quick or not worth waiting for; it never cools a provider down (penalize is off).
-            settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout})
+            settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout,
+                                                   "first_content_timeout": settings.count_tokens_timeout})
 
         exchange = Exchange(
             kind=kind, method=flow.request.method, path=flow.request.path, client_headers=client_headers,
             body=body, parsed=parsed, requested_model=requested, stream=stream,
-            idle_timeout=settings.stream_idle_timeout,
+            idle_timeout=settings.stream_idle_timeout, keepalive=settings.stream_keepalive,
             on_committed_failure=self._committed_failure_handler(flow, record, penalize),
             redact=self.providers.redact,
         )

@@ -36,6 +36,8 @@ class Exchange:
     on_committed_failure: Callable[[ProviderConfig, str, str], None]
     # Removes credentials from text a provider wrote (error bodies relayed to the client).
     redact: Callable[[str], str] = str
+    # Seconds of silence in a committed stream before the client gets a `ping` event (0: never).
+    keepalive: float = 0.0
 
     def redact_body(self, body: bytes) -> bytes:
         return self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
@@ -51,6 +53,8 @@ class Answer:
     is_sse: bool
     # Shown the stream's events by the adapter's event pipeline; None: the hand-off reads the body's bytes.
     watch: UsageWatch | None = None
+    # A guarded stream (whole events only) gets a `ping` after this many silent seconds (0: never).
+    keepalive: float = 0.0
 
 
 class ProviderCall(Protocol):

@@ -265,7 +265,10 @@ async def _attempt(
     ).as_dict()
     client = pool.get(provider.proxy)
     started = time.perf_counter()
-    deadline = time.monotonic() + settings.request_timeout
+    sent = time.monotonic()
+    deadline = sent + settings.request_timeout
+    # A stream's first content may come long after its headers (a model thinking silently).
+    content_deadline = sent + settings.first_content_wait
     retry_after: float | None = None
     if wire is not None:
         wire.sending(request)
@@ -287,7 +290,7 @@ async def _attempt(
         status = response.status_code
         if not _is_failover_status(provider, status):
             try:
-                answer = await open_answer(provider, response, deadline)
+                answer = await open_answer(provider, response, content_deadline)
             except StreamFailure as failure:
                 await response.aclose()
                 reason, kind = failure.reason, failure.kind

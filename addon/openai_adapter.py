@@ -132,7 +132,7 @@ class OpenAICall:
             exchange.idle_timeout, exchange.redact,
         )
         return Answer(200, _headers(response, "text/event-stream; charset=utf-8", exchange.redact), events, True,
-                      watch)
+                      watch, keepalive=exchange.keepalive)
 
 
 class OpenAIAdapter:

@@ -65,7 +65,7 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
         record.handoff = await relay.hand_off(
             answer.status, [*answer.headers, (PROVIDER_HEADER, result.provider.name)],
             body, result.response.aclose,
-            is_sse=answer.is_sse, streamed=record.stream, token=deferred,
+            is_sse=answer.is_sse, streamed=record.stream, token=deferred, keepalive=answer.keepalive,
         )
     except BaseException:
         await result.response.aclose()
