@@ -26,6 +26,7 @@ from .openai_adapter import OpenAIAdapter
 from .providers import Providers
 from .responses import error_response
 from .routing import Router
+from .server_tools import anthropic_first, carries_server_tools
 from .upstream import ClientPool
 from .validation import request_problem
 
@@ -121,6 +122,8 @@ class Dispatcher:
             types=MESSAGE_TYPES if kind == MESSAGES else ("anthropic",),
             preferred=self.affinity.provider_for(affinity_key),
         )
+        if kind == MESSAGES and carries_server_tools(parsed):
+            plan = anthropic_first(plan)  # where the server tools run; an OpenAI-type provider only without them
         penalize = kind == MESSAGES
         if kind == COUNT_TOKENS:
             if counts_before_asking(settings, plan):

@@ -55,6 +55,8 @@ class Answer:
     watch: UsageWatch | None = None
     # A guarded stream (whole events only) gets a `ping` after this many silent seconds (0: never).
     keepalive: float = 0.0
+    # The client's tools the provider was asked without (server tools at an OpenAI-type provider).
+    dropped_tools: tuple[str, ...] = ()
 
 
 class ProviderCall(Protocol):
