@@ -22,10 +22,13 @@ _EARLY = 0.001
 
 class Pings:
     """Calls `send(ping)` each time `interval` seconds pass without `heard()`. The first `heard()` starts it (a
-    stream's opening goes first); `stop()` ends it."""
+    stream's opening goes first); `stop()` ends it, and so does `answered()` once it is true (after the answer's
+    `message_delta` only `message_stop` may follow)."""
 
-    def __init__(self, send: Callable[[bytes], None], interval: float, ping: bytes = PING) -> None:
+    def __init__(self, send: Callable[[bytes], None], interval: float, ping: bytes = PING,
+                 answered: Callable[[], bool] = lambda: False) -> None:
         self._send = send
+        self._answered = answered
         self._interval = interval
         self._ping = ping
         self._loop = asyncio.get_running_loop()
@@ -41,6 +44,10 @@ class Pings:
             self._timer = self._loop.call_at(self._last + self._interval, self._due)
 
     def _due(self) -> None:
+        self._timer = None
+        if self._answered():
+            self.stop()
+            return
         now = self._loop.time()
         quiet_until = self._last + self._interval
         if now + _EARLY >= quiet_until:

@@ -91,6 +91,7 @@ class Parked:
     # opening on before it relays more.
     pass_on: PassOn | None = None
     keepalive: float = 0.0  # seconds of silence before a `ping` goes between two of the body's whole events
+    answered: Callable[[], bool] = lambda: False  # the stream has its message_delta: no ping any more
     created: float = field(default_factory=time.monotonic)
     closed: bool = False
 
@@ -167,14 +168,16 @@ class RelayServer:
         streamed: bool,
         token: str | None = None,
         keepalive: float = 0.0,
+        answered: Callable[[], bool] = lambda: False,
     ) -> HandOff:
         """Park a provider's answer for one flow. `streamed`: the client gets it as a stream; the hand-off's
         `stream` is then the callable for the flow's `response.stream`. `token`: the one a deferred flow was sent
         to the relay with (its request is on its way here already). `keepalive`: seconds of silence after which a
-        stream of whole events gets a `ping` (0: never)."""
+        stream of whole events gets a `ping` (0: never), until `answered()`."""
         pass_on = PassOn() if streamed and is_sse else None
         port = self.port or await self.start()
-        parked = Parked(status, headers, body, close, is_sse=is_sse, pass_on=pass_on, keepalive=keepalive)
+        parked = Parked(status, headers, body, close, is_sse=is_sse, pass_on=pass_on, keepalive=keepalive,
+                        answered=answered)
         token = self.park(parked, token=token)
         return HandOff(port, token, pass_on)
 
@@ -281,7 +284,7 @@ class RelayServer:
         head += [f"{name}: {value}\r\n" for name, value in parked.headers]
         head.append("transfer-encoding: chunked\r\n\r\n")
         out = _Batch(writer, "".join(head).encode("latin-1", errors="replace"))
-        pings = Pings(out.add, parked.keepalive) if parked.keepalive > 0 else None
+        pings = Pings(out.add, parked.keepalive, answered=parked.answered) if parked.keepalive > 0 else None
         try:
             try:
                 first = parked.is_sse

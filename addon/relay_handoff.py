@@ -61,6 +61,7 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
     record.model = served.choice.model if served.choice else None
     answer = result.answer
     record.watch, body = watched_answer(answer)
+    watch = record.watch
     record.dropped_tools = answer.dropped_tools
     headers = [*answer.headers, (PROVIDER_HEADER, result.provider.name)]
     if answer.dropped_tools:
@@ -71,6 +72,7 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
             answer.status, headers,
             body, result.response.aclose,
             is_sse=answer.is_sse, streamed=record.stream, token=deferred, keepalive=answer.keepalive,
+            answered=lambda: watch.stop_reason is not None,
         )
     except BaseException:
         await result.response.aclose()

@@ -206,3 +206,15 @@ def test_a_dead_stream_is_still_ended_by_stream_idle_timeout_despite_pings(balan
     assert "ping" in names[names.index("content_block_delta"):]
     assert names[-1] == "error"
     assert "idle" in events[-1][1]["error"]["message"]  # the balancer ended it: the provider never spoke again
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_no_ping_follows_the_answers_end_while_the_provider_keeps_the_connection_open(balancer, unique, kind):
+    # The whole answer, then the provider holds the stream open a while before it ends it.
+    events = ANTHROPIC_STREAM if kind == "anthropic" else OPENAI_STREAM
+    with FakeProvider(Paced(events, [], silence=10 * 0.1)) as lingering:
+        balancer.use([provider_entry(kind, f"linger-{unique}", lingering.url)], stream_keepalive=0.1)
+        events_out = parse_sse(read_stream(balancer.url))
+    assert_stream_grammar(events_out)
+    names = [name for name, _ in events_out]
+    assert names[-2:] == ["message_delta", "message_stop"]
