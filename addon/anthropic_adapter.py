@@ -97,7 +97,7 @@ class AnthropicCall:
                 exchange.redact,
             )
             return Answer(response.status_code, answer_headers(response, exchange.redact), guarded_chunks, is_sse,
-                          watch)
+                          watch, keepalive=exchange.keepalive)
         if echoed:
             if is_sse:
                 chunks = echo_model_in_stream(chunks, echoed)

@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .base_url import normalise_base_urls
+from .config_checks import Unset, sort_unset, unknown_keys
+
 # A value of "passthrough" in these places means "do not replace": the seed format's spelling.
 PASSTHROUGH = "passthrough"
 
@@ -109,6 +112,12 @@ class Settings(_Lenient):
     failure_cooldown: float = Field(default=60.0, ge=0)
     request_timeout: float = Field(default=60.0, gt=0)
     stream_idle_timeout: float = Field(default=300.0, gt=0)
+    # A stream's first content (its commit point) may come this long after the request was sent: a reasoning
+    # model can think silently well past its headers. Never shorter than request_timeout.
+    first_content_timeout: float = Field(default=120.0, gt=0)
+    # A committed stream silent this many seconds gets an Anthropic `ping` event, so that clients' stall watchdogs
+    # keep waiting (0: never). Pings are not provider activity: stream_idle_timeout still ends a dead stream.
+    stream_keepalive: float = Field(default=10.0, ge=0)
     # Repeated failures: each consecutive one multiplies the cooldown by `cooldown_growth`, up to `max_cooldown`.
     cooldown_growth: float = Field(default=2.0, ge=1)
     max_cooldown: float = Field(default=600.0, ge=0)
@@ -156,6 +165,11 @@ class Settings(_Lenient):
     # Seed keys with no effect here, accepted so that seed files load unchanged.
     app_name: str | None = None
     app_version: str | None = None
+
+    @property
+    def first_content_wait(self) -> float:
+        """Seconds from sending a request to its stream's first content (or its whole answer's deadline)."""
+        return max(self.request_timeout, self.first_content_timeout)
 
     @property
     def affinity_in_force(self) -> str:
@@ -252,12 +266,14 @@ def builtin_default() -> BalancerConfig:
     )
 
 
-def substitute_env(data: Any, environ: dict[str, str] | os._Environ = os.environ, where: str = "") -> Any:
-    """Replace `${VAR}` (and `${VAR:-default}`) in every string value; an unset variable is an error."""
+def substitute_env(data: Any, environ: dict[str, str] | os._Environ = os.environ, where: str = "",
+                   unset: list[Unset] | None = None) -> Any:
+    """Replace `${VAR}` (and `${VAR:-default}`) in every string value; an unset variable is an error, or, with
+    `unset`, is added to it (where, name) and its reference left as written."""
     if isinstance(data, dict):
-        return {k: substitute_env(v, environ, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
+        return {k: substitute_env(v, environ, f"{where}.{k}" if where else str(k), unset) for k, v in data.items()}
     if isinstance(data, list):
-        return [substitute_env(v, environ, f"{where}[{i}]") for i, v in enumerate(data)]
+        return [substitute_env(v, environ, f"{where}[{i}]", unset) for i, v in enumerate(data)]
     if not isinstance(data, str):
         return data
 
@@ -267,6 +283,9 @@ def substitute_env(data: Any, environ: dict[str, str] | os._Environ = os.environ
         if default is not None and not value:  # like the shell: `:-` also covers a set but empty variable
             return default
         if value is None:
+            if unset is not None:
+                unset.append((where, name))
+                return match.group(0)
             raise ConfigError(f"{where}: environment variable {name} is not set (referenced as ${{{name}}})")
         return value
 
@@ -302,14 +321,6 @@ def format_validation_error(error: ValidationError, data: Any) -> str:
     return "\n".join(lines)
 
 
-def _unknown_keys(config: BalancerConfig, data: dict[str, Any]) -> list[str]:
-    warnings = [f"unknown top-level key {k!r} ignored" for k in (config.model_extra or {})]
-    warnings += [f"settings: unknown key {k!r} ignored" for k in (config.settings.model_extra or {})]
-    for i, provider in enumerate(config.providers):
-        warnings += [f"providers[{i}] ({provider.name}): unknown key {k!r} ignored" for k in provider.model_extra or {}]
-    return warnings
-
-
 def parse_config(text: str, source: str, environ: dict[str, str] | os._Environ = os.environ) -> LoadedConfig:
     """Validate the text of a providers file. Raises ConfigError with a message meant for a person."""
     try:
@@ -325,17 +336,22 @@ def parse_config(text: str, source: str, environ: dict[str, str] | os._Environ =
         raise ConfigError(f"{source}: the file is empty; it needs a 'providers' list")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with a 'providers' list, got {type(data).__name__}")
+    unset: list[Unset] = []
     try:
-        data = substitute_env(data, environ)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        data = substitute_env(data, environ, unset=unset)
     except RecursionError:
         raise ConfigError(f"{source}: the YAML refers to itself (a recursive alias) or is nested too deeply") from None
+    unset_error, warnings = sort_unset(unset, data)
+    unknown = unknown_keys(data, BalancerConfig.model_fields, Settings.model_fields, ProviderConfig.model_fields)
+    if unset_error is not None:
+        raise ConfigError(f"{source}: {unset_error}" + "".join(f"\n{line}" for line in unknown)) from None
     try:
         config = BalancerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration:\n{format_validation_error(exc, data)}") from None
-    return LoadedConfig(config=config, source=source, warnings=_unknown_keys(config, data))
+        problems = format_validation_error(exc, data) + "".join(f"\n{line}" for line in unknown)
+        raise ConfigError(f"{source}: invalid configuration:\n{problems}") from None
+    warnings = unknown + warnings + normalise_base_urls(config.providers)
+    return LoadedConfig(config=config, source=source, warnings=warnings)
 
 
 def load_config(

@@ -26,6 +26,7 @@ from .openai_adapter import OpenAIAdapter
 from .providers import Providers
 from .responses import error_response
 from .routing import Router
+from .server_tools import anthropic_first, carries_server_tools
 from .upstream import ClientPool
 from .validation import request_problem
 
@@ -121,17 +122,20 @@ class Dispatcher:
             types=MESSAGE_TYPES if kind == MESSAGES else ("anthropic",),
             preferred=self.affinity.provider_for(affinity_key),
         )
+        if kind == MESSAGES and carries_server_tools(parsed):
+            plan = anthropic_first(plan)  # where the server tools run; an OpenAI-type provider only without them
         penalize = kind == MESSAGES
         if kind == COUNT_TOKENS:
             if counts_before_asking(settings, plan):
                 return await self._count_locally(record, parsed)
             # A count is quick or not worth waiting for; it never cools a provider down (penalize is off).
-            settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout})
+            settings = settings.model_copy(update={"request_timeout": settings.count_tokens_timeout,
+                                                   "first_content_timeout": settings.count_tokens_timeout})
 
         exchange = Exchange(
             kind=kind, method=flow.request.method, path=flow.request.path, client_headers=client_headers,
             body=body, parsed=parsed, requested_model=requested, stream=stream,
-            idle_timeout=settings.stream_idle_timeout,
+            idle_timeout=settings.stream_idle_timeout, keepalive=settings.stream_keepalive,
             on_committed_failure=self._committed_failure_handler(flow, record, penalize),
             redact=self.providers.redact, capabilities=self.providers.capabilities,
         )

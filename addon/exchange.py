@@ -41,6 +41,8 @@ class Exchange:
     capabilities: Capabilities = field(default_factory=Capabilities)
     # Fixes for this request only, per provider name (a conversation's thinking signatures).
     own_fixes: dict[str, frozenset[Fix]] = field(default_factory=dict)
+    # Seconds of silence in a committed stream before the client gets a `ping` event (0: never).
+    keepalive: float = 0.0
 
     def redact_body(self, body: bytes) -> bytes:
         return self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
@@ -71,6 +73,10 @@ class Answer:
     is_sse: bool
     # Shown the stream's events by the adapter's event pipeline; None: the hand-off reads the body's bytes.
     watch: UsageWatch | None = None
+    # A guarded stream (whole events only) gets a `ping` after this many silent seconds (0: never).
+    keepalive: float = 0.0
+    # The client's tools the provider was asked without (server tools at an OpenAI-type provider).
+    dropped_tools: tuple[str, ...] = ()
 
 
 class RetryWithout(Exception):

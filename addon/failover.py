@@ -262,8 +262,12 @@ async def _attempt(
     given, records what was sent and what came back as it is read. A provider that refuses part of the request
     the request can do without (`RetryWithout`) is sent it once more, rebuilt, within the same deadline: both tries
     are recorded, the first as not failed."""
-    deadline = time.monotonic() + settings.request_timeout
-    outcome = await _send(provider, build_request(provider), pool, settings, open_answer, wire, deadline)
+    sent = time.monotonic()
+    deadline = sent + settings.request_timeout
+    # A stream's first content may come long after its headers (a model thinking silently).
+    content_deadline = sent + settings.first_content_wait
+    outcome = await _send(provider, build_request(provider), pool, settings, open_answer, wire, deadline,
+                          content_deadline)
     if not isinstance(outcome, _Refused):
         return outcome
     status = outcome.retry.status
@@ -274,7 +278,7 @@ async def _attempt(
                           wire=wire)
     again_wire = ProviderWire(wire.provider, wire.limit) if wire is not None else None
     again = await _send(provider, build_request(provider), pool, settings, open_answer, again_wire, deadline,
-                        retried=True)
+                        content_deadline, retried=True)
     assert not isinstance(again, _Refused)
     if isinstance(again, Success):
         again.attempts[:0] = [first]
@@ -301,9 +305,10 @@ async def _send(
     open_answer: AnswerOpener,
     wire: ProviderWire | None,
     deadline: float,
+    content_deadline: float,
     retried: bool = False,
 ) -> Success | AttemptRecord | _Refused:
-    """One request to the provider, answered by `deadline`."""
+    """One request to the provider: its headers by `deadline`, a stream's first content by `content_deadline`."""
     # httpx's own limits as well as the header deadline below: a cancellation that lands while anyio is still
     # connecting can be lost, and then these are what bound the attempt.
     request.extensions["timeout"] = httpx.Timeout(
@@ -332,7 +337,7 @@ async def _send(
         status = response.status_code
         if not _is_failover_status(provider, status):
             try:
-                answer = await open_answer(provider, response, deadline)
+                answer = await open_answer(provider, response, content_deadline)
             except StreamFailure as failure:
                 await response.aclose()
                 reason, kind = failure.reason, failure.kind

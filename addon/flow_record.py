@@ -62,6 +62,7 @@ class RequestSummary:
     total_ms: float
     usage: Mapping[str, int] | None  # token counts as the answer reported them
     stop_reason: str | None
+    dropped_tools: tuple[str, ...] = ()  # the client's tools the serving provider was asked without
 
     @property
     def status(self) -> int | str | None:
@@ -89,7 +90,7 @@ class RequestSummary:
             "total_ms": self.total_ms,
             "usage": dict(self.usage) if self.usage else None,
             "stop_reason": self.stop_reason,
-        }
+        } | ({"dropped_tools": list(self.dropped_tools)} if self.dropped_tools else {})
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class FlowRecord:
     watch: UsageWatch | None = None
     answered_at: float | None = None  # when the balancer answered by itself
     failed_mid_stream: bool = False  # the serving provider failed after its stream was committed
+    dropped_tools: tuple[str, ...] = ()  # the client's tools the serving provider was asked without
 
     def fail_after_commit(self, provider: str, reason: str, kind: str) -> None:
         """The serving provider's attempt failed after all, once its stream had reached the client."""
@@ -162,5 +164,6 @@ class FlowRecord:
             total_ms=round((now - self.started) * 1000, 1),
             usage=dict(watch.usage) if watch and watch.usage else None,
             stop_reason=watch.stop_reason if watch else None,
+            dropped_tools=self.dropped_tools,
         )
 

@@ -21,6 +21,7 @@ from .openai_request import OpenAIOptions, ToolNames, to_openai_request
 from .openai_response import OpenAIResponseError, to_anthropic_message
 from .openai_stream import StreamTranslator
 from .request_fixes import openai_body_with
+from .server_tools import dropped_tools
 from .stream_events import Observers
 from .stream_guard import StreamFailure, guarded, hold_until_content
 from .upstream import json_bytes, to_wire
@@ -56,6 +57,7 @@ class Translation:
 
     choice: ModelChoice
     names: ToolNames
+    dropped: tuple[str, ...] = ()  # the client's tools the provider is not offered (server tools)
 
 
 def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, Translation]:
@@ -78,7 +80,7 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
     request = httpx.Request(
         "POST", provider.base_url + "/chat/completions", headers=to_wire(headers.items()), content=content
     )
-    return request, Translation(choice, names)
+    return request, Translation(choice, names, dropped_tools(exchange.parsed.get("tools"), body, names))
 
 
 def _headers(response: httpx.Response, content_type: str, redact: Callable[[str], str]) -> list[tuple[str, str]]:
@@ -107,6 +109,11 @@ class OpenAICall:
 
     async def open_answer(self, response: httpx.Response, deadline: float) -> Answer:
         """Raises StreamFailure when the answer fails before any content reached the client (fail over)."""
+        answer = await self._open(response, deadline)
+        answer.dropped_tools = self.translation.dropped
+        return answer
+
+    async def _open(self, response: httpx.Response, deadline: float) -> Answer:
         exchange, names = self.exchange, self.translation.names
         requested = exchange.requested_model or self.choice.model
         if response.status_code >= 300:
@@ -145,7 +152,7 @@ class OpenAICall:
             exchange.idle_timeout, exchange.redact,
         )
         return Answer(200, _headers(response, "text/event-stream; charset=utf-8", exchange.redact), events, True,
-                      watch)
+                      watch, keepalive=exchange.keepalive)
 
 
 class OpenAIAdapter:

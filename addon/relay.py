@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from .errors import sse_error_event
+from .keepalive import Pings
 from .listen_backlog import listen_backlog
 from .open_files import EXHAUSTION_ERRNOS, DescriptorReserve
 
@@ -89,6 +90,8 @@ class Parked:
     # The flow's stream callable, when the answer is relayed as a stream: the relay waits until it has passed the
     # opening on before it relays more.
     pass_on: PassOn | None = None
+    keepalive: float = 0.0  # seconds of silence before a `ping` goes between two of the body's whole events
+    answered: Callable[[], bool] = lambda: False  # the stream has its message_delta: no ping any more
     created: float = field(default_factory=time.monotonic)
     closed: bool = False
 
@@ -164,13 +167,18 @@ class RelayServer:
         is_sse: bool,
         streamed: bool,
         token: str | None = None,
+        keepalive: float = 0.0,
+        answered: Callable[[], bool] = lambda: False,
     ) -> HandOff:
         """Park a provider's answer for one flow. `streamed`: the client gets it as a stream; the hand-off's
         `stream` is then the callable for the flow's `response.stream`. `token`: the one a deferred flow was sent
-        to the relay with (its request is on its way here already)."""
+        to the relay with (its request is on its way here already). `keepalive`: seconds of silence after which a
+        stream of whole events gets a `ping` (0: never), until `answered()`."""
         pass_on = PassOn() if streamed and is_sse else None
         port = self.port or await self.start()
-        token = self.park(Parked(status, headers, body, close, is_sse=is_sse, pass_on=pass_on), token=token)
+        parked = Parked(status, headers, body, close, is_sse=is_sse, pass_on=pass_on, keepalive=keepalive,
+                        answered=answered)
+        token = self.park(parked, token=token)
         return HandOff(port, token, pass_on)
 
     def park(self, parked: Parked, token: str | None = None) -> str:
@@ -276,12 +284,15 @@ class RelayServer:
         head += [f"{name}: {value}\r\n" for name, value in parked.headers]
         head.append("transfer-encoding: chunked\r\n\r\n")
         out = _Batch(writer, "".join(head).encode("latin-1", errors="replace"))
+        pings = Pings(out.add, parked.keepalive, answered=parked.answered) if parked.keepalive > 0 else None
         try:
             try:
                 first = parked.is_sse
                 async for chunk in parked.body:
                     if chunk:
                         out.add(chunk)
+                        if pings is not None:
+                            pings.heard()
                         if first:
                             # A stream's opening goes out at once, and is on its way to the client before the relay
                             # works through whatever else the provider has sent meanwhile.
@@ -299,6 +310,8 @@ class RelayServer:
                 out.add(sse_error_event("api_error", "the provider's stream broke off before the end"))
             out.flush(end=True)
         finally:
+            if pings is not None:
+                pings.stop()
             out.cancel()
         await writer.drain()
         return True

@@ -20,6 +20,7 @@ from .flow_record import ClientRequest, FlowRecord
 from .log_text import loggable
 from .relay import DEFERRED, RELAYED, RelayServer
 from .responses import PROVIDER_HEADER
+from .server_tools import DROPPED_TOOLS_HEADER
 from .usage_watch import UsageWatch, watched
 
 log = logging.getLogger("balancer")
@@ -60,12 +61,18 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
     record.model = served.choice.model if served.choice else None
     answer = result.answer
     record.watch, body = watched_answer(answer)
+    watch = record.watch
+    record.dropped_tools = answer.dropped_tools
+    headers = [*answer.headers, (PROVIDER_HEADER, result.provider.name)]
+    if answer.dropped_tools:
+        headers.append((DROPPED_TOOLS_HEADER, ", ".join(answer.dropped_tools)))
     deferred = flow.metadata.get(DEFERRED)
     try:
         record.handoff = await relay.hand_off(
-            answer.status, [*answer.headers, (PROVIDER_HEADER, result.provider.name)],
+            answer.status, headers,
             body, result.response.aclose,
-            is_sse=answer.is_sse, streamed=record.stream, token=deferred,
+            is_sse=answer.is_sse, streamed=record.stream, token=deferred, keepalive=answer.keepalive,
+            answered=lambda: watch.stop_reason is not None,
         )
     except BaseException:
         await result.response.aclose()

@@ -44,6 +44,8 @@ def summary_line(request: dict[str, Any]) -> str:
         parts.append(f"tokens in {usage.get('input_tokens', '?')} out {usage.get('output_tokens', '?')}")
     if request.get("stop_reason"):
         parts.append(_field(request["stop_reason"]))
+    if request.get("dropped_tools"):
+        parts.append("dropped tools: " + _field(", ".join(request["dropped_tools"])))
     return loggable(" | ".join(parts), limit=None)
 
 

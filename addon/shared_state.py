@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("balancer")
 
 SYNC_INTERVAL = 1.0  # seconds between shares of latency averages and the round-robin turn
-CLAIM_SLACK = 5.0  # a probe claim lasts request_timeout plus this (a probe's outcome is known within request_timeout)
+CLAIM_SLACK = 5.0  # a probe claim lasts first_content_wait plus this (a probe's outcome is known by then)
 TURN_TTL_MS = 24 * 3600 * 1000
 PIN_BATCH = 500  # pins read or written per call when re-synchronising
 MAX_PENDING_PINS = 10_000
@@ -291,7 +291,7 @@ class SharedState:
 
     # -- talking to the server ------------------------------------------------------------------------------
     def _claim_ttl_ms(self) -> int:
-        return int((self.providers.settings.request_timeout + CLAIM_SLACK) * 1000)
+        return int((self.providers.settings.first_content_wait + CLAIM_SLACK) * 1000)
 
     async def _claim(self, name: str) -> None:
         link, fp = self._link, self._fps.get(name)

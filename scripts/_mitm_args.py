@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from addon.config import ConfigError, load_config
+from addon.config import DEFAULT_PATH, ConfigError, load_config
 
 
 def _given(args: list[str], flags: tuple[str, ...], option: str) -> bool:
@@ -29,8 +29,9 @@ def _given(args: list[str], flags: tuple[str, ...], option: str) -> bool:
     return False
 
 
-def _providers_path(args: list[str]) -> str:
-    path = "providers.yaml"
+def _providers_path(args: list[str]) -> str | None:
+    """The providers file the arguments name (the last `providers=` wins), None when they name none."""
+    path = None
     for i, arg in enumerate(args):
         value = args[i + 1] if arg == "--set" and i + 1 < len(args) else arg.removeprefix("--set=")
         if value.startswith("providers="):
@@ -58,7 +59,9 @@ def web_args(args: list[str]) -> list[str]:
 
 
 def mitm_args(args: list[str], tool: str = "mitmdump") -> list[str]:
-    settings = load_config(_providers_path(args)).config.settings
+    named = _providers_path(args)
+    # A file that was named must exist: only without one does the built-in default serve.
+    settings = load_config(named or DEFAULT_PATH, required=named is not None).config.settings
     extra: list[str] = []
     if not _given(args, ("--mode", "-m"), "mode"):
         extra += ["--mode", "reverse:https://api.anthropic.com"]
@@ -76,5 +79,6 @@ if __name__ == "__main__":
     try:
         print("\n".join(mitm_args(sys.argv[1:], os.environ.get("BALANCER_TOOL", "mitmdump"))))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line, whatever the number of problems (the addon logs the same error with one per line).
+        print("error: " + str(exc).replace(":\n", ": ").replace("\n", "; "), file=sys.stderr)
         sys.exit(2)

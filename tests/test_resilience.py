@@ -86,7 +86,7 @@ OPENING = stream_events()[:FIRST_DELTA]  # message_start, content_block_start, p
 def test_failure_before_the_first_content_fails_over(balancer, client, unique, name, behavior, kind):
     with FakeProvider(behavior()) as bad, FakeProvider() as good:
         balancer.use([anthropic_provider(f"a-{unique}", bad.url), anthropic_provider(f"b-{unique}", good.url)],
-                     request_timeout=1)
+                     request_timeout=1, first_content_timeout=1)
         with client.messages.stream(model="claude-sonnet-4", max_tokens=8, messages=MESSAGES) as stream:
             final = stream.get_final_message()
             assert stream.response.headers["x-balancer-provider"] == f"b-{unique}"
