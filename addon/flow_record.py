@@ -62,6 +62,7 @@ class RequestSummary:
     total_ms: float
     usage: Mapping[str, int] | None  # token counts as the answer reported them
     stop_reason: str | None
+    client: str | None = None  # the name of the client key presented (never the key)
 
     @property
     def status(self) -> int | str | None:
@@ -89,6 +90,7 @@ class RequestSummary:
             "total_ms": self.total_ms,
             "usage": dict(self.usage) if self.usage else None,
             "stop_reason": self.stop_reason,
+            "client": self.client,
         }
 
 
@@ -112,6 +114,7 @@ class FlowRecord:
     request_id: str
     kind: str
     path: str
+    client: str | None = None  # the name of the client key presented (never the key)
     requested_model: str | None = None
     stream: bool = False
     started: float = field(default_factory=time.perf_counter)
@@ -162,5 +165,6 @@ class FlowRecord:
             total_ms=round((now - self.started) * 1000, 1),
             usage=dict(watch.usage) if watch and watch.usage else None,
             stop_reason=watch.stop_reason if watch else None,
+            client=self.client,
         )
 
