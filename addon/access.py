@@ -46,12 +46,15 @@ def key_matches(presented: str | None, keys: list[str]) -> bool:
 def matching_key(presented: str | None, keys: list[str]) -> int | None:
     """The position of the key presented among `keys`, or None. Constant time per key, and every key is compared
     (no early exit that would time which one matched)."""
-    candidate = (presented or "").encode()
+    if not presented or not keys:
+        return None
+    # A header that is not UTF-8 reaches here with surrogate escapes: it matches no key, and must not raise.
+    candidate = presented.encode("utf-8", "surrogateescape")
     found = -1
     for position, key in enumerate(keys):
         if hmac.compare_digest(candidate, key.encode()):
             found = position
-    return found if found >= 0 and presented else None
+    return found if found >= 0 else None
 
 
 def is_loopback(host: str) -> bool:

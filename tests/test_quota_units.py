@@ -165,3 +165,7 @@ def test_the_key_presented_is_found_among_the_clients_keys():
     assert matching_key("b", ["a", "b", "c"]) == 1
     assert matching_key("d", ["a", "b"]) is None and matching_key(None, ["a"]) is None
     assert matching_key("", [""]) is None
+
+
+def test_a_key_that_is_not_utf8_matches_nothing_and_raises_nothing():
+    assert matching_key("k\udcff\udcfe", ["k1"]) is None and matching_key("k\udcff", []) is None
