@@ -1,5 +1,6 @@
 """Who may use the balancer: client keys for the API, admin keys for the admin endpoints, and a loud warning
-when it listens beyond this machine with nobody's key required."""
+when it listens beyond this machine with nobody's key required. A client whose key is accepted is known by its
+name from then on (`client_of(flow)`): quotas, logs and metrics use the name, never the key."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ from .responses import error_response
 
 log = logging.getLogger("balancer")
 
-ADMIN_PATHS = frozenset({"/providers", "/providers/reload", "/metrics"})
+ADMIN_PATHS = frozenset({"/providers", "/providers/reload", "/metrics", "/usage"})
+# flow.metadata's field for the name of the client whose key the flow presented (never the key).
+CLIENT_FIELD = "balancer_client"
+
+
+def client_of(flow: http.HTTPFlow) -> str | None:
+    name = flow.metadata.get(CLIENT_FIELD)
+    return name if isinstance(name, str) else None
 
 
 def presented_key(headers: http.Headers) -> str | None:
@@ -32,12 +40,21 @@ def presented_key(headers: http.Headers) -> str | None:
 
 
 def key_matches(presented: str | None, keys: list[str]) -> bool:
-    """Constant time per key, and every key is compared (no early exit that would time which one matched)."""
-    candidate = (presented or "").encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key.encode())
-    return matched and bool(presented)
+    return matching_key(presented, keys) is not None
+
+
+def matching_key(presented: str | None, keys: list[str]) -> int | None:
+    """The position of the key presented among `keys`, or None. Constant time per key, and every key is compared
+    (no early exit that would time which one matched)."""
+    if not presented or not keys:
+        return None
+    # A header that is not UTF-8 reaches here with surrogate escapes: it matches no key, and must not raise.
+    candidate = presented.encode("utf-8", "surrogateescape")
+    found = -1
+    for position, key in enumerate(keys):
+        if hmac.compare_digest(candidate, key.encode()):
+            found = position
+    return found if found >= 0 else None
 
 
 def is_loopback(host: str) -> bool:
@@ -67,14 +84,18 @@ class AccessControl:
             return
         settings = self.providers.settings
         path = flow.request.path.split("?", 1)[0]
+        client_keys = settings.client_key_values
         if path in ADMIN_PATHS:
-            keys, what = settings.admin_keys or settings.client_keys, "an admin key"
+            keys, what = settings.admin_keys or client_keys, "an admin key"
         elif path.startswith("/v1/"):
-            keys, what = settings.client_keys, "a client key"
+            keys, what = client_keys, "a client key"
         else:
             return
         presented = presented_key(client_headers(flow))
-        if keys and not key_matches(presented, keys):
+        position = matching_key(presented, keys)
+        if keys is client_keys and position is not None:
+            flow.metadata[CLIENT_FIELD] = settings.client_keys[position].name
+        if keys and position is None:
             log.info("refused %s %s from %s: no valid %s", loggable(flow.request.method), loggable(path),
                      flow.client_conn.peername[0] if flow.client_conn.peername else "?", what.removeprefix("a "))
             problem = "the key sent is not one of its keys" if presented else "no key was sent"

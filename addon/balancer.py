@@ -16,6 +16,7 @@ for _name in [m for m in sys.modules if m == "addon" or m.startswith("addon.")]:
 from addon.access import AccessControl  # noqa: E402
 from addon.admin import AdminApi  # noqa: E402
 from addon.body_limits import BodyLimits, DeferredAnswers  # noqa: E402
+from addon.client_usage import ClientUsage  # noqa: E402
 from addon.commands import BalancerCommands  # noqa: E402
 from addon.fallback import NotFound  # noqa: E402
 from addon.flow_hygiene import FlowHygiene  # noqa: E402
@@ -30,11 +31,18 @@ from addon.providers import Providers  # noqa: E402
 from addon.relay_headroom import RelayHeadroom  # noqa: E402
 from addon.request_target import RequestTarget  # noqa: E402
 from addon.shared_state import SharedState  # noqa: E402
+from addon.usage_api import UsageApi  # noqa: E402
+from addon.usage_windows import UsageWindows  # noqa: E402
 
 providers = Providers()
+# What keys and clients used in the current minute, day and month: one count for the client quotas and the key
+# limits, which the shared state keeps in step with the other instances'.
+usage = UsageWindows()
 gateway = Gateway(providers)
 metrics = Metrics(providers)
 gateway.on_finished.append(metrics.count)
+client_usage = ClientUsage(providers, usage, metrics.registry)
+gateway.on_finished.append(client_usage.count)
 addons = [
     OpenFileLimit(),  # first: the limit is raised before anything opens connections
     ListenBacklog(),
@@ -46,7 +54,9 @@ addons = [
     RequestTarget(),  # before any other request hook: every later part routes on the canonical path
     BodyLimits(providers, gateway.relay),  # the body decoded, within max_body_size, before anything reads it
     AccessControl(providers),  # before anything that answers or forwards a request
+    client_usage,  # right after: a client over a quota is refused before any provider is tried
     AdminApi(providers, gateway.runtime_status),
+    UsageApi(providers, client_usage.book),
     ModelsApi(providers),
     gateway,
     RelayHeadroom(gateway.relay),  # right after the gateway: an answer it parked needs descriptors for the hop

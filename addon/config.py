@@ -16,7 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .base_url import normalise_base_urls
+from .client_keys import ClientKey, as_entry, clash, name_by_position
 from .config_checks import Unset, sort_unset, unknown_keys
+from .prices import Price
 
 # A value of "passthrough" in these places means "do not replace": the seed format's spelling.
 PASSTHROUGH = "passthrough"
@@ -138,9 +140,12 @@ class Settings(_Lenient):
     count_tokens: Literal["local", "upstream", "auto"] = "auto"
     count_tokens_timeout: float = Field(default=5.0, gt=0)
     # Who may use the balancer: keys clients present as x-api-key or Authorization: Bearer (none: anyone who
-    # can reach it). Admin endpoints need an admin key when admin_keys is set, else a client key.
-    client_keys: list[str] = Field(default_factory=list)
+    # can reach it), each a plain key or {name, key, quotas} (client_keys.py). Admin endpoints need an admin key
+    # when admin_keys is set, else a client key.
+    client_keys: list[ClientKey] = Field(default_factory=list)
     admin_keys: list[str] = Field(default_factory=list)
+    # USD per million tokens by model glob, before the built-in prices of Claude models (prices.py).
+    prices: dict[str, Price] = Field(default_factory=dict)
     # Larger request bodies are refused with 413 (Claude Code requests with images stay well below).
     max_body_size: int = Field(default=32 * 1024 * 1024, gt=0)
     # Every provider attempt as a flow of its own (mitmweb, mitmproxy, -w): all | failed | none. Default: all under
@@ -201,12 +206,33 @@ class Settings(_Lenient):
             raise ValueError(f"must end in a database number (/0), got {database[:20]!r}")
         return value
 
-    @field_validator("client_keys", "admin_keys")
+    @field_validator("admin_keys")
     @classmethod
     def _no_empty_keys(cls, keys: list[str]) -> list[str]:
         if any(not key for key in keys):
             raise ValueError("keys must not be empty (an unset ${VAR:-} perhaps)")
         return keys
+
+    @field_validator("client_keys", mode="before")
+    @classmethod
+    def _plain_keys(cls, value: Any) -> Any:
+        return [as_entry(item) for item in value] if isinstance(value, list) else value
+
+    @field_validator("client_keys")
+    @classmethod
+    def _named_once(cls, clients: list[ClientKey]) -> list[ClientKey]:
+        named = name_by_position(clients)
+        problem = clash(named)
+        if problem:
+            raise ValueError(problem)
+        return named
+
+    @property
+    def client_key_values(self) -> list[str]:
+        return [client.key for client in self.client_keys]
+
+    def client_named(self, name: str | None) -> ClientKey | None:
+        return next((client for client in self.client_keys if client.name == name), None) if name else None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -308,6 +334,10 @@ def _location(loc: tuple[Any, ...], data: Any) -> str:
     return out or "top level"
 
 
+# Where a file holds credentials: an error there never repeats the value it found.
+_CREDENTIAL_PLACES = frozenset({"client_keys", "admin_keys", "auth_value"})
+
+
 def format_validation_error(error: ValidationError, data: Any) -> str:
     lines = []
     for item in error.errors():
@@ -315,6 +345,8 @@ def format_validation_error(error: ValidationError, data: Any) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             message = "required key is missing"
+        elif any(part in _CREDENTIAL_PLACES for part in loc):
+            pass  # what was written there may be a key (under a misspelt name, in the wrong place): never repeated
         elif "input" in item and "got " not in message and item["type"] not in ("model_type", "list_type", "dict_type"):
             message += f" (got {item['input']!r})" if not isinstance(item["input"], (dict, list)) else ""
         lines.append(f"{_location(loc, data)}: {message}")

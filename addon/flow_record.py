@@ -63,6 +63,7 @@ class RequestSummary:
     usage: Mapping[str, int] | None  # token counts as the answer reported them
     stop_reason: str | None
     dropped_tools: tuple[str, ...] = ()  # the client's tools the serving provider was asked without
+    client: str | None = None  # the name of the client key presented (never the key)
 
     @property
     def status(self) -> int | str | None:
@@ -90,6 +91,7 @@ class RequestSummary:
             "total_ms": self.total_ms,
             "usage": dict(self.usage) if self.usage else None,
             "stop_reason": self.stop_reason,
+            "client": self.client,
         } | ({"dropped_tools": list(self.dropped_tools)} if self.dropped_tools else {})
 
 
@@ -113,6 +115,7 @@ class FlowRecord:
     request_id: str
     kind: str
     path: str
+    client: str | None = None  # the name of the client key presented (never the key)
     requested_model: str | None = None
     stream: bool = False
     started: float = field(default_factory=time.perf_counter)
@@ -165,5 +168,6 @@ class FlowRecord:
             usage=dict(watch.usage) if watch and watch.usage else None,
             stop_reason=watch.stop_reason if watch else None,
             dropped_tools=self.dropped_tools,
+            client=self.client,
         )
 

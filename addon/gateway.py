@@ -18,6 +18,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
+from .access import client_of
 from .affinity import SessionAffinity
 from .attempt_flows import AttemptFlows, mode_in_force, with_flow_ids
 from .attempt_marker import is_attempt_flow
@@ -76,7 +77,7 @@ class Gateway:
         if kind is None:
             return  # not an API path: another addon's, or the fallback's 404
         record = self._records[flow.id] = FlowRecord(
-            request_id=flow.id[:8], kind=kind, path=flow.request.path.split("?", 1)[0]
+            request_id=flow.id[:8], kind=kind, path=flow.request.path.split("?", 1)[0], client=client_of(flow)
         )
         if self.providers.startup_error:
             self._answer(flow, record, Reply(error_response(

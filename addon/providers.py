@@ -135,7 +135,7 @@ class Providers:
         self.loaded = loaded
         settings = loaded.config.settings
         self.redact = Redactor(
-            [p.auth_value for p in loaded.config.providers] + settings.client_keys + settings.admin_keys
+            [p.auth_value for p in loaded.config.providers] + settings.client_key_values + settings.admin_keys
             + url_secrets(settings.shared_state)
         )
         self.startup_error = None

@@ -19,7 +19,7 @@ REQUEST_FIELD = "balancer_request"  # the LogRecord attribute that carries a req
 
 def summary_line(request: dict[str, Any]) -> str:
     """`req 1a2b3c4d messages claude-sonnet-4 -> b/model stream 200 | attempts: ... | ttfb 45ms total 1203ms |
-    tokens in 12 out 340 | end_turn`"""
+    tokens in 12 out 340 | end_turn | client alice`"""
     attempts = ", ".join(
         f"{a['provider']} {_field(a['outcome'])} {a['ms']:.0f}ms" for a in request.get("attempts") or []
     ) or "none"
@@ -46,6 +46,8 @@ def summary_line(request: dict[str, Any]) -> str:
         parts.append(_field(request["stop_reason"]))
     if request.get("dropped_tools"):
         parts.append("dropped tools: " + _field(", ".join(request["dropped_tools"])))
+    if request.get("client"):
+        parts.append(f"client {_field(request['client'])}")
     return loggable(" | ".join(parts), limit=None)
 
 

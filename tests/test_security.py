@@ -130,7 +130,7 @@ def test_passthrough_with_client_keys_is_refused_with_an_explanation():
 
 def test_client_keys_come_from_the_environment():
     text = "providers:\n  - {name: a, base_url: 'https://h', auth_value: x}\nsettings:\n  client_keys: ['${MY_KEY}']\n"
-    assert parse_config(text, "p.yaml", {"MY_KEY": "from-env"}).config.settings.client_keys == ["from-env"]
+    assert parse_config(text, "p.yaml", {"MY_KEY": "from-env"}).config.settings.client_key_values == ["from-env"]
 
 
 @pytest.mark.parametrize(

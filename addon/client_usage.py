@@ -1,0 +1,79 @@
+"""Client quotas at work: a client over a quota is refused (429 rate_limit_error with retry-after) before any
+provider is tried; every finished request of a named client is charged its tokens and estimated spend.
+
+Quotas apply to `POST /v1/messages`, what spends; counting tokens and listing models are never refused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http
+from prometheus_client import CollectorRegistry
+
+from .access import client_of
+from .attempt_marker import is_attempt_flow
+from .client_keys import ClientKey
+from .client_metrics import ClientMetrics
+from .flow_record import RequestSummary
+from .log_text import loggable
+from .prices import charge
+from .providers import Providers
+from .quotas import QuotaBook
+from .responses import error_response
+from .usage_windows import UsageWindows
+
+log = logging.getLogger("balancer")
+
+# A quota whose window ends later than this: retrying will not help before then, so the SDKs (Claude Code's
+# included) are told not to retry at once (x-should-retry: false); the retry-after still says when.
+RETRY_HORIZON = 60
+
+
+class ClientUsage:
+    def __init__(self, providers: Providers, usage: UsageWindows, registry: CollectorRegistry):
+        self.providers = providers
+        self.book = QuotaBook(usage)
+        self.metrics = ClientMetrics(registry, self._clients, self.book)
+        self._unpriced: set[str] = set()  # models already reported as having no price
+
+    def _clients(self) -> list[ClientKey]:
+        return list(self.providers.settings.client_keys)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
+            return
+        if flow.request.method != "POST" or flow.request.path.split("?", 1)[0] != "/v1/messages":
+            return
+        client = self.providers.settings.client_named(client_of(flow))
+        if client is None or not client.has_quota:
+            return
+        refusal = self.book.admit(client)
+        if refusal is None:
+            return
+        retry_after = refusal.use.retry_after
+        headers = {"retry-after": str(retry_after)}
+        if retry_after > RETRY_HORIZON:
+            headers["x-should-retry"] = "false"
+        flow.response = error_response(429, "rate_limit_error", refusal.message, **headers)
+        flow.metadata["balancer"] = {"refused": "quota", "client": client.name, "quota": refusal.use.quota.name}
+        log.info("refused a request of client %s: over its quota %s (retry after %d s)",
+                 client.name, refusal.use.quota.name, retry_after)
+        self.metrics.refused(client.name, refusal.use.quota.name)
+
+    def count(self, summary: RequestSummary) -> None:
+        """A finished API request (a listener of the gateway's `on_finished`)."""
+        if summary.client is None:
+            return
+        self.metrics.request(summary.client)
+        if not summary.usage:
+            return
+        spent = charge(summary.usage, summary.model, summary.requested_model, self.providers.settings.prices)
+        if spent.priced_as is None and spent.tokens:
+            unpriced = summary.model or summary.requested_model or "?"
+            if unpriced not in self._unpriced and len(self._unpriced) < 100:
+                self._unpriced.add(unpriced)
+                log.warning("no price for model '%s' (nor for '%s'): its spend counts as 0; add it to "
+                            "settings.prices", loggable(unpriced), loggable(summary.requested_model or "?"))
+        self.book.charge(summary.client, spent)
+        self.metrics.charged(summary.client, spent)
