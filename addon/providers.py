@@ -133,7 +133,7 @@ class Providers:
         self.loaded = loaded
         settings = loaded.config.settings
         self.redact = Redactor(
-            [p.auth_value for p in loaded.config.providers] + settings.client_keys + settings.admin_keys
+            [k.value for p in loaded.config.providers for k in p.keys] + settings.client_keys + settings.admin_keys
             + url_secrets(settings.shared_state)
         )
         self.startup_error = None

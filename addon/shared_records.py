@@ -38,7 +38,8 @@ def _digest(*parts: str) -> str:
 
 def fingerprint(provider: ProviderConfig) -> str:
     """The same for the same provider on every instance; different when its type, base_url or credential is."""
-    credential = _digest(provider.auth_value) if provider.auth_value else ""
+    # A pool's keys all count: the same values in the same order are the same provider.
+    credential = _digest(*(key.value for key in provider.keys)) if provider.keys else ""
     return _digest(provider.type, provider.base_url, provider.auth_type, credential)[:16]
 
 
