@@ -34,6 +34,7 @@ providers = Providers()
 gateway = Gateway(providers)
 metrics = Metrics(providers)
 gateway.on_finished.append(metrics.count)
+gateway.on_finished.append(providers.keys.request_over)
 addons = [
     OpenFileLimit(),  # first: the limit is raised before anything opens connections
     ListenBacklog(),

@@ -22,6 +22,8 @@ from .config import (
     load_config,
 )
 from .health import HealthBoard
+from .key_book import KeyBook
+from .key_identity import health_name
 from .redact import Redactor
 from .request_log import LogFile
 
@@ -42,6 +44,8 @@ REQUIRED_OPTIONS = {
 class Providers:
     def __init__(self) -> None:
         self.board = HealthBoard()
+        # The providers' keys: rate-limit readings, use in the current windows, fingerprints.
+        self.keys = KeyBook()
         self.loaded = LoadedConfig(config=builtin_default(), source=DEFAULT_SOURCE)
         # Set when the file could not be loaded at start-up: nothing is served until a reload succeeds.
         self.startup_error: str | None = None
@@ -134,11 +138,17 @@ class Providers:
         settings = loaded.config.settings
         self.redact = Redactor(
             [k.value for p in loaded.config.providers for k in p.keys] + settings.client_keys + settings.admin_keys
-            + url_secrets(settings.shared_state)
+            + url_secrets(settings.shared_state) + ([settings.key_fingerprint_secret] if settings.key_fingerprint_secret
+                                                     else [])
         )
         self.startup_error = None
         self._loaded_once = True
-        self.board.retain(p.name for p in loaded.config.providers)
+        for subject in self.keys.configure(loaded.config, settings.key_fingerprint_secret):
+            self.board.forget(subject)  # a pool key's health is kept under its subject
+        self.board.retain(
+            [p.name for p in loaded.config.providers]
+            + [health_name(p.name, i, True) for p in loaded.config.providers if p.is_pool for i in range(len(p.keys))]
+        )
         self.board.forgive_auth_failures()
         logging.getLogger("balancer").setLevel(loaded.config.settings.log_level)
         if loaded.config.settings.log_level == "DEBUG" and "termlog_verbosity" in ctx.options:
