@@ -11,6 +11,8 @@ from mitmproxy import http
 
 from .config import ConfigError, ProviderConfig
 from .health import HealthBoard
+from .key_book import KeyBook
+from .key_status import key_statuses
 from .providers import Providers, describe
 from .responses import error_response, json_response
 
@@ -27,11 +29,11 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, Any]:
-    """What `GET /providers` shows of one provider: never a credential."""
+def provider_status(provider: ProviderConfig, board: HealthBoard, keys: KeyBook | None = None) -> dict[str, Any]:
+    """What `GET /providers` shows of one provider: never a credential (its keys by number and fingerprint)."""
     health = board.get(provider.name)
     remaining = board.cooldown_remaining(provider.name)
-    return {
+    status: dict[str, Any] = {
         "name": provider.name,
         "type": provider.type,
         "base_url": public_url(provider.base_url),
@@ -53,6 +55,9 @@ def provider_status(provider: ProviderConfig, board: HealthBoard) -> dict[str, A
         "last_error": health.last_error,
         "last_error_at": health.last_error_at,
     }
+    if keys is not None and provider.keys:
+        status["keys"] = key_statuses(provider, board, keys)
+    return status
 
 
 class AdminApi:
@@ -110,7 +115,7 @@ class AdminApi:
                 "affinity": settings.affinity_in_force,
                 **self.runtime_status(),
                 **self._shared_state(),
-                "providers": [provider_status(p, board) for p in self.providers.config.providers],
+                "providers": [provider_status(p, board, self.providers.keys) for p in self.providers.config.providers],
             },
         )
 
