@@ -240,7 +240,7 @@ async def _attempt_key(
         keys.started(turn.subject)
     label = turn.label if turn is not None and pool_key else None
     started = time.perf_counter()
-    wire = ProviderWire(provider.name + (label or ""), capture) if capture is not None else None
+    wire = ProviderWire(provider.name, capture) if capture is not None else None
     keyed = provider.with_key(turn.index) if turn is not None else provider
     try:
         outcome = await _unless_client_gone(

@@ -12,6 +12,7 @@ import httpx
 from mitmproxy import io
 from mitmproxy.test import taddons
 
+from addon.attempt_marker import ATTEMPT, is_attempt_flow
 from addon.commands import BalancerCommands
 from addon.key_identity import key_subject
 from addon.providers import Providers
@@ -77,6 +78,8 @@ def test_no_pool_key_in_logs_admin_answers_metrics_or_saved_flows(tmp_path: Path
     assert len(flows) >= 9  # three requests and their six attempts, the admin calls
     for flow in flows:
         assert_no_key(f"the saved flow {flow.request.path}", flow_text(flow))
+    attempts = [f.metadata[ATTEMPT] for f in flows if is_attempt_flow(f)]
+    assert {(a["key"], a["outcome"][:8]) for a in attempts} >= {("#1", "HTTP 429"), ("#2", "HTTP 401"), ("#3", "200")}
     assert_no_key("the saved flows' file", flows_file.read_bytes().decode("utf-8", "replace"))
 
 
