@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -95,16 +96,17 @@ class ProviderConfig(_Lenient):
     merge_system_messages: bool = False  # mid-conversation system messages go into the next user turn
     _keys: list[KeyConfig] = PrivateAttr(default_factory=list)
 
-    @property
+    @cached_property
     def keys(self) -> list[KeyConfig]:
-        """The provider's credentials, in file order (none for passthrough)."""
+        """The provider's credentials, in file order (none for passthrough). Read on every request: kept once read
+        (a private attribute costs a pydantic lookup each time)."""
         return self._keys
 
-    @property
+    @cached_property
     def is_pool(self) -> bool:
         """More than one credential: each has health of its own, and a refused or rate-limited one gives way to
         the next before any other provider."""
-        return len(self._keys) > 1
+        return len(self.keys) > 1
 
     @property
     def credential(self) -> str:

@@ -47,6 +47,8 @@ def rendezvous_order(
     provider: str, weights: Sequence[float], session: str | None, rng: random.Random | None = None
 ) -> list[int]:
     """Key indexes, most preferred first (see the module's doc)."""
+    if len(weights) == 1:
+        return [0]
     draw = rng or random.Random()
 
     def score(index: int) -> float:
@@ -58,15 +60,17 @@ def rendezvous_order(
 
 def key_turns(
     provider: ProviderConfig, board: HealthBoard, book: KeyBook, session: str | None = None,
-    rng: random.Random | None = None,
+    rng: random.Random | None = None, ordered: bool = True,
 ) -> list[KeyTurn]:
-    """Every key of the provider in the order of preference, each with why it is passed over."""
+    """Every key of the provider in the order of preference (file order unless `ordered`), each with why it is
+    passed over."""
     keys = provider.keys
     if not keys:
         return []
     pool = provider.is_pool
     turns = []
-    for index in rendezvous_order(provider.name, [k.weight for k in keys], session, rng):
+    order = rendezvous_order(provider.name, [k.weight for k in keys], session, rng) if ordered else range(len(keys))
+    for index in order:
         name = health_name(provider.name, index, pool)
         subject = key_subject(provider.name, index)
         reason = COOLING if pool and not board.is_available(name) else book.set_aside(subject)

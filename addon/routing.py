@@ -78,8 +78,10 @@ def plan_attempts(
     ordered = order_providers(candidates, settings.strategy, board, rng or random.Random(), turn)
     available = [p for p in ordered if board.is_available(p.name)]
     waiting = [p for p in ordered if not board.is_available(p.name)]
-    usable = [p for p in available if ready is None or ready(p)]
-    strained = [p for p in available if p not in usable]
+    usable: list[ProviderConfig] = []
+    strained: list[ProviderConfig] = []
+    for provider in available:
+        (usable if ready is None or ready(provider) else strained).append(provider)
     if preferred is not None and usable:
         # The session's provider first, if it is in the best tier available now: a session that failed over to a
         # backup tier goes back to the main tier when that recovers.
@@ -129,7 +131,7 @@ class Router:
         keys = self.keys
         if keys is None:
             return plan_attempts(providers, board, types, settings, preferred, self.rng, turn)
-        readiness = {p.name: key_turns(p, board, keys) for p in providers if p.enabled and p.keys}
+        readiness = {p.name: key_turns(p, board, keys, ordered=False) for p in providers if p.enabled and p.keys}
         plan = plan_attempts(
             providers, board, types, settings, preferred, self.rng, turn,
             ready=lambda p: is_ready(readiness.get(p.name, ())),
