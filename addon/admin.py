@@ -12,6 +12,8 @@ from mitmproxy import http
 from .capabilities import Capabilities
 from .config import ConfigError, ProviderConfig
 from .health import HealthBoard
+from .key_book import KeyBook
+from .key_status import key_statuses
 from .providers import Providers, describe
 from .responses import error_response, json_response
 
@@ -29,13 +31,16 @@ def public_url(url: str) -> str:
 
 
 def provider_status(
-    provider: ProviderConfig, board: HealthBoard, capabilities: Capabilities | None = None
+    provider: ProviderConfig,
+    board: HealthBoard,
+    capabilities: Capabilities | None = None,
+    keys: KeyBook | None = None,
 ) -> dict[str, Any]:
-    """What `GET /providers` shows of one provider: never a credential. `learned`: per model, how requests to it
-    are changed because it refused part of one."""
+    """What `GET /providers` shows of one provider: never a credential (its keys by number and fingerprint).
+    `learned`: per model, how requests to it are changed because it refused part of one."""
     health = board.get(provider.name)
     remaining = board.cooldown_remaining(provider.name)
-    return {
+    status: dict[str, Any] = {
         "name": provider.name,
         "type": provider.type,
         "base_url": public_url(provider.base_url),
@@ -58,6 +63,9 @@ def provider_status(
         "last_error_at": health.last_error_at,
         "learned": capabilities.shown(provider) if capabilities is not None else {},
     }
+    if keys is not None and provider.keys:
+        status["keys"] = key_statuses(provider, board, keys)
+    return status
 
 
 class AdminApi:
@@ -115,7 +123,8 @@ class AdminApi:
                 "affinity": settings.affinity_in_force,
                 **self.runtime_status(),
                 **self._shared_state(),
-                "providers": [provider_status(p, board, capabilities) for p in self.providers.config.providers],
+                "providers": [provider_status(p, board, capabilities, self.providers.keys)
+                              for p in self.providers.config.providers],
             },
         )
 

@@ -75,7 +75,8 @@ class AttemptLink:
 
 def comment(link: AttemptLink, attempt: AttemptSummary, wire: ProviderWire) -> str:
     """`attempt 1 of 2 for req 9ee6dd4e: HTTP 529 overloaded_error: Overloaded`, and what the body kept."""
-    text = f"attempt {link.position} of {link.of} for req {link.request_id}: {attempt.outcome}"
+    key = f" with key {attempt.key}" if attempt.key else ""
+    text = f"attempt {link.position} of {link.of} for req {link.request_id}{key}: {attempt.outcome}"
     if link.served:
         text += f" (served the client, then the request ended: {link.ended})" if link.ended else " (served the client)"
     if wire.status is not None and wire.cut:
@@ -149,6 +150,8 @@ def attempt_flow(
         "ms": attempt.ms,
         "answer_bytes": {"kept": len(wire.body), "read": wire.seen, "cut": wire.cut},
     }
+    if attempt.key is not None:
+        f.metadata[ATTEMPT]["key"] = attempt.key  # `#2`: which key of the pool, never the key
     return f
 
 

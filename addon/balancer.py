@@ -32,17 +32,17 @@ from addon.relay_headroom import RelayHeadroom  # noqa: E402
 from addon.request_target import RequestTarget  # noqa: E402
 from addon.shared_state import SharedState  # noqa: E402
 from addon.usage_api import UsageApi  # noqa: E402
-from addon.usage_windows import UsageWindows  # noqa: E402
 
 providers = Providers()
 # What keys and clients used in the current minute, day and month: one count for the client quotas and the key
 # limits, which the shared state keeps in step with the other instances'.
-usage = UsageWindows()
+usage = providers.keys.usage
 gateway = Gateway(providers)
 metrics = Metrics(providers)
 gateway.on_finished.append(metrics.count)
 client_usage = ClientUsage(providers, usage, metrics.registry)
 gateway.on_finished.append(client_usage.count)
+gateway.on_finished.append(providers.keys.request_over)
 addons = [
     OpenFileLimit(),  # first: the limit is raised before anything opens connections
     ListenBacklog(),

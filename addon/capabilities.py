@@ -3,21 +3,27 @@
 A provider that answers a 4xx naming something the balancer can build the request without (an OpenAI parameter it
 added, an Anthropic beta flag or body field a relay does not know) is asked again without it (failover.py), and
 what it refused is remembered here: later requests to that provider and model are built without it from the start
-(openai_adapter.py, anthropic_adapter.py). What was learned stays across reloads that leave the provider the same
-(its type, base_url and credential: shared_records.fingerprint) and is forgotten when it changes.
+(openai_adapter.py, anthropic_adapter.py). What was learned stays across reloads that leave the server the same
+(the provider's type and base_url) and is forgotten when either changes. The credential does not count: what a
+server accepts is the server's, and every key of a pool (each attempt carries one of them) shares it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .config import ProviderConfig
 from .log_text import loggable
-from .shared_records import fingerprint
 
 log = logging.getLogger("balancer")
+
+
+def fingerprint(provider: ProviderConfig) -> str:
+    """The server behind a provider: what it accepts goes with it."""
+    return hashlib.sha256(f"{provider.type}\0{provider.base_url}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 # Kinds of fix.
 DROP = "drop"  # a body field or parameter left out

@@ -14,6 +14,7 @@ from mitmproxy import command, exceptions
 
 from .admin import provider_status
 from .config import ConfigError
+from .key_status import key_line
 from .providers import Providers, describe
 
 log = logging.getLogger("balancer")
@@ -59,7 +60,11 @@ class BalancerCommands:
             lines.append(f"no usable configuration (fix the file, then reload): {self.providers.startup_error}")
         board = self.providers.board
         capabilities = self.providers.capabilities
-        lines += [provider_line(provider_status(p, board, capabilities)) for p in self.providers.config.providers]
+        for provider in self.providers.config.providers:
+            status = provider_status(provider, board, capabilities, self.providers.keys)
+            lines.append(provider_line(status))
+            if provider.is_pool or any(k["headroom"] or k["passed_over"] for k in status.get("keys", ())):
+                lines += [key_line(key) for key in status["keys"]]
         return "\n".join(lines)
 
     @command.command("balancer.reload")

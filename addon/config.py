@@ -8,12 +8,23 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .base_url import normalise_base_urls
 from .client_keys import ClientKey, as_entry, clash, name_by_position
@@ -35,12 +46,44 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
 
+class KeyConfig(_Lenient):
+    """One credential of a provider's key pool, with its share of the traffic and its own limits."""
+
+    value: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0)
+    rpm: int | None = Field(default=None, gt=0)  # requests per minute
+    tpm: int | None = Field(default=None, gt=0)  # input + output tokens per minute
+    max_concurrent: int | None = Field(default=None, gt=0)  # requests open at once (streams until they end)
+
+    @property
+    def limited(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.max_concurrent is not None
+
+
+def _text_or_not(text_tag: str, other_tag: str) -> Discriminator:
+    # Tagged unions: an error names the one shape the value has, not every shape it might have had.
+    return Discriminator(lambda value: text_tag if isinstance(value, str) else other_tag)
+
+
+# Tags of the unions below, left out of the locations in error messages.
+_UNION_TAGS = ("credential-", "pool-key-")
+PoolKey = Annotated[
+    Annotated[str, Tag("pool-key-text")] | Annotated[KeyConfig, Tag("pool-key-entry")],
+    _text_or_not("pool-key-text", "pool-key-entry"),
+]
+Credential = Annotated[
+    Annotated[str, Tag("credential-text")] | Annotated[list[PoolKey], Tag("credential-pool")],
+    _text_or_not("credential-text", "credential-pool"),
+]
+
+
 class ProviderConfig(_Lenient):
     name: str = Field(min_length=1)
     type: Literal["anthropic", "openai"] = "anthropic"
     base_url: str
     auth_type: Literal["api_key", "auth_token", "passthrough"] = "api_key"
-    auth_value: str = ""
+    # One credential, or a pool of them (each a string or a KeyConfig): see `keys` and `with_key`.
+    auth_value: Credential = ""
     big_model: str | None = None
     small_model: str | None = None
     enabled: bool = True
@@ -56,6 +99,32 @@ class ProviderConfig(_Lenient):
     stream_options: bool = True  # send stream_options.include_usage (some providers reject it)
     reasoning: Literal["none", "reasoning_effort", "openrouter", "deepseek"] = "reasoning_effort"
     merge_system_messages: bool = False  # mid-conversation system messages go into the next user turn
+    _keys: list[KeyConfig] = PrivateAttr(default_factory=list)
+
+    @cached_property
+    def keys(self) -> list[KeyConfig]:
+        """The provider's credentials, in file order (none for passthrough). Read on every request: kept once read
+        (a private attribute costs a pydantic lookup each time)."""
+        return self._keys
+
+    @cached_property
+    def is_pool(self) -> bool:
+        """More than one credential: each has health of its own, and a refused or rate-limited one gives way to
+        the next before any other provider."""
+        return len(self.keys) > 1
+
+    @property
+    def credential(self) -> str:
+        """The credential requests carry: `auth_value` of a single-key provider, or of the key `with_key` chose."""
+        if isinstance(self.auth_value, str):
+            return self.auth_value
+        return self._keys[0].value if self._keys else ""
+
+    def with_key(self, index: int) -> ProviderConfig:
+        """The provider as one request to its key `index` sees it (itself, when it has a single key)."""
+        if not self.is_pool:
+            return self
+        return self.model_copy(update={"auth_value": self._keys[index].value})
 
     @field_validator("base_url")
     @classmethod
@@ -86,6 +155,14 @@ class ProviderConfig(_Lenient):
             return None
         return value
 
+    @field_validator("auth_value", mode="before")
+    @classmethod
+    def _one_or_a_pool(cls, value: Any) -> Any:
+        # A number in the file is a credential all the same (coerce_numbers_to_str does not reach into the union).
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        return value
+
     @model_validator(mode="after")
     def _credential(self) -> ProviderConfig:
         if self.auth_value == PASSTHROUGH:  # seed spelling of "use the client's credential"
@@ -94,6 +171,15 @@ class ProviderConfig(_Lenient):
             self.auth_value = ""
         elif not self.auth_value:
             raise ValueError(f"auth_value is required when auth_type is {self.auth_type!r}")
+        if isinstance(self.auth_value, list):
+            if any(isinstance(k, str) and not k for k in self.auth_value):
+                raise ValueError("a key of the pool is empty (an unset ${VAR:-} perhaps)")
+            keys = [KeyConfig(value=k) if isinstance(k, str) else k for k in self.auth_value]
+            if len({key.value for key in keys}) != len(keys):
+                raise ValueError("the same key is in the pool twice")
+            self._keys = keys
+        elif self.auth_value:
+            self._keys = [KeyConfig(value=self.auth_value)]
         return self
 
 
@@ -167,6 +253,15 @@ class Settings(_Lenient):
     shared_state_namespace: str = Field(default="balancer", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Seconds any one call to the server may take; slower counts as the server being gone.
     shared_state_timeout: float = Field(default=0.5, gt=0, le=10)
+    # Key pools: a key whose remaining share of a rate limit (from the providers' rate-limit headers) is below
+    # `headroom`, or whose subscription window is used above `headroom_utilization` (status allowed_warning), is
+    # passed over until its reset while another key or provider can serve.
+    headroom: float = Field(default=0.05, ge=0, le=1)
+    headroom_utilization: float = Field(default=0.9, ge=0, le=1)
+    # The secret behind the keys' fingerprints in /providers, /metrics and the log (a keyed hash: the fingerprint
+    # of a guessed key cannot be checked without it). Unset: a random one per process (fingerprints then differ
+    # between instances and restarts; `#1`, `#2`, ... do not).
+    key_fingerprint_secret: str | None = None
     # Seed keys with no effect here, accepted so that seed files load unchanged.
     app_name: str | None = None
     app_version: str | None = None
@@ -341,7 +436,9 @@ _CREDENTIAL_PLACES = frozenset({"client_keys", "admin_keys", "auth_value"})
 def format_validation_error(error: ValidationError, data: Any) -> str:
     lines = []
     for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and p.startswith(("function-", *_UNION_TAGS)))
+        )
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             message = "required key is missing"

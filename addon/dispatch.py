@@ -115,7 +115,8 @@ class Dispatcher:
         settings = self.providers.settings
         board = self.providers.board
         client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
-        affinity_key = session_key(parsed, client_headers) if settings.affinity_in_force == "session" else None
+        session = session_key(parsed, client_headers)  # also keeps a session on one key of a pool
+        affinity_key = session if settings.affinity_in_force == "session" else None
         # Messages go to every provider type; other endpoints exist only at Anthropic-type providers.
         plan = self.router.plan(
             self.providers.config.providers, board, settings,
@@ -152,7 +153,10 @@ class Dispatcher:
             plan, build, self.pool, board, settings, open_answer, penalize,
             redact=self.providers.redact, client_gone=lambda: client_gone(flow),
             capture=settings.attempt_body_limit if record.attempt_flows != "none" else None,
+            keys=self.providers.keys, session=session,
         )
+        if isinstance(result, Success) and result.key is not None:
+            record.key_subject = result.key.subject  # open until the flow is over
         record.attempts = [AttemptSummary.of(attempt) for attempt in result.attempts]
         record.wires = [attempt.wire for attempt in result.attempts]
         if kind == COUNT_TOKENS and counts_after_asking(settings, result):

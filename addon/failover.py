@@ -25,6 +25,9 @@ from .health import (
     HealthBoard,
     cooldown_seconds,
 )
+from .key_book import KeyBook
+from .key_identity import health_name
+from .key_routing import KeyTurn, all_keys_cooling, key_turns, keys_to_try
 from .open_files import LOCAL, is_descriptor_exhaustion
 from .provider_wire import ProviderWire
 from .routing import Plan, soonest_back_first
@@ -54,6 +57,8 @@ class AttemptRecord:
     retry_after: float | None = None  # seconds, as the provider asked with its failure
     wire: ProviderWire | None = None  # what went over the wire, when attempts are captured
     retried: AttemptRecord | None = None  # the try before this one at the same provider, which it answered
+    key: str | None = None  # which key of a pool (`#2`); None for a provider with a single key
+    headers: httpx.Headers | None = None  # the provider's answer's headers, when it answered
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Success:
     response: httpx.Response  # headers read
     answer: Answer  # what the client gets
     attempts: list[AttemptRecord]
+    key: KeyTurn | None = None  # the key that served (open until the answer ends: KeyBook.ended)
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Exhausted:
     client_gone: bool = False  # stopped because nobody waits for the answer any more
 
     def summary(self) -> str:
-        parts = [f"{a.provider}: {a.outcome}" for a in self.attempts]
+        parts = [f"{a.provider}{a.key or ''}: {a.outcome}" for a in self.attempts]
         parts += [f"{p.name}: {reason}" for p, reason in self.skipped]
         if not parts:
             return "no enabled provider can serve this request"
@@ -134,6 +140,10 @@ def _is_failover_status(provider: ProviderConfig, status: int) -> bool:
     return should_fail_over(status)
 
 
+# Failures of one key of a pool: the next key of the same provider is tried before any other provider.
+KEY_FAILURES = frozenset({RATE_LIMITED, AUTH})
+
+
 async def attempt_in_turn(
     plan: Plan,
     build_request: Callable[[ProviderConfig], httpx.Request],
@@ -145,13 +155,19 @@ async def attempt_in_turn(
     redact: Callable[[str], str] = str,
     client_gone: Callable[[], bool] | None = None,
     capture: int | None = None,
+    keys: KeyBook | None = None,
+    session: str | None = None,
 ) -> Success | Exhausted:
     """Send to each planned provider in turn: the usable ones, then those cooling down (soonest back first). A
     transport error, no headers within `request_timeout`, a failover status, or a failure before the stream's
     commit point moves on (and, with `penalize`, counts against the provider); any other answer is returned with
     its body ready to relay. When the client leaves, the attempt under way is cancelled and nobody is blamed.
     Every reason taken from a provider passes through `redact`. With `capture` (a number of body bytes), each
-    attempt's record keeps what went over the wire (`AttemptRecord.wire`)."""
+    attempt's record keeps what went over the wire (`AttemptRecord.wire`).
+
+    With `keys`, a provider's keys are tried in the order key_routing.py gives (sticky per `session`): a key of a
+    pool that is rate-limited or refused counts against that key alone, and the request moves to the provider's
+    next key; a provider cools down when all its keys do. Every answer's rate-limit headers go to `keys`."""
     attempts: list[AttemptRecord] = []
     skipped = list(plan.skipped)
     deferred: list[ProviderConfig] = []
@@ -170,49 +186,134 @@ async def attempt_in_turn(
         yield from soonest_back_first([*plan.later, *deferred], board)
 
     for provider in providers():
-        if client_gone is not None and client_gone():
-            return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
-        epoch = board.get(provider.name).failure_epoch
-        if penalize:
-            board.record_attempt(provider.name)
-        started = time.perf_counter()
-        wire = ProviderWire(provider.name, capture) if capture is not None else None
-        try:
-            outcome = await _unless_client_gone(
-                _attempt(provider, build_request, pool, settings, open_answer, wire), client_gone
+        turns: list[KeyTurn | None] = []
+        if keys is not None:
+            turns += keys_to_try(key_turns(provider, board, keys, session), board)
+        for turn in turns or [None]:
+            if client_gone is not None and client_gone():
+                return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
+            outcome = await _attempt_key(
+                provider, turn, build_request, pool, board, settings, open_answer, penalize, client_gone, capture,
+                keys,
             )
-        except BaseException:
-            # Cancelled (or a bug): whatever happened, this attempt must not leave the provider marked as probed.
-            if penalize:
-                board.record_neutral(provider.name)
-            raise
-        if outcome is None:  # the client left: the provider did nothing wrong
-            if penalize:
-                board.record_neutral(provider.name)
-            if wire is not None:
-                wire.failed("the client left before an answer: the attempt was cancelled")
-            attempts.append(
-                AttemptRecord(provider.name, CLIENT_GONE, (time.perf_counter() - started) * 1000, False, wire=wire)
-            )
-            return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
-        if isinstance(outcome, Success):
-            ms = outcome.attempts[-1].ms
-            if penalize:
-                if outcome.response.status_code < 400:
-                    board.record_success(provider.name, ms)
-                else:
-                    board.record_neutral(provider.name)
-            outcome.attempts[:0] = attempts
-            return outcome
-        record = outcome
-        record.outcome = redact(record.outcome)
-        if record.retried is not None:
-            attempts.append(record.retried)
-        attempts.append(record)
-        if penalize:
+            if isinstance(outcome, Success):
+                outcome.attempts[:0] = attempts
+                return outcome
+            record, epoch = outcome.record, outcome.epoch
+            if outcome.client_gone:
+                attempts.append(record)
+                return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
+            record.outcome = redact(record.outcome)
+            if record.retried is not None:  # the provider's first try, which it refused in part
+                attempts.append(record.retried)
+            attempts.append(record)
             kind = record.kind or TRANSPORT
-            record_failure(board, settings, provider.name, record.outcome, kind, record.retry_after, epoch)
+            if turn is not None and provider.is_pool and kind in KEY_FAILURES:
+                if penalize:
+                    _key_failed(board, settings, provider, turn, record, epoch)
+                continue
+            if penalize:
+                record_failure(board, settings, provider.name, record.outcome, kind, record.retry_after, epoch[0])
+            break
     return Exhausted(attempts=attempts, skipped=skipped)
+
+
+async def _attempt_key(
+    provider: ProviderConfig,
+    turn: KeyTurn | None,
+    build_request: Callable[[ProviderConfig], httpx.Request],
+    pool: ClientPool,
+    board: HealthBoard,
+    settings: Settings,
+    open_answer: AnswerOpener,
+    penalize: bool,
+    client_gone: Callable[[], bool] | None,
+    capture: int | None,
+    keys: KeyBook | None,
+) -> Success | _Failed:
+    """One attempt at the provider with one of its keys (`turn`; None: the provider as configured): a Success
+    (whose key stays open in `keys`), or the failed attempt."""
+    pool_key = turn is not None and provider.is_pool
+    names = [provider.name] + ([turn.health] if turn is not None and pool_key else [])
+    epoch = (board.get(provider.name).failure_epoch, board.get(names[-1]).failure_epoch)
+    if penalize:
+        for name in names:
+            board.record_attempt(name)
+    if keys is not None and turn is not None:
+        keys.started(turn.subject)
+    label = turn.label if turn is not None and pool_key else None
+    started = time.perf_counter()
+    wire = ProviderWire(provider.name, capture) if capture is not None else None
+    keyed = provider.with_key(turn.index) if turn is not None else provider
+    try:
+        outcome = await _unless_client_gone(
+            _attempt(keyed, build_request, pool, settings, open_answer, wire), client_gone
+        )
+    except BaseException:
+        # Cancelled (or a bug): whatever happened, this attempt must not leave the provider marked as probed.
+        if penalize:
+            for name in names:
+                board.record_neutral(name)
+        if keys is not None and turn is not None:
+            keys.ended(turn.subject)
+        raise
+    served = isinstance(outcome, Success)
+    if keys is not None and turn is not None:
+        headers = outcome.response.headers if isinstance(outcome, Success) else outcome.headers if outcome else None
+        if headers is not None:
+            keys.observe(turn.subject, headers.multi_items())
+        if not served:
+            keys.ended(turn.subject)
+    if outcome is None:  # the client left: the provider did nothing wrong
+        if penalize:
+            for name in names:
+                board.record_neutral(name)
+        if wire is not None:
+            wire.failed("the client left before an answer: the attempt was cancelled")
+        ms = (time.perf_counter() - started) * 1000
+        return _Failed(AttemptRecord(provider.name, CLIENT_GONE, ms, False, wire=wire, key=label), epoch, True)
+    if isinstance(outcome, Success):
+        ms = outcome.attempts[-1].ms
+        for record in outcome.attempts:  # with a retry inside the attempt, two tries with the same key
+            record.key = label
+        outcome.key = turn
+        if penalize:
+            for name in names:
+                if outcome.response.status_code < 400:
+                    board.record_success(name, ms if name == provider.name else None)
+                else:
+                    board.record_neutral(name)
+        return outcome
+    outcome.key = label
+    if outcome.retried is not None:
+        outcome.retried.key = label
+    return _Failed(outcome, epoch)
+
+
+@dataclass
+class _Failed:
+    record: AttemptRecord
+    epoch: tuple[int, int]  # failure epochs of the provider and of the key when the attempt started
+    client_gone: bool = False  # the client left: the attempt was cancelled, nobody is to blame
+
+
+def _key_failed(
+    board: HealthBoard, settings: Settings, provider: ProviderConfig, turn: KeyTurn, record: AttemptRecord,
+    epoch: tuple[int, int],
+) -> None:
+    """A key of a pool was rate-limited or refused: it cools down by itself; the provider only when every key of it
+    is cooling down, until the first is back (a refused credential's cooldown counts only when all are refused)."""
+    kind = record.kind or RATE_LIMITED
+    board.record_neutral(provider.name)
+    record_failure(board, settings, turn.health, record.outcome, kind, record.retry_after, epoch[1])
+    if not all_keys_cooling(provider, board) or board.is_cooling_down(provider.name):
+        return
+    names = [health_name(provider.name, i, True) for i in range(len(provider.keys))]
+    hopeful = [n for n in names if board.get(n).cooldown_class != AUTH]
+    soonest = min(hopeful or names, key=board.cooldown_remaining)
+    reason = f"all {len(names)} keys cooling down, the soonest back after {board.get(soonest).cooldown_reason}"
+    board.cool_down(provider.name, board.cooldown_remaining(soonest), reason,
+                    board.get(soonest).cooldown_class or kind)
 
 
 async def _unless_client_gone(
@@ -317,6 +418,7 @@ async def _send(
     client = pool.get(provider.proxy)
     started = time.perf_counter()
     retry_after: float | None = None
+    headers: httpx.Headers | None = None
     if wire is not None:
         wire.sending(request)
     try:
@@ -335,6 +437,7 @@ async def _send(
         if wire is not None:
             wire.answered(response)  # from here on the body is copied as it is read
         status = response.status_code
+        headers = response.headers
         if not _is_failover_status(provider, status):
             try:
                 answer = await open_answer(provider, response, content_deadline)
@@ -361,7 +464,8 @@ async def _send(
             reason = f"HTTP {status}" + (f" {detail}" if detail else "")
             kind = failure_class(status, detail)
     ms = (time.perf_counter() - started) * 1000
-    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind, retry_after=retry_after, wire=wire)
+    return AttemptRecord(provider.name, reason, ms, failed=True, kind=kind, retry_after=retry_after, wire=wire,
+                         headers=headers)
 
 
 # Failures that say the provider cannot serve at all right now, or that cost a whole `request_timeout`: they cool it

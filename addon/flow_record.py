@@ -28,16 +28,20 @@ class AttemptSummary:
     failed: bool
     failure_class: str | None  # health.py's failure classes; None when it did not fail
     after_commit: bool = False  # it failed after its stream had reached the client
+    key: str | None = None  # which key of a pool (`#2`), never the key; None for a single key
 
     @classmethod
     def of(cls, attempt: AttemptRecord) -> AttemptSummary:
-        return cls(attempt.provider, attempt.outcome, round(attempt.ms, 1), attempt.failed, attempt.kind)
+        return cls(attempt.provider, attempt.outcome, round(attempt.ms, 1), attempt.failed, attempt.kind,
+                   key=attempt.key)
 
     def as_metadata(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "provider": self.provider, "outcome": self.outcome, "ms": self.ms, "failed": self.failed,
             "class": self.failure_class,
         }
+        if self.key is not None:
+            out["key"] = self.key
         if self.after_commit:
             out["after_commit"] = True
         return out
@@ -64,6 +68,7 @@ class RequestSummary:
     stop_reason: str | None
     dropped_tools: tuple[str, ...] = ()  # the client's tools the serving provider was asked without
     client: str | None = None  # the name of the client key presented (never the key)
+    key_subject: str | None = None  # the provider key that served (key_identity.key_subject), never the key
 
     @property
     def status(self) -> int | str | None:
@@ -128,6 +133,7 @@ class FlowRecord:
     wires: list[ProviderWire | None] = field(default_factory=list)  # per attempt, what went over the wire
     attempt_flow_ids: dict[int, str] = field(default_factory=dict)  # attempt position -> its flow's id
     watch: UsageWatch | None = None
+    key_subject: str | None = None  # the provider key that serves: open in the KeyBook until the flow is over
     answered_at: float | None = None  # when the balancer answered by itself
     failed_mid_stream: bool = False  # the serving provider failed after its stream was committed
     dropped_tools: tuple[str, ...] = ()  # the client's tools the serving provider was asked without
@@ -169,5 +175,6 @@ class FlowRecord:
             stop_reason=watch.stop_reason if watch else None,
             dropped_tools=self.dropped_tools,
             client=self.client,
+            key_subject=self.key_subject,
         )
 

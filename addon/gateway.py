@@ -42,7 +42,7 @@ class Gateway:
         self.providers = providers
         self.relay = RelayServer()
         self.pool = ClientPool()
-        self.router = Router()
+        self.router = Router(keys=providers.keys)
         self.affinity = SessionAffinity()
         self.dispatcher = Dispatcher(providers, self.pool, self.router, self.affinity)
         self.attempt_flows = AttemptFlows(lambda: providers.redact)

@@ -4,8 +4,8 @@ Traffic is counted from the summary the gateway hands its `on_finished` listener
 (flow_record.RequestSummary), whatever the order of the addons. Provider health is read from the health board at
 scrape time, so it is never stale and providers removed by a reload disappear from the output.
 
-Labels carry only bounded, non-secret values: kind, provider name, HTTP status, failure class, direction,
-stream. Never a credential, a model name or an error message.
+Labels carry only bounded, non-secret values: kind, provider name, key number (`#1`), HTTP status, failure class,
+direction, stream, reason. Never a credential, a model name or an error message.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any
 
 from mitmproxy import http
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import health
 from .attempt_marker import is_attempt_flow
 from .flow_record import RequestSummary
+from .key_identity import key_label, key_subject
 from .providers import Providers
 from .responses import error_response
 
@@ -68,7 +69,7 @@ class ProviderHealthCollector(Collector):
     def __init__(self, providers: Providers):
         self.providers = providers
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         healthy = GaugeMetricFamily(
             "balancer_provider_healthy",
             "1 when the provider is enabled and not cooling down, else 0.",
@@ -95,6 +96,7 @@ class ProviderHealthCollector(Collector):
             cooldown.add_metric([provider.name], remaining)
             consecutive.add_metric([provider.name], float(board.get(provider.name).consecutive_failures))
         yield from (healthy, enabled, cooldown, consecutive)
+        yield from self._keys()
         shared = self.providers.shared_status()
         if shared is not None:
             yield GaugeMetricFamily(
@@ -103,6 +105,37 @@ class ProviderHealthCollector(Collector):
                 "serves on its own state).",
                 value=1.0 if shared["connected"] else 0.0,
             )
+
+
+    def _keys(self) -> Iterator[Metric]:
+        book = self.providers.keys
+        headroom = GaugeMetricFamily(
+            "balancer_key_headroom_ratio",
+            "Share left of the key's tightest rate limit, from the rate-limit headers of its latest answer.",
+            labels=["provider", "key"],
+        )
+        open_now = GaugeMetricFamily(
+            "balancer_key_open_requests", "Requests open now at the key (streams until they end), in this instance.",
+            labels=["provider", "key"],
+        )
+        skipped = CounterMetricFamily(
+            "balancer_key_skipped",
+            "Requests for which a key was passed over while another key or provider could serve, by reason: "
+            "headroom, utilization, rejected (rate-limit headers), rpm, tpm, max_concurrent (configured limits), "
+            "cooling.",
+            labels=["provider", "key", "reason"],
+        )
+        for provider in self.providers.config.providers:
+            for index in range(len(provider.keys)):
+                subject, label = key_subject(provider.name, index), key_label(index)
+                reading = book.readings.get(subject)
+                tightest = reading.tightest if reading is not None else None
+                if tightest is not None and tightest.share is not None:
+                    headroom.add_metric([provider.name, label], tightest.share)
+                open_now.add_metric([provider.name, label], float(book.usage.open_here(subject)))
+        for (provider_name, label, reason), count in sorted(book.skipped.items()):
+            skipped.add_metric([provider_name, label, reason], float(count))
+        yield from (headroom, open_now, skipped)
 
 
 class Metrics:

@@ -42,7 +42,7 @@ def options_for(provider: ProviderConfig) -> OpenAIOptions:
 
 def _bearer(provider: ProviderConfig, client_headers: list[tuple[str, str]]) -> str | None:
     if provider.auth_type != "passthrough":
-        return f"Bearer {provider.auth_value}"
+        return f"Bearer {provider.credential}"
     for name, value in client_headers:  # the client's own credential, in OpenAI's form
         if name.lower() == "authorization":
             return value

@@ -23,6 +23,8 @@ from .config import (
     load_config,
 )
 from .health import HealthBoard
+from .key_book import KeyBook
+from .key_identity import health_name
 from .redact import Redactor
 from .request_log import LogFile
 
@@ -44,6 +46,8 @@ class Providers:
     def __init__(self) -> None:
         self.board = HealthBoard()
         self.capabilities = Capabilities()  # what each provider was found not to accept
+        # The providers' keys: rate-limit readings, use in the current windows, fingerprints.
+        self.keys = KeyBook()
         self.loaded = LoadedConfig(config=builtin_default(), source=DEFAULT_SOURCE)
         # Set when the file could not be loaded at start-up: nothing is served until a reload succeeds.
         self.startup_error: str | None = None
@@ -135,12 +139,18 @@ class Providers:
         self.loaded = loaded
         settings = loaded.config.settings
         self.redact = Redactor(
-            [p.auth_value for p in loaded.config.providers] + settings.client_key_values + settings.admin_keys
-            + url_secrets(settings.shared_state)
+            [k.value for p in loaded.config.providers for k in p.keys] + settings.client_key_values
+            + settings.admin_keys + url_secrets(settings.shared_state)
+            + ([settings.key_fingerprint_secret] if settings.key_fingerprint_secret else [])
         )
         self.startup_error = None
         self._loaded_once = True
-        self.board.retain(p.name for p in loaded.config.providers)
+        for subject in self.keys.configure(loaded.config, settings.key_fingerprint_secret):
+            self.board.forget(subject)  # a pool key's health is kept under its subject
+        self.board.retain(
+            [p.name for p in loaded.config.providers]
+            + [health_name(p.name, i, True) for p in loaded.config.providers if p.is_pool for i in range(len(p.keys))]
+        )
         self.capabilities.retain(loaded.config.providers)
         self.board.forgive_auth_failures()
         logging.getLogger("balancer").setLevel(loaded.config.settings.log_level)

@@ -21,7 +21,8 @@ def summary_line(request: dict[str, Any]) -> str:
     """`req 1a2b3c4d messages claude-sonnet-4 -> b/model stream 200 | attempts: ... | ttfb 45ms total 1203ms |
     tokens in 12 out 340 | end_turn | client alice`"""
     attempts = ", ".join(
-        f"{a['provider']} {_field(a['outcome'])} {a['ms']:.0f}ms" for a in request.get("attempts") or []
+        f"{a['provider']}{a.get('key') or ''} {_field(a['outcome'])} {a['ms']:.0f}ms"
+        for a in request.get("attempts") or []
     ) or "none"
     target = request.get("provider") or "no provider"
     if request.get("provider") and request.get("model"):

@@ -1,14 +1,17 @@
-"""The order in which providers are tried for one request: strategy, priority tiers, affinity, cooldowns."""
+"""The order in which providers are tried for one request: strategy, priority tiers, affinity, cooldowns, and the
+headroom and limits of their keys (a provider none of whose keys is ready goes after those with one)."""
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .config import ProviderConfig, Settings
 from .health import AUTH, HealthBoard
+from .key_book import KeyBook
+from .key_routing import KeyTurn, is_ready, key_turns
 
 
 @dataclass(frozen=True)
@@ -66,18 +69,26 @@ def plan_attempts(
     preferred: str | None = None,
     rng: random.Random | None = None,
     turn: int = 0,
+    ready: Callable[[ProviderConfig], bool] | None = None,
 ) -> Plan:
+    """`ready`: whether a provider has a key that is neither at a limit nor short of headroom; those that have
+    none are tried after all that have (never left out for it)."""
     settings = settings or Settings()
     candidates = [p for p in providers if p.enabled and (types is None or p.type in types)]
     ordered = order_providers(candidates, settings.strategy, board, rng or random.Random(), turn)
-    usable = [p for p in ordered if board.is_available(p.name)]
+    available = [p for p in ordered if board.is_available(p.name)]
     waiting = [p for p in ordered if not board.is_available(p.name)]
+    usable: list[ProviderConfig] = []
+    strained: list[ProviderConfig] = []
+    for provider in available:
+        (usable if ready is None or ready(provider) else strained).append(provider)
     if preferred is not None and usable:
         # The session's provider first, if it is in the best tier available now: a session that failed over to a
         # backup tier goes back to the main tier when that recovers.
         best = min(p.priority for p in usable)
         if any(p.name == preferred and p.priority == best for p in usable):
             usable.sort(key=lambda p: p.name != preferred)
+    usable += strained
     later: list[ProviderConfig] = []
     if settings.all_cooling == "try_soonest":
         # A provider cooling down may still answer: a request fails only after every provider had its chance
@@ -101,10 +112,11 @@ def soonest_back_first(providers: Sequence[ProviderConfig], board: HealthBoard) 
 class Router:
     """Holds what routing remembers between requests: the round-robin turn and a random generator."""
 
-    def __init__(self, seed: int | None = None):
+    def __init__(self, seed: int | None = None, keys: KeyBook | None = None):
         # The next round-robin turn. Sharing state moves it to the turn count of all instances now and then.
         self.turn = 0
         self.rng = random.Random(seed)
+        self.keys = keys  # the providers' keys: their headroom and limits
 
     def plan(
         self,
@@ -116,4 +128,24 @@ class Router:
     ) -> Plan:
         turn = self.turn
         self.turn += 1
-        return plan_attempts(providers, board, types, settings, preferred, self.rng, turn)
+        keys = self.keys
+        if keys is None:
+            return plan_attempts(providers, board, types, settings, preferred, self.rng, turn)
+        readiness = {p.name: key_turns(p, board, keys, ordered=False) for p in providers if p.enabled and p.keys}
+        plan = plan_attempts(
+            providers, board, types, settings, preferred, self.rng, turn,
+            ready=lambda p: is_ready(readiness.get(p.name, ())),
+        )
+        count_skips(plan, readiness, keys)
+        return plan
+
+
+def count_skips(plan: Plan, readiness: dict[str, list[KeyTurn]], keys: KeyBook) -> None:
+    """Count the keys passed over for this request (balancer_key_skipped_total): only when something else was
+    ready to serve instead (when nothing is, everything is tried and nothing was skipped)."""
+    if not any(is_ready(readiness.get(p.name, ())) for p in plan.usable):
+        return
+    for provider in plan.usable:
+        for turn in readiness.get(provider.name, ()):
+            if turn.reason is not None:
+                keys.count_skip(provider, turn.index, turn.reason)

@@ -25,6 +25,8 @@ from typing import Any
 
 from .config import ProviderConfig
 from .health import ProviderHealth
+from .key_identity import key_subject
+from .ratelimit_headers import Budget, Reading
 
 PROTOCOL = 1  # messages of another protocol version are ignored
 TEXT_LIMIT = 1000  # characters of an error text taken from another instance
@@ -38,8 +40,21 @@ def _digest(*parts: str) -> str:
 
 def fingerprint(provider: ProviderConfig) -> str:
     """The same for the same provider on every instance; different when its type, base_url or credential is."""
-    credential = _digest(provider.auth_value) if provider.auth_value else ""
+    # A pool's keys all count: the same values in the same order are the same provider.
+    credential = _digest(*(key.value for key in provider.keys)) if provider.keys else ""
     return _digest(provider.type, provider.base_url, provider.auth_type, credential)[:16]
+
+
+def key_fingerprints(provider: ProviderConfig) -> dict[str, str]:
+    """The keys of a pool as other instances know them: subject -> a fingerprint of the provider and that key alone
+    (its health is kept under the subject, as a provider's under its name; a single key's is the provider's)."""
+    if not provider.is_pool:
+        return {}
+    return {
+        key_subject(provider.name, index): _digest(provider.type, provider.base_url, provider.auth_type,
+                                                   _digest(key.value))[:16]
+        for index, key in enumerate(provider.keys)
+    }
 
 
 def session_digest(key: str) -> str:
@@ -58,6 +73,12 @@ class Keys:
 
     def probe(self, provider: str, fp: str) -> str:
         return f"{self.namespace}:probe:{provider}:{fp}"
+
+    def usage(self, subject: str, measure: str, window: str) -> str:
+        return f"{self.namespace}:usage:{subject}:{measure}:{window}"
+
+    def open(self, subject: str) -> str:
+        return f"{self.namespace}:open:{subject}"
 
     def pin(self, session: str) -> str:
         return f"{self.namespace}:pin:{session}"
@@ -195,7 +216,39 @@ class LatencyNews:
     samples: int
 
 
-Message = HealthNews | ProbeReleased | Pin | LatencyNews
+@dataclass(frozen=True)
+class HeadroomNews:
+    """A key's latest rate-limit reading (`provider` is the key's subject, `fingerprint` its own)."""
+
+    provider: str
+    fingerprint: str
+    reading: Reading
+
+
+Message = HealthNews | ProbeReleased | Pin | LatencyNews | HeadroomNews
+
+_BUDGET_FIELDS = ("limit", "remaining", "utilization", "reset_at")
+
+
+def _reading_json(reading: Reading) -> dict[str, Any]:
+    return {"at": reading.at, "budgets": [
+        {"family": b.family, "name": b.name, "status": b.status, **{f: getattr(b, f) for f in _BUDGET_FIELDS}}
+        for b in reading.budgets
+    ]}
+
+
+def _decode_reading(data: Any) -> Reading:
+    if not isinstance(data, dict) or not isinstance(data.get("budgets"), list) or len(data["budgets"]) > 32:
+        raise _Invalid
+    budgets = []
+    for item in data["budgets"]:
+        if not isinstance(item, dict):
+            raise _Invalid
+        budgets.append(Budget(
+            _name(item.get("family")), _name(item.get("name")), status=_text(item.get("status"), optional=True),
+            **{f: _number(item.get(f), optional=True) for f in _BUDGET_FIELDS},
+        ))
+    return Reading(tuple(budgets), _number(data.get("at")) or 0.0)
 
 
 def _record_json(record: HealthRecord) -> dict[str, Any]:
@@ -225,6 +278,9 @@ def encode(origin: str, message: Message) -> bytes:
         body.update(kind="released", provider=message.provider, fp=message.fingerprint)
     elif isinstance(message, Pin):
         body.update(kind="pin", session=message.session, provider=message.provider, fp=message.fingerprint)
+    elif isinstance(message, HeadroomNews):
+        body.update(kind="headroom", provider=message.provider, fp=message.fingerprint,
+                    reading=_reading_json(message.reading))
     else:
         body.update(kind="latency", provider=message.provider, fp=message.fingerprint, ms=message.latency_ms,
                     n=message.samples)
@@ -304,6 +360,9 @@ def decode(data: bytes | str) -> tuple[str, Message] | None:
             message = ProbeReleased(_name(body.get("provider")), _name(body.get("fp")))
         elif kind == "pin":
             message = Pin(_name(body.get("session")), _name(body.get("provider")), _name(body.get("fp")))
+        elif kind == "headroom":
+            reading = _decode_reading(body.get("reading"))
+            message = HeadroomNews(_name(body.get("provider")), _name(body.get("fp")), reading)
         elif kind == "latency":
             message = LatencyNews(_name(body.get("provider")), _name(body.get("fp")), _number(body.get("ms")) or 0.0,
                                   max(1, _count(body.get("n"))))

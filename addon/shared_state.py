@@ -12,7 +12,14 @@ instances', off the request path:
   of news does not matter);
 - on connecting, and on coming back after the server was lost, the instance reads what is kept on the server
   (health of every configured provider, the session pins, the turn) and writes what it learned meanwhile;
-- a provider whose cooldown ended is probed by one instance: the one holding its claim (`probe_gate.py`).
+- a provider whose cooldown ended is probed by one instance: the one holding its claim (`probe_gate.py`);
+- the keys of a pool are shared like providers (health under `key:<provider>#<n>` and a fingerprint of that key),
+  and each key's latest rate-limit reading is published as it is read;
+- usage (usage_windows.py: requests and tokens per key, whatever else is counted there) is added to per-window
+  counters on the server every SYNC_INTERVAL (INCRBYFLOAT, expiring with the window), and the totals of all
+  instances come back with the answer; requests open now are kept per subject in a hash with a field per instance
+  (count and time, refreshed every SYNC_INTERVAL, stale after OPEN_STALE). Limits therefore hold across instances
+  to within what the instances send in one SYNC_INTERVAL.
 
 Keys are `<namespace>:health:<provider>:<fingerprint>` (a hash, one field per instance), `<namespace>:probe:...`,
 `<namespace>:pin:<session digest>`, `<namespace>:turn`, and the channel `<namespace>:events`; every one has a TTL.
@@ -38,11 +45,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .affinity import SessionAffinity
 from .health import folded_latency
+from .key_book import KeyBook
 from .probe_gate import ProbeGate
 from .providers import Providers
+from .ratelimit_headers import Reading
 from .routing import Router
 from .shared_link import LinkDown, SharedLink
 from .shared_records import (
+    HeadroomNews,
     HealthNews,
     HealthRecord,
     Keys,
@@ -59,10 +69,12 @@ from .shared_records import (
     fingerprint,
     health_ttl_ms,
     is_blank,
+    key_fingerprints,
     merge_health,
     record_of,
     session_digest,
 )
+from .usage_windows import MINUTE, Slot
 
 if TYPE_CHECKING:
     from valkey.asyncio import Valkey
@@ -75,6 +87,10 @@ SYNC_INTERVAL = 1.0  # seconds between shares of latency averages and the round-
 CLAIM_SLACK = 5.0  # a probe claim lasts first_content_wait plus this (a probe's outcome is known by then)
 TURN_TTL_MS = 24 * 3600 * 1000
 PIN_BATCH = 500  # pins read or written per call when re-synchronising
+USAGE_SLACK = 120  # seconds a usage counter outlives its window (late increments, clocks slightly apart)
+OPEN_STALE = 10.0  # seconds after which an instance's count of open requests is taken as gone (it died)
+OPEN_TTL_MS = 60_000  # a whole hash of open counts goes when no instance refreshes it
+USAGE_MEASURES = ("requests", "tokens")  # what a key's limits read (minute windows)
 MAX_PENDING_PINS = 10_000
 
 # Lua, run atomically by the server. CLAIM: 0 when the claim is (now) ours, else the holder's remaining ms.
@@ -146,7 +162,10 @@ class SharedState:
         self._fetch: set[str] = set()
         self._turn_seen = 0
         self._last_sync = 0.0
+        self._readings: dict[str, Reading] = {}  # subject -> a reading to publish
+        self._open_sent: set[str] = set()  # subjects whose open count this instance has on the server
         providers.on_apply.append(self._configure)
+        providers.keys.on_reading = self._read_headroom
         providers.shared_status = self.status
         providers.board.probing_elsewhere = self.gate.elsewhere
 
@@ -169,6 +188,8 @@ class SharedState:
             if settings.shared_state else None
         )
         fps = {p.name: fingerprint(p) for p in config.providers}
+        for provider in config.providers:
+            fps.update(key_fingerprints(provider))
         if wanted is not None:
             for name, fp in fps.items():
                 if self._fps.get(name) != fp:
@@ -244,6 +265,8 @@ class SharedState:
         self.gate.clear()
         self.gate.active = connected
         if not connected:
+            self._readings.clear()
+            self._open_sent.clear()
             self._pins.clear()
             self._latency.clear()
             self._release.clear()
@@ -278,6 +301,11 @@ class SharedState:
         if self.connected:
             total, count = self._latency.get(name, (0.0, 0))
             self._latency[name] = (total + latency_ms, count + 1)
+
+    def _read_headroom(self, subject: str, reading: Reading) -> None:
+        if self.connected and subject in self._fps:
+            self._readings[subject] = reading
+            self._poke()
 
     def _pinned(self, session: str, provider: str) -> None:
         if self.connected and len(self._pins) < MAX_PENDING_PINS:
@@ -351,9 +379,16 @@ class SharedState:
             fp = self._fps.get(provider)
             if fp is not None:
                 ops.append(self._pin_write(session, provider, fp))
+        readings, self._readings = self._readings, {}
+        for subject, reading in readings.items():
+            fp = self._fps.get(subject)
+            if fp is not None:
+                ops.append(self._publish_op(HeadroomNews(subject, fp, reading)))
         turn_sent: int | None = None
+        usage_due = False
         if time.monotonic() - self._last_sync >= SYNC_INTERVAL:
             self._last_sync = time.monotonic()
+            usage_due = True
             latency, self._latency = self._latency, {}
             for name, (total, count) in latency.items():
                 fp = self._fps.get(name)
@@ -362,6 +397,8 @@ class SharedState:
             if self.router.turn != self._turn_seen:
                 turn_sent = self.router.turn
         fetch, self._fetch = self._fetch, set()
+        if usage_due:
+            await self._sync_usage(link, wall)
         if not ops and turn_sent is None and not fetch:
             return
         await link.call(lambda c: self._run_pipeline(c, ops))
@@ -442,6 +479,58 @@ class SharedState:
         # Turns taken here while the count travelled are kept on top of it.
         self.router.turn = total + (self.router.turn - sent)
         self._turn_seen = self.router.turn
+
+    async def _sync_usage(self, link: SharedLink, wall: float) -> None:
+        """Add this instance's usage to the shared counters and learn the totals of all instances; share the
+        requests open here and learn those open elsewhere."""
+        book: KeyBook = self.providers.keys
+        usage = book.usage
+        increments: dict[Slot, tuple[float, float]] = {}
+        for slot, amount, end in usage.unsynced():
+            increments[slot] = (increments.get(slot, (0.0, end))[0] + amount, end)
+        for subject in book.limited_subjects():  # read their totals even when nothing was added here
+            for measure in USAGE_MEASURES:
+                start, end = MINUTE.bounds(wall)
+                increments.setdefault((subject, measure, f"{MINUTE.name}:{int(start)}"), (0.0, end))
+        opens = usage.open_subjects()
+        watched = set(opens) | self._open_sent | {s for s in book.limited_subjects() if book.limits[s][2] is not None}
+        if not increments and not watched:
+            return
+        slots = list(increments)
+        subjects = sorted(watched)
+
+        async def exchange(client: Valkey) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for slot in slots:
+                key = self.keys.usage(*slot)
+                pipe.incrbyfloat(key, increments[slot][0])
+                pipe.expireat(key, int(increments[slot][1] + USAGE_SLACK))
+            for subject in subjects:
+                key = self.keys.open(subject)
+                if opens.get(subject):
+                    pipe.hset(key, self.origin, f"{opens[subject]}:{wall:.3f}")
+                    pipe.pexpire(key, OPEN_TTL_MS)
+                else:
+                    pipe.hdel(key, self.origin)
+                pipe.hgetall(key)
+            return await pipe.execute()
+
+        try:
+            replies = await link.call(exchange)
+        except LinkDown:
+            for slot in slots:  # sent with the next sync that gets through
+                if increments[slot][0]:
+                    usage.unsent(slot, increments[slot][0])
+            raise
+        for position, slot in enumerate(slots):
+            with contextlib.suppress(TypeError, ValueError):
+                usage.learn_window_total(slot, float(replies[2 * position]), increments[slot][1])
+        rest = replies[2 * len(slots):]
+        cursor = 0
+        for subject in subjects:
+            cursor += 3 if opens.get(subject) else 2
+            usage.learn_open(subject, open_elsewhere(rest[cursor - 1], self.origin, wall))
+        self._open_sent = {s for s in subjects if opens.get(s)}
 
     async def _read_health(self, link: SharedLink, names: list[str]) -> int:
         """Merge what the server keeps about these providers; the number of providers it knew something of."""
@@ -534,7 +623,27 @@ class SharedState:
             self.gate.forget(message.provider)
         elif isinstance(message, Pin):
             self.affinity.adopt(message.session, message.provider)
+        elif isinstance(message, HeadroomNews):
+            self.providers.keys.learn(message.provider, message.reading)
         else:
             health = board.get(message.provider)
             health.latency_ms = folded_latency(health.latency_ms, message.latency_ms, message.samples)
 
+
+
+def open_elsewhere(fields: Any, origin: str, wall: float) -> int:
+    """Requests open in the other instances, from an open-count hash (`instance -> "count:wall time"`); counts not
+    refreshed within OPEN_STALE are of an instance that is gone."""
+    total = 0
+    if not isinstance(fields, dict):
+        return 0
+    for instance, value in fields.items():
+        name = instance.decode(errors="replace") if isinstance(instance, bytes) else str(instance)
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        count, _, at = text.partition(":")
+        try:
+            if name != origin and wall - float(at) <= OPEN_STALE:
+                total += max(int(count), 0)
+        except ValueError:
+            continue
+    return total

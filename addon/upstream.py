@@ -98,9 +98,9 @@ def upstream_headers(
             continue
         out.append((name, value))
     if provider.auth_type == "api_key":
-        out.append(("x-api-key", provider.auth_value))
+        out.append(("x-api-key", provider.credential))
     elif provider.auth_type == "auth_token":
-        out.append(("authorization", f"Bearer {provider.auth_value}"))
+        out.append(("authorization", f"Bearer {provider.credential}"))
     # A stream is relayed event by event: ask for it uncompressed so nothing sits in a decompressor.
     # Uncompressed, streamed or not: a stream is relayed event by event (nothing may sit in a decompressor), and a
     # compressed answer would be inflated without a bound by the HTTP client.

@@ -119,6 +119,11 @@ class UsageWindows:
         """The total of all instances for a slot (this process's sent increments included)."""
         self._shared[slot] = total
 
+    def learn_window_total(self, slot: Slot, total: float, end: float) -> None:
+        """`learn_total` for a slot this process may never have counted in: kept until its window `end`."""
+        self._shared[slot] = total
+        self._ends.setdefault(slot, end)
+
     def learn_open(self, subject: str, elsewhere: int) -> None:
         """Requests open for `subject` in the other instances."""
         if elsewhere > 0:

@@ -139,7 +139,7 @@ def test_what_was_learned_survives_a_reload_of_an_unchanged_provider_and_not_a_c
         claude_code_request(client)
         assert len(fake.requests) == 3  # no refusal after the reload
 
-        balancer.use([{**entry, "auth_value": "another-key"}])  # another credential: another provider
+        balancer.use([{**entry, "base_url": fake.url + "/elsewhere/v1"}])  # another server behind the name
         assert balancer.provider_status(name)["learned"] == {}
         claude_code_request(client)
         assert len(fake.requests) == 5  # refused and retried again

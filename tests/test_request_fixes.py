@@ -182,9 +182,18 @@ def test_a_reload_keeps_what_an_unchanged_provider_refused_and_forgets_a_changed
         store.learn(provider(name), "m", {Fix(DROP, "user")})
     store.retain([provider("same", big_model="other-model"), provider("moved", base_url="http://127.0.0.1:8/v1"),
                   provider("rekeyed", auth_value="k2")])
-    assert store.fixes(provider("same"), "m") == {Fix(DROP, "user")}
-    for name in ("moved", "rekeyed", "gone"):
+    for name in ("same", "rekeyed"):  # the same server: another credential does not change what it accepts
+        assert store.fixes(provider(name), "m") == {Fix(DROP, "user")}
+    for name in ("moved", "gone"):
         assert store.fixes(provider(name), "m") == frozenset()
+
+
+def test_every_key_of_a_pool_shares_what_the_server_refused() -> None:
+    store = Capabilities()
+    pool = provider("pool", auth_value=["k1", "k2"])
+    store.learn(pool.with_key(0), "m", {Fix(DROP, "user")})  # an attempt carries one key of the pool
+    assert store.fixes(pool.with_key(1), "m") == {Fix(DROP, "user")}
+    assert store.shown(pool) == {"m": ["without user"]}
 
 
 def test_balancer_status_shows_what_a_provider_refused(tmp_path: Any) -> None:
