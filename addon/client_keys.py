@@ -22,7 +22,7 @@ class ClientKey(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
     name: str = ""  # "": named by position (plain entries)
-    key: str
+    key: str = Field(repr=False)  # never in a repr (logs, tracebacks)
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_day: int | None = Field(default=None, gt=0)
     budget_per_month: float | None = Field(default=None, gt=0)  # USD, estimated from usage and settings.prices

@@ -49,7 +49,7 @@ class _Lenient(BaseModel):
 class KeyConfig(_Lenient):
     """One credential of a provider's key pool, with its share of the traffic and its own limits."""
 
-    value: str = Field(min_length=1)
+    value: str = Field(min_length=1, repr=False)  # a credential: never in a repr
     weight: float = Field(default=1.0, gt=0)
     rpm: int | None = Field(default=None, gt=0)  # requests per minute
     tpm: int | None = Field(default=None, gt=0)  # input + output tokens per minute
@@ -83,7 +83,7 @@ class ProviderConfig(_Lenient):
     base_url: str
     auth_type: Literal["api_key", "auth_token", "passthrough"] = "api_key"
     # One credential, or a pool of them (each a string or a KeyConfig): see `keys` and `with_key`.
-    auth_value: Credential = ""
+    auth_value: Credential = Field(default="", repr=False)
     big_model: str | None = None
     small_model: str | None = None
     enabled: bool = True
@@ -229,7 +229,7 @@ class Settings(_Lenient):
     # can reach it), each a plain key or {name, key, quotas} (client_keys.py). Admin endpoints need an admin key
     # when admin_keys is set, else a client key.
     client_keys: list[ClientKey] = Field(default_factory=list)
-    admin_keys: list[str] = Field(default_factory=list)
+    admin_keys: list[str] = Field(default_factory=list, repr=False)
     # USD per million tokens by model glob, before the built-in prices of Claude models (prices.py).
     prices: dict[str, Price] = Field(default_factory=dict)
     # Larger request bodies are refused with 413 (Claude Code requests with images stay well below).
@@ -248,7 +248,7 @@ class Settings(_Lenient):
     port: int = Field(default=8080, ge=1, le=65535)
     # Several instances, one view of the providers: a Redis or Valkey server (redis://[:PASSWORD@]HOST:PORT/DB,
     # rediss:// for TLS). Unset: every instance keeps its state to itself (nothing to install).
-    shared_state: str | None = None
+    shared_state: str | None = Field(default=None, repr=False)  # may hold a password
     # Prefix of every key and channel, so that several teams (or test runs) can use one server.
     shared_state_namespace: str = Field(default="balancer", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Seconds any one call to the server may take; slower counts as the server being gone.
@@ -261,7 +261,7 @@ class Settings(_Lenient):
     # The secret behind the keys' fingerprints in /providers, /metrics and the log (a keyed hash: the fingerprint
     # of a guessed key cannot be checked without it). Unset: a random one per process (fingerprints then differ
     # between instances and restarts; `#1`, `#2`, ... do not).
-    key_fingerprint_secret: str | None = None
+    key_fingerprint_secret: str | None = Field(default=None, repr=False)
     # Seed keys with no effect here, accepted so that seed files load unchanged.
     app_name: str | None = None
     app_version: str | None = None

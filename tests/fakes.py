@@ -55,16 +55,17 @@ class Message(Behavior):
 
     text: str = "Hello"
     model: str | None = None  # None: echo the model the request named
+    headers: dict[str, str] = field(default_factory=dict)  # sent with the answer (rate-limit headers, say)
 
     def run(self, handler, request, fake):
         body = request.json() if request.body else {}
         model = self.model or body.get("model", "unknown")
         if request.path.startswith("/v1/messages/count_tokens"):
-            handler.reply(200, {"input_tokens": 42})
+            handler.reply(200, {"input_tokens": 42}, self.headers)
         elif body.get("stream"):
-            handler.stream([sse(e, d) for e, d in anthropic_stream_events(model, [self.text])])
+            handler.stream([sse(e, d) for e, d in anthropic_stream_events(model, [self.text])], self.headers)
         else:
-            handler.reply(200, anthropic_message(model, self.text), {"request-id": "req_fake"})
+            handler.reply(200, anthropic_message(model, self.text), {"request-id": "req_fake", **self.headers})
 
 
 @dataclass
@@ -256,11 +257,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
-    def start_stream(self, status: int) -> None:
+    def start_stream(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
         self.send_header("cache-control", "no-cache")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.flush()
 
@@ -272,8 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def stream(self, events: list[bytes]) -> None:
-        self.start_stream(200)
+    def stream(self, events: list[bytes], headers: dict[str, str] | None = None) -> None:
+        self.start_stream(200, headers)
         for event in events:
             self.write_chunk(event)
         self.end_stream()
