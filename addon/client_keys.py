@@ -47,6 +47,11 @@ class ClientKey(BaseModel):
     def has_quota(self) -> bool:
         return any(v is not None for v in (self.requests_per_minute, self.tokens_per_day, self.budget_per_month))
 
+    @property
+    def meters_spend(self) -> bool:
+        """A quota on what answers cost (tokens or money), not only on the number of requests."""
+        return self.tokens_per_day is not None or self.budget_per_month is not None
+
 
 def as_entry(item: Any) -> Any:
     """A plain key becomes an entry without a name (numbers are keys too: YAML reads `123456` as one)."""

@@ -1,7 +1,10 @@
 """Client quotas at work: a client over a quota is refused (429 rate_limit_error with retry-after) before any
 provider is tried; every finished request of a named client is charged its tokens and estimated spend.
 
-Quotas apply to `POST /v1/messages`, what spends; counting tokens and listing models are never refused.
+Quotas apply to `POST /v1/messages`, what spends; counting tokens and listing models are never refused. Any
+other API request (message batches, the legacy completions, files, ...) costs what its answer does not say: a
+client with a token or spend quota is refused it (403), since it would spend without being metered; a client with
+only a request quota gets it under that quota.
 """
 
 from __future__ import annotations
@@ -30,6 +33,23 @@ log = logging.getLogger("balancer")
 RETRY_HORIZON = 60
 
 
+# How a request counts under a client's quotas.
+METERED, FREE, UNMETERED = "metered", "free", "unmetered"
+
+
+def metering(method: str, path: str) -> str:
+    """`metered`: a message, whose usage its answer reports; `free`: what costs nothing (counting tokens, listing
+    models, the balancer's own endpoints); `unmetered`: any other API request, which may spend unseen (batches)."""
+    route = path.split("?", 1)[0]
+    if route == "/v1/messages" and method == "POST":
+        return METERED
+    if not route.startswith("/v1/") or route == "/v1/messages/count_tokens":
+        return FREE
+    if method in ("GET", "HEAD") and (route == "/v1/models" or route.startswith("/v1/models/")):
+        return FREE
+    return UNMETERED
+
+
 class ClientUsage:
     def __init__(self, providers: Providers, usage: UsageWindows, registry: CollectorRegistry):
         self.providers = providers
@@ -43,10 +63,22 @@ class ClientUsage:
     def request(self, flow: http.HTTPFlow) -> None:
         if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
             return
-        if flow.request.method != "POST" or flow.request.path.split("?", 1)[0] != "/v1/messages":
+        kind = metering(flow.request.method, flow.request.path)
+        if kind == FREE:
             return
         client = self.providers.settings.client_named(client_of(flow))
         if client is None or not client.has_quota:
+            return
+        if kind == UNMETERED and client.meters_spend:
+            route = loggable(flow.request.path.split("?", 1)[0], 80)
+            flow.response = error_response(
+                403, "permission_error",
+                f"client {client.name} has a token or spend quota, and the cost of {route} cannot be metered by "
+                "the balancer: only /v1/messages, counting tokens and listing models are open to it",
+            )
+            flow.metadata["balancer"] = {"refused": "unmetered", "client": client.name}
+            log.info("refused %s %s of client %s: its cost cannot be metered under its quotas",
+                     flow.request.method, route, client.name)
             return
         refusal = self.book.admit(client)
         if refusal is None:

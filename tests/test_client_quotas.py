@@ -27,6 +27,7 @@ KEYS = {
     "tok-stream": "sk-client-tokstream-3030303030",
     "budget": "sk-client-budget-4040404040",
     "free": "sk-client-free-5050505050",
+    "batcher": "sk-client-batcher-8080808080",
 }
 PLAIN_KEY = "sk-client-plain-6060606060"
 ADMIN_KEY = "sk-admin-7070707070"
@@ -65,6 +66,7 @@ def client_keys() -> list[Any]:
         {"name": "budget", "key": KEYS["budget"], "budget_per_month": 1000},
         PLAIN_KEY,
         {"name": "free", "key": KEYS["free"]},
+        {"name": "batcher", "key": KEYS["batcher"], "requests_per_minute": 1},
     ]
 
 
@@ -129,6 +131,26 @@ def test_a_client_over_its_requests_per_minute_gets_429_naming_the_quota_before_
     assert usage_of(process, "rpm")["over_quota"] == ["requests_per_minute"]
 
 
+def test_requests_whose_cost_is_not_metered_are_refused_to_a_client_with_a_spend_quota(setup):
+    process, fake, _ = setup
+    before = len(fake.requests)
+    refused = ask(process, KEYS["budget"], path="/v1/messages/batches")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["type"] == "permission_error"
+    assert "client budget" in refused.json()["error"]["message"] and "/v1/messages/batches" in refused.text
+    assert ask(process, KEYS["tok-json"], path="/v1/complete").status_code == 403
+    assert len(fake.requests) == before  # nothing reached a provider
+    # A client without quotas is not concerned; one with only a request quota spends requests on it.
+    assert ask(process, KEYS["free"], path="/v1/messages/batches").status_code == 200
+    for _ in range(3):  # a minute that ends between the requests starts a fresh window: try again
+        minute = time.time() // 60
+        answers = [ask(process, KEYS["batcher"], path="/v1/messages/batches") for _ in range(2)]
+        if time.time() // 60 == minute:
+            break
+    assert [a.status_code for a in answers] == [200, 429]
+    assert "requests_per_minute" in answers[1].json()["error"]["message"]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_tokens_per_day_are_counted_from_the_answers_usage(setup, stream):
     process, _, _ = setup
@@ -183,7 +205,7 @@ def test_usage_lists_every_client_by_name_with_its_quotas(setup):
     assert ask(process, PLAIN_KEY).status_code == 200
     answer = httpx.get(process.url + "/usage", headers=ADMIN, timeout=10)
     clients = {c["name"]: c for c in answer.json()["clients"]}
-    assert list(clients) == ["rpm", "tok-json", "tok-stream", "budget", "client-5", "free"]
+    assert list(clients) == ["rpm", "tok-json", "tok-stream", "budget", "client-5", "free", "batcher"]
     rpm = {q["quota"]: q for q in clients["rpm"]["quotas"]}
     assert rpm["requests_per_minute"]["limit"] == 2 and rpm["tokens_per_day"]["limit"] is None
     assert rpm["requests_per_minute"]["window"] == "minute" and 0 < rpm["requests_per_minute"]["resets_in"] <= 60

@@ -9,6 +9,7 @@ import pytest
 
 from addon.access import matching_key
 from addon.client_keys import ClientKey
+from addon.client_usage import FREE, METERED, UNMETERED, metering
 from addon.config import ConfigError, parse_config
 from addon.prices import DEFAULT_PRICES, Price, charge, price_of
 from addon.quotas import QuotaBook
@@ -169,3 +170,26 @@ def test_the_key_presented_is_found_among_the_clients_keys():
 
 def test_a_key_that_is_not_utf8_matches_nothing_and_raises_nothing():
     assert matching_key("k\udcff\udcfe", ["k1"]) is None and matching_key("k\udcff", []) is None
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("POST", "/v1/messages", METERED),
+    ("POST", "/v1/messages?beta=true", METERED),
+    ("POST", "/v1/messages/count_tokens", FREE),
+    ("GET", "/v1/models", FREE),
+    ("GET", "/v1/models/claude-sonnet-4-5", FREE),
+    ("GET", "/providers", FREE),
+    ("POST", "/v1/messages/batches", UNMETERED),
+    ("GET", "/v1/messages/batches/msgbatch_1/results", UNMETERED),
+    ("POST", "/v1/complete", UNMETERED),
+    ("POST", "/v1/models", UNMETERED),
+    ("GET", "/v1/messages", UNMETERED),
+])
+def test_what_counts_under_a_clients_quotas(method: str, path: str, expected: str) -> None:
+    assert metering(method, path) == expected
+
+
+def test_only_token_and_spend_quotas_meter_spend() -> None:
+    assert not ClientKey(name="a", key="k", requests_per_minute=5).meters_spend
+    assert ClientKey(name="a", key="k", tokens_per_day=5).meters_spend
+    assert ClientKey(name="a", key="k", budget_per_month=5).meters_spend
