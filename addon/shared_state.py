@@ -48,6 +48,8 @@ from .health import folded_latency
 from .key_book import KeyBook
 from .probe_gate import ProbeGate
 from .providers import Providers
+from .quotas import QUOTAS, limit_of
+from .quotas import subject as quota_subject
 from .ratelimit_headers import Reading
 from .routing import Router
 from .shared_link import LinkDown, SharedLink
@@ -74,7 +76,7 @@ from .shared_records import (
     record_of,
     session_digest,
 )
-from .usage_windows import MINUTE, Slot
+from .usage_windows import MINUTE, Slot, Window
 
 if TYPE_CHECKING:
     from valkey.asyncio import Valkey
@@ -480,6 +482,14 @@ class SharedState:
         self.router.turn = total + (self.router.turn - sent)
         self._turn_seen = self.router.turn
 
+    def _watched_windows(self, book: KeyBook) -> list[tuple[str, str, Window]]:
+        """(subject, measure, window) of every key limit and client quota in force."""
+        watched = [(subject, measure, MINUTE) for subject in book.limited_subjects() for measure in USAGE_MEASURES]
+        for client in self.providers.settings.client_keys:
+            watched += [(quota_subject(client.name), quota.measure, quota.window)
+                        for quota in QUOTAS if limit_of(client, quota) is not None]
+        return watched
+
     async def _sync_usage(self, link: SharedLink, wall: float) -> None:
         """Add this instance's usage to the shared counters and learn the totals of all instances; share the
         requests open here and learn those open elsewhere."""
@@ -488,10 +498,11 @@ class SharedState:
         increments: dict[Slot, tuple[float, float]] = {}
         for slot, amount, end in usage.unsynced():
             increments[slot] = (increments.get(slot, (0.0, end))[0] + amount, end)
-        for subject in book.limited_subjects():  # read their totals even when nothing was added here
-            for measure in USAGE_MEASURES:
-                start, end = MINUTE.bounds(wall)
-                increments.setdefault((subject, measure, f"{MINUTE.name}:{int(start)}"), (0.0, end))
+        # Read the totals of every limit and quota in force even when nothing was added here: a client that
+        # spends at another instance is over its quota here too.
+        for subject, measure, window in self._watched_windows(book):
+            start, end = window.bounds(wall)
+            increments.setdefault((subject, measure, f"{window.name}:{int(start)}"), (0.0, end))
         opens = usage.open_subjects()
         watched = set(opens) | self._open_sent | {s for s in book.limited_subjects() if book.limits[s][2] is not None}
         if not increments and not watched:
