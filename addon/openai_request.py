@@ -305,7 +305,15 @@ def _text_of(content: Any, separator: str = "\n\n") -> str:
     return separator.join(t for t in texts if isinstance(t, str) and t)
 
 
+# Claude Code's first system block: `x-anthropic-billing-header: cc_version=2.1.197.6e2; ...`, addressed to
+# Anthropic's billing, and different on every run; at the head of an OpenAI-type provider's prompt it would only
+# spoil that provider's prefix cache.
+BILLING_MARKER = "x-anthropic-billing-header:"
+
+
 def _system_messages(system: Any) -> list[dict]:
+    if isinstance(system, list):
+        system = [b for b in system if not (isinstance(b, dict) and str(b.get("text", "")).startswith(BILLING_MARKER))]
     text = _text_of(system)
     return [{"role": "system", "content": text}] if text else []
 

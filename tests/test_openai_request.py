@@ -162,6 +162,16 @@ def test_system_blocks_are_joined_and_cache_control_stripped() -> None:
     }
 
 
+def test_claude_codes_billing_block_is_not_sent_to_an_openai_type_provider() -> None:
+    # Different on every run: at the head of the prompt it would defeat the provider's prefix cache.
+    system = [text("x-anthropic-billing-header: cc_version=2.1.197.6e2; cc_entrypoint=cli;"),
+              text("You are Claude Code."), text("Mention x-anthropic-billing-header: in a sentence is kept.")]
+    assert convert({"system": system, "messages": [user("hi")]})["messages"][0] == {
+        "role": "system",
+        "content": "You are Claude Code.\n\nMention x-anthropic-billing-header: in a sentence is kept.",
+    }
+
+
 def test_empty_system_sends_no_system_message() -> None:
     assert convert({"system": [], "messages": [user("hi")]})["messages"] == [{"role": "user", "content": "hi"}]
 
