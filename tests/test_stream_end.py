@@ -123,11 +123,7 @@ def openai_chunk(**delta: Any) -> dict[str, Any]:
 def lingering_stream(kind: str) -> list[bytes]:
     """A whole answer whose message_delta has no stop reason (Anthropic type), or a whole OpenAI stream."""
     if kind == "anthropic":
-        events = anthropic_stream_events("m", ["Hello", " world"])
-        for name, data in events:
-            if name == "message_delta":
-                data["delta"]["stop_reason"] = None
-        return [sse(name, data) for name, data in events]
+        return [sse(name, data) for name, data in lingering_events()]
     return [
         openai_sse(openai_chunk(role="assistant", content="")),
         openai_sse(openai_chunk(content="Hello")),
@@ -169,3 +165,41 @@ def test_the_stream_ends_at_message_stop_while_the_provider_holds_its_connection
     assert " stream 200 " in line
     status = balancer.provider_status(name)
     assert status["healthy"] and status["failures"] == 0, status
+
+
+@dataclass
+class PauseBeforeMessageStop(Behavior):
+    """A whole answer whose message_delta has no stop reason, then `pause` seconds of silence before its
+    message_stop (ten ping intervals and more)."""
+
+    pause: float
+
+    def run(self, handler, request, fake):
+        events = [sse(name, data) for name, data in lingering_events()]
+        handler.start_stream(200)
+        for event in events[:-1]:
+            handler.write_chunk(event)
+        fake.stopping.wait(self.pause)
+        handler.write_chunk(events[-1])
+        handler.end_stream()
+
+
+def lingering_events() -> list[tuple[str, dict[str, Any]]]:
+    events = anthropic_stream_events("m", ["Hello", " world"])
+    for name, data in events:
+        if name == "message_delta":
+            data["delta"]["stop_reason"] = None
+    return events
+
+
+def test_no_ping_follows_message_delta_even_without_a_stop_reason(balancer, unique):
+    interval = 0.1
+    name = f"pause-{unique}"
+    with FakeProvider(PauseBeforeMessageStop(pause=10 * interval)) as fake:
+        balancer.use([anthropic_provider(name, fake.url)], stream_keepalive=interval, stream_idle_timeout=60)
+        body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx.post(balancer.url + "/v1/messages", json=body, timeout=30)
+    names = [event for event, _ in parse_sse(answer.content)]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    assert "ping" not in names[names.index("content_block_delta"):]
