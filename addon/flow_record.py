@@ -69,6 +69,7 @@ class RequestSummary:
     dropped_tools: tuple[str, ...] = ()  # the client's tools the serving provider was asked without
     client: str | None = None  # the name of the client key presented (never the key)
     key_subject: str | None = None  # the provider key that served (key_identity.key_subject), never the key
+    usage_estimated: bool = False  # the output tokens are estimated from the content (no final usage came)
 
     @property
     def status(self) -> int | str | None:
@@ -97,7 +98,8 @@ class RequestSummary:
             "usage": dict(self.usage) if self.usage else None,
             "stop_reason": self.stop_reason,
             "client": self.client,
-        } | ({"dropped_tools": list(self.dropped_tools)} if self.dropped_tools else {})
+        } | ({"dropped_tools": list(self.dropped_tools)} if self.dropped_tools else {}) | (
+            {"usage_estimated": True} if self.usage_estimated else {})
 
 
 @dataclass(frozen=True)
@@ -176,5 +178,6 @@ class FlowRecord:
             dropped_tools=self.dropped_tools,
             client=self.client,
             key_subject=self.key_subject,
+            usage_estimated=bool(watch and watch.estimated),
         )
 

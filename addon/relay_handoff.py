@@ -72,7 +72,7 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
             answer.status, headers,
             body, result.response.aclose,
             is_sse=answer.is_sse, streamed=record.stream, token=deferred, keepalive=answer.keepalive,
-            answered=lambda: watch.stop_reason is not None,
+            answered=lambda: watch.answered,  # message_delta or message_stop went through
         )
     except BaseException:
         await result.response.aclose()

@@ -42,7 +42,8 @@ def summary_line(request: dict[str, Any]) -> str:
         parts.append(" ".join(timing))
     usage = request.get("usage") or {}
     if usage:
-        parts.append(f"tokens in {usage.get('input_tokens', '?')} out {usage.get('output_tokens', '?')}")
+        about = "~" if request.get("usage_estimated") else ""  # estimated from the content relayed
+        parts.append(f"tokens in {usage.get('input_tokens', '?')} out {about}{usage.get('output_tokens', '?')}")
     if request.get("stop_reason"):
         parts.append(_field(request["stop_reason"]))
     if request.get("dropped_tools"):

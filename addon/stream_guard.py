@@ -190,20 +190,22 @@ async def guarded(
     idle_timeout: float,
     redact: Callable[[str], str] = str,
 ) -> AsyncIterator[bytes]:
-    """The held opening, then the rest of the stream as whole, checked events (`CommittedStream`); any failure
-    after the commit point becomes an `event: error` at the end, reported through `on_failure(reason, class)`.
-    Error messages pass through `redact`."""
+    """The held opening, then the rest of the stream as whole, checked events (`CommittedStream`), up to and with
+    `message_stop`, where it ends; any failure after the commit point becomes an `event: error` at the end, reported
+    through `on_failure(reason, class)`. Error messages pass through `redact`."""
     stream = CommittedStream(opening.source, on_failure, redact, opening.observers)
     yield opening.held + stream.take(opening.rest)
-    if stream.failed:
+    if stream.over:
         return
     try:
         async for chunk in rest:
             out = stream.feed(chunk)
             if out:
                 yield out
-            if stream.failed:
-                return  # closing the provider's response stops it generating
+            if stream.over:
+                # The answer is complete, or it failed: the client's stream ends now, whatever the provider still
+                # does (closing its response stops it generating, or frees a connection it keeps open).
+                return
     except (httpx.HTTPError, OSError) as exc:
         if not stream.complete:  # a connection dropped after the answer was complete is no failure
             yield stream.fail(broke_off_reason(exc, idle_timeout))
