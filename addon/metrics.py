@@ -178,7 +178,8 @@ class Metrics:
         )
         self.tokens = Counter(
             "balancer_tokens",
-            "Tokens reported in the answers' usage, by provider; direction 'in' (input) or 'out' (output).",
+            "Tokens of the answers' usage, by provider; direction 'in' (input) or 'out' (output); a stream that ended "
+            "without its final usage counts the output it relayed, estimated.",
             ["provider", "direction"],
             registry=self.registry,
         )
