@@ -39,7 +39,7 @@ class Exchange:
     redact: Callable[[str], str] = str
     # What providers were found not to accept (learned for later requests too).
     capabilities: Capabilities = field(default_factory=Capabilities)
-    # Fixes for this request only, per provider name (a conversation's thinking signatures).
+    # Fixes for this request, per provider name: all a provider's refusals of it (the store keeps only some).
     own_fixes: dict[str, frozenset[Fix]] = field(default_factory=dict)
     # Seconds of silence in a committed stream before the client gets a `ping` event (0: never).
     keepalive: float = 0.0
@@ -54,13 +54,12 @@ class Exchange:
         return learned | own if own else learned
 
     def fix(self, provider: ProviderConfig, model: str | None, fixes: Iterable[Fix]) -> None:
-        """The provider refused part of this request: the learned fixes are remembered for the provider, the rest
-        kept for this request."""
+        """The provider refused part of this request: every fix applies to this request's next try, whether or
+        not the store remembers it for later ones (it may not: not rememberable, or evicted)."""
         fixes = frozenset(fixes)
         self.capabilities.learn(provider, model, fixes)
-        own = frozenset(f for f in fixes if not f.learned)
-        if own:
-            self.own_fixes[provider.name] = self.own_fixes.get(provider.name, frozenset()) | own
+        if fixes:
+            self.own_fixes[provider.name] = self.own_fixes.get(provider.name, frozenset()) | fixes
 
 
 @dataclass

@@ -375,10 +375,14 @@ async def _attempt(
     if deadline - time.monotonic() <= 0:  # no time left for a second try: the refusal is the answer
         record = AttemptRecord(provider.name, str(status), outcome.ms, failed=False, wire=wire)
         return Success(provider, outcome.request, outcome.response, outcome.retry.answer, [record])
+    rebuilt = build_request(provider)
+    if same_request(rebuilt, outcome.request):  # the fixes change nothing: the same refusal would come back
+        record = AttemptRecord(provider.name, str(status), outcome.ms, failed=False, wire=wire)
+        return Success(provider, outcome.request, outcome.response, outcome.retry.answer, [record])
     first = AttemptRecord(provider.name, f"HTTP {status}, retried {outcome.retry.what}", outcome.ms, failed=False,
                           wire=wire)
     again_wire = ProviderWire(wire.provider, wire.limit) if wire is not None else None
-    again = await _send(provider, build_request(provider), pool, settings, open_answer, again_wire, deadline,
+    again = await _send(provider, rebuilt, pool, settings, open_answer, again_wire, deadline,
                         content_deadline, retried=True)
     assert not isinstance(again, _Refused)
     if isinstance(again, Success):
@@ -386,6 +390,12 @@ async def _attempt(
     else:
         again.retried = first
     return again
+
+
+def same_request(a: httpx.Request, b: httpx.Request) -> bool:
+    """Whether two requests would reach the provider the same (a retry of one as the other would be futile)."""
+    return (a.method == b.method and a.url == b.url and a.content == b.content
+            and a.headers.multi_items() == b.headers.multi_items())
 
 
 @dataclass

@@ -107,14 +107,19 @@ OWN_SIGNATURE = "relay-signed."
 @dataclass
 class StrictRelay(Behavior):
     """An Anthropic-compatible relay that validates strictly, in the order a server does: the `anthropic-beta`
-    values it knows (`betas_refused` are refused), then the body's top-level fields (`fields_refused`), then message
-    roles (with `refuses_system`, a `system` message), then thinking signatures (with `checks_signatures`, one it
-    did not make). The first problem is answered with Anthropic's wording; a request without one, as `otherwise`."""
+    values it knows (`betas_refused` are refused), then the body's top-level fields (`fields_refused`; all at once
+    as FastAPI does with `fastapi`), then `output_config.effort` (with `efforts`), then message roles (with
+    `refuses_system`, a `system` message), then thinking signatures (with `checks_signatures`, one it did not make).
+    The first problem is answered with Anthropic's wording; a request without one, as `otherwise`."""
 
     betas_refused: frozenset[str] = frozenset()
     fields_refused: frozenset[str] = frozenset()
     refuses_system: bool = False
     checks_signatures: bool = False
+    # Non-empty: `output_config.effort` validated as Anthropic does (a genuine client error for any other value).
+    efforts: tuple[str, ...] = ()
+    # Body fields refused at once, as a FastAPI relay does (422, pydantic's `detail` list), not one by one.
+    fastapi: bool = False
     otherwise: Behavior = field(default_factory=Message)
 
     def problem(self, request: Received) -> str | None:
@@ -127,6 +132,10 @@ class StrictRelay(Behavior):
         for name in body:
             if name in self.fields_refused:
                 return f"{name}: Extra inputs are not permitted"
+        effort = (body.get("output_config") or {}).get("effort")
+        if self.efforts and effort is not None and effort not in self.efforts:
+            listed = ", ".join(f"'{e}'" for e in self.efforts[:-1]) + f" or '{self.efforts[-1]}'"
+            return f"output_config.effort: Input should be {listed}"
         for position, message in enumerate(body.get("messages") or []):
             if self.refuses_system and message.get("role") == "system":
                 return ('Unexpected role "system". The Messages API accepts a top-level `system` parameter, not '
@@ -140,6 +149,12 @@ class StrictRelay(Behavior):
         return None
 
     def run(self, handler, request, fake):
+        extra = [name for name in request.json() if name in self.fields_refused] if self.fastapi else []
+        if extra:
+            handler.reply(422, {"detail": [{"type": "extra_forbidden", "loc": ["body", name],
+                                            "msg": "Extra inputs are not permitted", "input": request.json()[name]}
+                                           for name in extra]})
+            return
         problem = self.problem(request)
         if problem is not None:
             handler.reply(400, anthropic_refusal(problem), {"request-id": "req_strict"})

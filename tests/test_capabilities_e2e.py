@@ -216,6 +216,46 @@ def test_a_genuine_client_error_from_a_relay_is_returned_unchanged_and_never_ret
     assert balancer.provider_status(name)["learned"] == {}
 
 
+def test_one_clients_bad_value_is_returned_to_it_and_changes_no_other_request(balancer, client, unique):
+    name = f"anthropic-{unique}"
+    with FakeProvider(StrictRelay(efforts=("low", "medium", "high"))) as fake:
+        balancer.use([anthropic_provider(name, fake.url)])
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            client.messages.create(model="claude-sonnet-4-5", max_tokens=8,
+                                   messages=[{"role": "user", "content": "Hi"}],
+                                   extra_body={"output_config": {"effort": "extreme"}})
+        assert len(fake.requests) == 1  # never retried
+        wording = "output_config.effort: Input should be 'low', 'medium' or 'high'"
+        assert refused.value.body == anthropic_refusal(wording)
+
+        assert claude_code_request(client) == "Hello"  # the next client's valid effort goes as it was sent
+        assert len(fake.requests) == 2 and fake.requests[1].json()["output_config"] == {"effort": "high"}
+    assert balancer.provider_status(name)["learned"] == {}
+
+
+def test_junk_fields_are_left_out_of_their_own_request_only_and_a_real_refusal_is_still_learned(
+    balancer, client, unique
+):
+    name = f"relay-{unique}"
+    junk = {f"junk_{i}": i for i in range(40)}
+    relay = StrictRelay(fields_refused=frozenset(junk) | {"context_management"}, fastapi=True)
+    with FakeProvider(relay) as fake:
+        balancer.use([anthropic_provider(name, fake.url)])
+        answer = client.messages.create(model="claude-sonnet-4-5", max_tokens=8,
+                                        messages=[{"role": "user", "content": "Hi"}], extra_body=junk)
+        assert answer.content[0].text == "Hello"  # type: ignore[union-attr]
+        first, second = (r.json() for r in fake.requests)
+        assert set(junk) <= set(first) and not set(junk) & set(second)
+        assert balancer.provider_status(name)["learned"] == {}  # no field the balancer knows: nothing remembered
+
+        # Claude Code's own request: its refused field is left out at once and remembered.
+        assert claude_code_request(client) == "Hello"
+        assert len(fake.requests) == 4 and "context_management" not in fake.requests[3].json()
+        assert claude_code_request(client) == "Hello"
+        assert len(fake.requests) == 5
+    assert balancer.provider_status(name)["learned"] == {"claude-sonnet-4-5": ["without context_management"]}
+
+
 # -- 3. Thinking signatures ----------------------------------------------------------------------------------------
 
 def test_thinking_signed_elsewhere_is_stripped_once_for_this_request_and_not_remembered(balancer, client, unique):

@@ -203,7 +203,7 @@ ANTHROPIC_CASES = [
     ("adaptive thinking unknown to an older relay", anthropic_error(
         "thinking: Input tag 'adaptive' found using 'type' does not match any of the expected tags: 'enabled', "
         "'disabled'"),
-     {Fix(DROP, "thinking")}),
+     {Fix(DROP, "thinking", once=True)}),
     ("anthropic's words for a system role", anthropic_error(
         'Unexpected role "system". The Messages API accepts a top-level `system` parameter, not "system" as an input '
         "message role."),
@@ -239,6 +239,17 @@ ANTHROPIC_CLIENT_ERRORS = [
         "thinking.budget_tokens: Input should be greater than or equal to 1024")),
     ("temperature with thinking", anthropic_error("`temperature` may only be set to 1 when thinking is enabled")),
     ("a missing field", anthropic_error("messages.0.content: Field required")),
+    ("an effort value Anthropic does not take", anthropic_error(
+        "output_config.effort: Input should be 'low', 'medium' or 'high'")),
+    ("a thinking type value", anthropic_error("thinking.type: Input should be 'enabled' or 'disabled'")),
+    ("a thinking tag Anthropic does not take either", anthropic_error(
+        "thinking.type: Input tag 'bogus' found using 'type' does not match any of the expected tags: 'enabled', "
+        "'disabled', 'adaptive'")),
+    ("an unknown part of an optional field", anthropic_error("output_config.bogus: Extra inputs are not permitted")),
+    ("a missing part of an optional field", anthropic_error("thinking.budget_tokens: Field required")),
+    ("a type error in an optional field", anthropic_error("metadata.user_id: Input should be a valid string")),
+    ("a role literal error on a message that is no system message", anthropic_error(
+        "messages.0.role: Input should be 'user' or 'assistant'")),
     ("a beta the request did not send", anthropic_error(
         "Unexpected value(s) `files-api-2025-04-14` for the `anthropic-beta` header.")),
     ("beta text naming no sent beta", anthropic_error("invalid beta flag")),
@@ -248,6 +259,64 @@ ANTHROPIC_CLIENT_ERRORS = [
 @pytest.mark.parametrize("body", [c[1] for c in ANTHROPIC_CLIENT_ERRORS], ids=[c[0] for c in ANTHROPIC_CLIENT_ERRORS])
 def test_anthropic_client_errors_give_no_fix(body: bytes) -> None:
     assert anthropic_fixes(400, body, ANTHROPIC_SENT) == frozenset()
+
+
+# The client's own text echoed back in an error: never read as the server's words.
+ECHOES = [
+    ("pydantic's input echoes the client's text", 422, json.dumps({"detail": [{
+        "type": "missing", "loc": ["body", "messages", 0, "content", 0, "type"], "msg": "Field required",
+        "input": {"txt": "note: 'thinking' is not supported; metadata: Extra inputs are not permitted"}}]}).encode()),
+    ("pydantic's ctx", 422, json.dumps({"detail": [{
+        "type": "literal_error", "loc": ["body", "thinking", "type"], "msg": "Input should be 'enabled'",
+        "ctx": {"expected": "context_management: Extra inputs are not permitted"}}]}).encode()),
+    ("a message quoting the prompt", 400, anthropic_error(
+        "Invalid message content: got 'metadata is not supported' and 'context_management: Extra inputs are not "
+        "permitted'")),
+    ("a refusal wording mid-sentence, after quoted text", 400, anthropic_error(
+        "messages.0.content: 'please reply: context_management is not supported' is too long")),
+    ("a field of the error that is not its message", 400, json.dumps({"type": "error", "error": {
+        "type": "invalid_request_error", "message": "Bad request",
+        "request": {"prompt": "output_config: Extra inputs are not permitted"}}}).encode()),
+    ("a beta named in an echo", 400, anthropic_error(
+        "messages.1.content: 'invalid beta context-management-2025-06-27' is not valid UTF-8")),
+    ("a system role named in an echo", 400, anthropic_error(
+        "messages.0.content: 'Unexpected role \"system\"' is too long")),
+]
+
+
+@pytest.mark.parametrize(("status", "body"), [c[1:] for c in ECHOES], ids=[c[0] for c in ECHOES])
+def test_the_clients_own_text_echoed_in_an_error_gives_no_fix(status: int, body: bytes) -> None:
+    assert anthropic_fixes(status, body, ANTHROPIC_SENT) == frozenset()
+
+
+OPENAI_ECHOES = [
+    openai_error("Invalid message content: got 'tool_choice is not supported' and 'reasoning_effort is not "
+                 "supported'"),
+    openai_error("Invalid value for 'messages[0].content': 'Unsupported parameter: user' is not a string"),
+    json.dumps({"detail": [{"type": "string_type", "loc": ["body", "messages", 0, "content"],
+                            "msg": "Input should be a valid string",
+                            "input": "[{'type': 'extra_forbidden', 'loc': ('body', 'user')}]"}]}).encode(),
+]
+
+
+@pytest.mark.parametrize("body", OPENAI_ECHOES, ids=["quoted", "after a quoted prefix", "a repr in the input"])
+def test_the_clients_own_text_echoed_in_an_openai_error_gives_no_fix(body: bytes) -> None:
+    assert openai_fixes(400, body, OPENAI_SENT) == frozenset()
+
+
+def test_a_role_literal_error_on_a_system_message_folds_it() -> None:
+    # CLAUDE_CODE_BODY's message 2 is its system message
+    assert anthropic_fixes(400, anthropic_error("messages.2.role: Input should be 'user' or 'assistant'"),
+                           ANTHROPIC_SENT) == {Fix(FOLD_SYSTEM)}
+    assert anthropic_fixes(400, anthropic_error("messages.3.role: Input should be 'user' or 'assistant'"),
+                           ANTHROPIC_SENT) == frozenset()
+
+
+def test_a_tag_anthropic_takes_is_left_out_of_that_request_only() -> None:
+    body = anthropic_error("thinking.type: Input tag 'adaptive' found using 'type' does not match any of the "
+                           "expected tags: 'enabled', 'disabled'")
+    (fix,) = anthropic_fixes(400, body, ANTHROPIC_SENT)
+    assert fix.kind == DROP and fix.name == "thinking" and not fix.learned
 
 
 def test_a_signature_error_without_signed_thinking_sent_gives_no_fix() -> None:

@@ -5,13 +5,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import strategies as st
 from mitmproxy.test import taddons
 
-from addon.capabilities import DROP, DROP_BETA, FOLD_SYSTEM, RENAME, STRIP_THINKING, Capabilities, Fix
+from addon.capabilities import (
+    DROP,
+    DROP_BETA,
+    FOLD_SYSTEM,
+    MAX_FIXES_PER_MODEL,
+    MAX_MODELS_PER_PROVIDER,
+    RENAME,
+    STRIP_THINKING,
+    Capabilities,
+    Fix,
+)
 from addon.commands import BalancerCommands
 from addon.config import ProviderConfig
+from addon.exchange import Exchange
+from addon.failover import same_request
 from addon.providers import Providers
 from addon.request_fixes import (
     THINKING_PLACEHOLDER,
@@ -210,3 +223,72 @@ def test_balancer_status_shows_what_a_provider_refused(tmp_path: Any) -> None:
     _, lite_line, relay_line = text.splitlines()
     assert lite_line.endswith("| learned: gpt-big without reasoning_effort, without user")
     assert "learned" not in relay_line
+
+
+def anthropic_relay() -> ProviderConfig:
+    return ProviderConfig(name="relay", type="anthropic", base_url="http://127.0.0.1:9", auth_value="k")
+
+
+def test_only_what_the_balancer_knows_is_remembered() -> None:
+    store = Capabilities()
+    relay = anthropic_relay()
+    offered = {Fix(DROP, "junk_0"), Fix(DROP, "context_management"), Fix(DROP_BETA, "files-api-2025-04-14"),
+               Fix(FOLD_SYSTEM), Fix(DROP, "thinking", once=True), Fix(RENAME, "max_tokens", "max_completion_tokens")}
+    assert store.learn(relay, "m", offered) == {
+        Fix(DROP, "context_management"), Fix(DROP_BETA, "files-api-2025-04-14"), Fix(FOLD_SYSTEM)}
+    lite = provider()
+    assert store.learn(lite, "m", {Fix(DROP, "n"), Fix(DROP, "context_management"), Fix(DROP, "user"),
+                                   Fix(RENAME, "max_tokens", "max_completion_tokens"), Fix(RENAME, "n", "m")}) == {
+        Fix(DROP, "user"), Fix(RENAME, "max_tokens", "max_completion_tokens")}
+
+
+def test_made_up_models_cannot_keep_a_real_one_from_being_learned() -> None:
+    store, relay = Capabilities(), anthropic_relay()
+    store.learn(relay, "claude-sonnet-4-5", {Fix(DROP, "context_management")})
+    for i in range(MAX_MODELS_PER_PROVIDER - 1):
+        store.learn(relay, f"made-up-{i}", {Fix(DROP_BETA, "x-2025-01-01")})
+    assert store.fixes(relay, "claude-sonnet-4-5")  # in use: the most recently used now
+    store.learn(relay, "made-up-last", {Fix(DROP_BETA, "x-2025-01-01")})  # the store is full: the oldest goes
+    assert store.fixes(relay, "made-up-0") == frozenset()
+    assert store.fixes(relay, "claude-sonnet-4-5") == {Fix(DROP, "context_management")}
+    assert store.learn(relay, "claude-opus-4-5", {Fix(DROP, "output_config")}) == {Fix(DROP, "output_config")}
+    assert store.fixes(relay, "claude-opus-4-5") == {Fix(DROP, "output_config")}
+    assert len(store.shown(relay)) == MAX_MODELS_PER_PROVIDER
+
+
+def test_a_models_fixes_are_bounded_and_a_new_one_is_always_learned() -> None:
+    store, relay = Capabilities(), anthropic_relay()
+    for i in range(MAX_FIXES_PER_MODEL + 8):
+        store.learn(relay, "m", {Fix(DROP_BETA, f"made-up-{i}")})
+    assert store.learn(relay, "m", {Fix(DROP, "context_management")}) == {Fix(DROP, "context_management")}
+    kept = store.fixes(relay, "m")
+    assert len(kept) == MAX_FIXES_PER_MODEL and Fix(DROP, "context_management") in kept
+    assert Fix(DROP_BETA, "made-up-0") not in kept
+
+
+def exchange_of(store: Capabilities) -> Exchange:
+    return Exchange("messages", "POST", "/v1/messages", [], b"{}", {}, "m", False, 30.0, lambda *_: None,
+                    capabilities=store)
+
+
+def test_every_fix_applies_to_the_refused_requests_next_try_whether_or_not_it_is_remembered() -> None:
+    store, relay = Capabilities(), anthropic_relay()
+    for i in range(MAX_FIXES_PER_MODEL):
+        store.learn(relay, "m", {Fix(DROP_BETA, f"made-up-{i}")})
+    refused = exchange_of(store)
+    fixes = {Fix(DROP, "junk_0"), Fix(DROP, "context_management"), Fix(STRIP_THINKING)}
+    refused.fix(relay, "m", fixes)
+    assert fixes <= refused.fixes_for(relay, "m")
+    later = exchange_of(store).fixes_for(relay, "m")
+    assert Fix(DROP, "context_management") in later and Fix(DROP, "junk_0") not in later
+    assert Fix(STRIP_THINKING) not in later
+
+
+def test_a_retry_that_would_go_out_the_same_is_recognised() -> None:
+    def request(body: bytes, beta: str = "a") -> httpx.Request:
+        return httpx.Request("POST", "http://127.0.0.1:9/v1/messages", headers={"anthropic-beta": beta},
+                             content=body)
+
+    assert same_request(request(b'{"a": 1}'), request(b'{"a": 1}'))
+    assert not same_request(request(b'{"a": 1}'), request(b"{}"))
+    assert not same_request(request(b"{}"), request(b"{}", beta="b"))
