@@ -111,7 +111,7 @@ _CLAUSE_WORDINGS = [
                _REFUSED),
     # `Unsupported parameter: 'max_tokens'`, `unknown field \`x\``, `Unknown name "x"`, `extraneous key [x]`
     re.compile(r"(?:unsupported|unknown|unexpected|unrecogni[sz]ed|extraneous)\s+(?:request\s+)?"
-               r"(?:parameter|argument|field|property|key|name|param)s?\s*:?\s*\[?\s*" + _Q + "?" + _NAME),
+               r"(?:parameter|argument|field|property|key|name|param)s?\s?(?::\s?)?(?:\[\s?)?" + _Q + "?" + _NAME),
     # `deepseek-reasoner does not support the parameter \`parallel_tool_calls\``
     re.compile(r"(?:[\w./:-]+\s+)?does not support (?:the )?(?:param(?:eter)?|field|argument|property)\s*:?\s*" +
                _Q + _NAME + _Q),
@@ -145,6 +145,12 @@ _PREFIX_LIMIT = 160
 # A message string in JSON text too long to parse: `"message": "..."`
 _MESSAGE_STRING = re.compile(r'"(?:message|msg|detail|description)"\s*:\s*"((?:[^"\\]|\\.)*)')
 _CLAUSE_SPLIT = re.compile(r"\n|;\s+")
+# Runs of blanks become one space before any wording is matched: the patterns' optional blanks around optional
+# punctuation could otherwise split a long run in very many ways (a provider's 400 of spaces would hold the event
+# loop, and a thread would not help: the regex engine keeps the GIL).
+_BLANKS = re.compile(r"[ \t\r\f\v]+")
+# A wording starts within the first words of its clause; the rest of a long clause is never read.
+_CLAUSE_LIMIT = 1000
 
 _BETA_CLAUSE = re.compile(r"(?:unexpected|invalid|unsupported|unknown|unrecogni[sz]ed|disallowed)\b|"
                           r"(?:anthropic-)?beta\b.{0,80}?(?:not supported|unsupported|not allowed|not permitted|"
@@ -288,7 +294,7 @@ def clauses(text: str) -> Iterator[str]:
     """Where a wording may start in a text: each line or `; `-separated part, and what follows a prefix without
     quotes that ends in `: ` or `. ` (never what follows quoted text, which may be the client's own)."""
     for part in _CLAUSE_SPLIT.split(text):
-        part = part.lstrip()
+        part = _BLANKS.sub(" ", part[: _CLAUSE_LIMIT * 4]).lstrip()[:_CLAUSE_LIMIT]
         if not part:
             continue
         yield part

@@ -147,7 +147,10 @@ class Dispatcher:
             return call.request
 
         async def open_answer(provider: ProviderConfig, response: httpx.Response, deadline: float) -> Answer:
-            return await calls[provider.name].open_answer(response, deadline)
+            answer = await calls[provider.name].open_answer(response, deadline)
+            if answer.status < 400:
+                exchange.confirm(provider)  # what it refused earlier in this request is learned now
+            return answer
 
         result = await attempt_in_turn(
             plan, build, self.pool, board, settings, open_answer, penalize,

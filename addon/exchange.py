@@ -41,6 +41,8 @@ class Exchange:
     capabilities: Capabilities = field(default_factory=Capabilities)
     # Fixes for this request, per provider name: all a provider's refusals of it (the store keeps only some).
     own_fixes: dict[str, frozenset[Fix]] = field(default_factory=dict)
+    # Per provider name: the fixes of its latest refusal, with the model, until a try without them is accepted.
+    unconfirmed: dict[str, tuple[str | None, frozenset[Fix]]] = field(default_factory=dict)
     # Seconds of silence in a committed stream before the client gets a `ping` event (0: never).
     keepalive: float = 0.0
 
@@ -54,12 +56,25 @@ class Exchange:
         return learned | own if own else learned
 
     def fix(self, provider: ProviderConfig, model: str | None, fixes: Iterable[Fix]) -> None:
-        """The provider refused part of this request: every fix applies to this request's next try, whether or
-        not the store remembers it for later ones (it may not: not rememberable, or evicted)."""
+        """The provider refused part of this request: every fix applies to this request's next try. They are
+        remembered for later requests only once a try built with them is not refused for the same thing (`confirm`,
+        or a refusal that names something else): a refusal that only echoed the client's text, or that a fix did
+        not cure, teaches nothing."""
         fixes = frozenset(fixes)
-        self.capabilities.learn(provider, model, fixes)
+        earlier = self.unconfirmed.get(provider.name)
+        if earlier is not None and fixes - earlier[1]:
+            # The try without the earlier parts was refused for something else: those parts were the trouble.
+            self.capabilities.learn(provider, earlier[0], earlier[1])
         if fixes:
             self.own_fixes[provider.name] = self.own_fixes.get(provider.name, frozenset()) | fixes
+            self.unconfirmed[provider.name] = (model, fixes)
+
+    def confirm(self, provider: ProviderConfig) -> None:
+        """The provider accepted a try built with this request's fixes: they are remembered (as far as the store
+        keeps them) for its later requests."""
+        earlier = self.unconfirmed.pop(provider.name, None)
+        if earlier is not None:
+            self.capabilities.learn(provider, *earlier)
 
 
 @dataclass

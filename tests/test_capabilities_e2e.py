@@ -97,7 +97,9 @@ def test_each_servers_wording_of_a_refused_parameter_is_understood(balancer, cli
     assert balancer.provider_status(name)["learned"] != {}
 
 
-def test_when_the_retry_is_refused_too_the_client_gets_that_refusal_and_both_are_learned(balancer, client, unique):
+def test_when_the_retry_is_refused_too_the_client_gets_that_refusal_and_what_was_cured_is_learned(
+    balancer, client, unique,
+):
     name = f"strict-{unique}"
     # OpenAI's wording names one parameter per answer: the retry is refused for the next one.
     with FakeProvider(RefusesParameters(("reasoning_effort", "user"), server="openai")) as fake:
@@ -108,10 +110,30 @@ def test_when_the_retry_is_refused_too_the_client_gets_that_refusal_and_both_are
         assert len(fake.requests) == 2  # one retry, never more
         line = log_line_of(balancer, name)
         assert f"{name} HTTP 400, retried without reasoning_effort" in line and f"{name} 400 " in line
+        # Leaving out reasoning_effort cured its refusal (the next one named something else); `user` is unproven.
+        assert balancer.provider_status(name)["learned"] == {"gpt-big": ["without reasoning_effort"]}
 
-        assert claude_code_request(client) == "Hello"  # the next request goes without both, at once
-        assert len(fake.requests) == 3
+        assert claude_code_request(client) == "Hello"  # refused for `user` only, and retried without it
+        assert len(fake.requests) == 4
+        assert claude_code_request(client) == "Hello"  # now without both, at once
+        assert len(fake.requests) == 5
     assert balancer.provider_status(name)["learned"] == {"gpt-big": ["without reasoning_effort", "without user"]}
+
+
+def test_a_fix_that_did_not_cure_the_refusal_is_not_learned(balancer, client, unique):
+    name = f"echo-{unique}"
+    # A server that answers every request with the same refusal (say, one that echoes the client's text): leaving
+    # the parameter out does not help, so nothing is remembered for the other clients.
+    refusal = {"error": {"message": "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                         "type": "invalid_request_error", "param": "reasoning_effort",
+                         "code": "unsupported_parameter"}}
+    with FakeProvider(Status(400, refusal)) as fake:
+        balancer.use([openai_provider(name, fake.url)])
+        with pytest.raises(anthropic.BadRequestError):
+            claude_code_request(client)
+        assert len(fake.requests) == 2
+        assert "reasoning_effort" in fake.requests[0].json() and "reasoning_effort" not in fake.requests[1].json()
+    assert balancer.provider_status(name)["learned"] == {}
 
 
 def test_an_openai_error_naming_nothing_the_balancer_added_is_returned_without_a_retry(balancer, client, unique):

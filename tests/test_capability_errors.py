@@ -16,6 +16,7 @@ from addon.capability_errors import (
     OPENAI_DROPPABLE,
     SentRequest,
     anthropic_fixes,
+    clauses,
     openai_fixes,
     recognised,
     sent_anthropic,
@@ -391,3 +392,12 @@ def test_a_long_error_body_is_read_off_the_event_loop_and_still_understood(trace
     assert len(body) > INLINE_BODY
     fixes = asyncio.run(recognised(openai_fixes, 400, body, OPENAI_SENT))
     assert fixes == {Fix(DROP, "reasoning_effort")}
+
+
+def test_a_long_run_of_blanks_is_read_as_one_space() -> None:
+    # A provider's 400 of `unsupported parameter` and thousands of spaces once took minutes to match (the optional
+    # blanks around optional punctuation could split the run in very many ways), holding every stream meanwhile.
+    text = "unsupported parameter" + " \t" * 3000 + ": 'reasoning_effort'"
+    assert all("  " not in part and "\t" not in part and len(part) <= 1000 for part in clauses(text))
+    body = json.dumps({"error": {"message": "unsupported parameter" + " " * 3000 + "!"}}).encode()
+    assert openai_fixes(400, body, sent_openai({"model": "m", "messages": [], "reasoning_effort": "high"})) == set()

@@ -279,6 +279,8 @@ def test_every_fix_applies_to_the_refused_requests_next_try_whether_or_not_it_is
     fixes = {Fix(DROP, "junk_0"), Fix(DROP, "context_management"), Fix(STRIP_THINKING)}
     refused.fix(relay, "m", fixes)
     assert fixes <= refused.fixes_for(relay, "m")
+    assert Fix(DROP, "context_management") not in exchange_of(store).fixes_for(relay, "m")  # not cured yet
+    refused.confirm(relay)  # the try without them was accepted
     later = exchange_of(store).fixes_for(relay, "m")
     assert Fix(DROP, "context_management") in later and Fix(DROP, "junk_0") not in later
     assert Fix(STRIP_THINKING) not in later
