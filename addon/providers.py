@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -138,11 +138,12 @@ class Providers:
     def apply(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         settings = loaded.config.settings
-        self.redact = Redactor(
+        secrets = (
             [k.value for p in loaded.config.providers for k in p.keys] + settings.client_key_values
             + settings.admin_keys + url_secrets(settings.shared_state)
             + ([settings.key_fingerprint_secret] if settings.key_fingerprint_secret else [])
         )
+        self.redact = Redactor(secrets)
         self.startup_error = None
         self._loaded_once = True
         for subject in self.keys.configure(loaded.config, settings.key_fingerprint_secret):
@@ -162,7 +163,7 @@ class Providers:
             log.error("cannot write the log file %s: %s", loaded.config.settings.log_file, exc)
         for noisy in ("httpx", "httpcore", "hpack"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        for warning in [*loaded.warnings, *file_safety_warnings(loaded.source)]:
+        for warning in [*loaded.warnings, *file_safety_warnings(loaded.source, secrets)]:
             log.warning("%s: %s", loaded.source, warning)
         log.info("%s", describe(loaded))
         for listener in self.on_apply:
@@ -175,15 +176,19 @@ def url_secrets(url: str | None) -> list[str]:
     return [password, unquote(password)] if password else []
 
 
-def file_safety_warnings(path: str) -> list[str]:
-    """A providers file holds credentials: other users must not be able to read it."""
+def file_safety_warnings(path: str, secrets: Iterable[str]) -> list[str]:
+    """A providers file that holds credentials written out (not `${VAR}`s) must not be readable by other users."""
     try:
         mode = os.stat(path).st_mode
+        if not mode & 0o077:
+            return []
+        with open(path, encoding="utf-8", errors="replace") as file:
+            text = file.read()
     except OSError:
         return []
-    if mode & 0o077:
-        return [f"the file is readable by other users (mode {mode & 0o777:o}) and holds credentials: chmod 600 it"]
-    return []
+    if not any(secret and secret in text for secret in secrets):
+        return []  # only references to the environment: nothing to hide
+    return [f"the file is readable by other users (mode {mode & 0o777:o}) and holds credentials: chmod 600 it"]
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:

@@ -164,13 +164,22 @@ def test_a_providers_file_others_can_read_is_warned_about(tmp_path, caplog):
     from addon.providers import file_safety_warnings
 
     path = tmp_path / "providers.yaml"
-    path.write_text("providers: []\n")
+    path.write_text("providers:\n  - {name: a, base_url: 'https://a', auth_value: sk-written-out-123}\n")
     path.chmod(0o644)
-    (warning,) = file_safety_warnings(str(path))
+    (warning,) = file_safety_warnings(str(path), ["sk-written-out-123"])
     assert "readable by other users (mode 644)" in warning and "chmod 600" in warning
     path.chmod(0o600)
-    assert file_safety_warnings(str(path)) == []
-    assert file_safety_warnings(str(tmp_path / "missing.yaml")) == []
+    assert file_safety_warnings(str(path), ["sk-written-out-123"]) == []
+    assert file_safety_warnings(str(tmp_path / "missing.yaml"), ["sk-written-out-123"]) == []
+
+
+def test_a_readable_file_that_only_names_environment_variables_is_not_warned_about(tmp_path):
+    from addon.providers import file_safety_warnings
+
+    path = tmp_path / "providers.yaml"
+    path.write_text("providers:\n  - {name: a, base_url: 'https://a', auth_value: '${A_KEY}'}\n")
+    path.chmod(0o644)
+    assert file_safety_warnings(str(path), ["sk-from-the-environment-456"]) == []
 
 
 def test_a_refused_key_is_final_for_the_sdk_and_says_what_was_wrong(guarded):
