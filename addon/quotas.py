@@ -87,13 +87,20 @@ class Refusal:
     @property
     def message(self) -> str:
         use = self.use
-        amount = f"${use.used:.2f} of ${use.limit:.2f}" if use.quota.unit == "USD" else (
+        amount = f"{dollars(use.used)} of {dollars(use.limit or 0)}" if use.quota.unit == "USD" else (
             f"{int(use.used)} of {int(use.limit or 0)} {use.quota.unit}"
         )
         return (
             f"client {self.client} is over its quota {use.quota.name} ({amount} in the current {use.quota.window.name}"
             f", UTC); it resets in {use.retry_after} s"
         )
+
+
+def dollars(amount: float) -> str:
+    """`$12.50`; below a dollar with the digits that tell it apart (`$0.0052`, not `$0.01`)."""
+    if amount >= 1 or amount == 0:
+        return f"${amount:.2f}"
+    return f"${amount:.4g}" if amount >= 0.0001 else f"${amount:.2g}"
 
 
 class QuotaBook:

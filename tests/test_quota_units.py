@@ -12,7 +12,7 @@ from addon.client_keys import ClientKey
 from addon.client_usage import FREE, METERED, UNMETERED, metering
 from addon.config import ConfigError, parse_config
 from addon.prices import DEFAULT_PRICES, Price, charge, price_of
-from addon.quotas import QuotaBook
+from addon.quotas import QuotaBook, dollars
 from addon.usage_windows import UsageWindows
 from clock import ManualClock
 
@@ -193,3 +193,11 @@ def test_only_token_and_spend_quotas_meter_spend() -> None:
     assert not ClientKey(name="a", key="k", requests_per_minute=5).meters_spend
     assert ClientKey(name="a", key="k", tokens_per_day=5).meters_spend
     assert ClientKey(name="a", key="k", budget_per_month=5).meters_spend
+
+
+@pytest.mark.parametrize(("amount", "shown"), [
+    (12.5, "$12.50"), (1, "$1.00"), (0, "$0.00"), (0.005, "$0.005"), (0.0052317, "$0.005232"), (0.42, "$0.42"),
+    (0.00001234, "$1.2e-05"),
+])
+def test_small_budgets_are_shown_with_the_digits_that_tell_them_apart(amount: float, shown: str) -> None:
+    assert dollars(amount) == shown
