@@ -41,7 +41,18 @@ def main(argv: list[str] | None = None) -> int:
                         "(matplotlib is installed into .bench/ on first use)")
     parser.add_argument("--shared", action="store_true", help="measure settings.shared_state instead: time to "
                         "first event with sharing off and on, and how soon a cooldown reaches another instance")
+    parser.add_argument("--ttft-study", action="store_true", help="why measurements of the time to first event "
+                        "differ: the balancer against bare mitmdump behind fakes that write differently, read by "
+                        "different clients (docs/benchmarks.md)")
     args = parser.parse_args(argv)
+    if args.ttft_study:
+        from benchkit import ttft_study
+
+        study = ttft_study.run(30 if args.quick else 150)
+        print(ttft_study.render(study))
+        if args.json:
+            Path(args.json).write_text(json.dumps(_jsonable(study), indent=1))
+        return 0
     if args.shared:
         from benchkit import shared
 
