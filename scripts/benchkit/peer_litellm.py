@@ -73,6 +73,9 @@ QUIET_OFFLINE_ENV: dict[str, str] = {
     "NO_PROXY": "127.0.0.1,localhost",
     "no_proxy": "127.0.0.1,localhost",
     "PYTHONUNBUFFERED": "1",
+    # An OpenAI-type provider is spoken to through Chat Completions, as the balancer does (LiteLLM's default for
+    # /v1/messages would be OpenAI's Responses API, which the fake, like many OpenAI-compatible providers, lacks).
+    "LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES": "True",
 }
 KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 MODEL = "claude-sonnet-4"
