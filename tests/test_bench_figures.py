@@ -115,3 +115,14 @@ def test_report_without_a_peer_has_no_peer_column_or_verdict():
     text = report.render(results(**{"latency.2 KB": data}))
     assert "ccr" not in text.split("\n", 1)[1] and "litellm" not in text
     assert "faster than every peer" not in text
+
+
+def test_stall_verdict_compares_what_big_requests_add_round_by_round():
+    stall = {"mitmdump": {"idle_ms": 10.5, "loaded_ms": 30.0, "added_ms": 20.0, "added_rounds": [20.0, 18.0, 22.0],
+                          "errors": 0},
+             "balancer": {"idle_ms": 10.5, "loaded_ms": 60.0, "added_ms": 50.0, "added_rounds": [50.0, 40.0, 25.0],
+                          "errors": 0}}
+    out = {target: (measured, outcome) for target, measured, outcome in report.verdict(results(stall=stall))}
+    measured, outcome = next(v for k, v in out.items() if k.startswith("big requests add"))
+    assert measured == "2.50x (rounds 1.14-2.50x)" and outcome == verdict.NOISE
+    assert "+50.0 ms" in report.render(results(stall=stall))

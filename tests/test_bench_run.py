@@ -83,7 +83,8 @@ def test_hold_streams_keeps_them_all_open_while_measuring(fake):
 
 def test_a_tiny_run_measures_every_row(tmp_path):
     plan = Plan(requests={"2 KB": 6, "100 KB": 3, "1 MB": 3}, c32_requests=32, paced_streams=2, failover_requests=3,
-                hang_requests=1, throughput_seconds=0.4, open_streams=20, stream_rounds=2, memory_requests=40,
+                hang_requests=1, throughput_seconds=0.4, open_streams=20, stream_rounds=2, stall_streams=4,
+                stall_requests=2, stall_mb=2, stall_rounds=1, memory_requests=40,
                 translation_seconds=0.05, rounds=2, warm_up=2, name="test")
     results = Bench(plan, say=lambda _m: None).run()
     rows = results["rows"]
@@ -105,6 +106,10 @@ def test_a_tiny_run_measures_every_row(tmp_path):
     assert rows["failover_hang"]["cost_ms"]["p50"] >= 900  # request_timeout is 1 s
     assert set(rows["throughput_c32"]) == {"mitmdump", "balancer"}
     assert rows["throughput_c32"]["balancer"]["errors"] == 0 and rows["throughput_c32"]["balancer"]["ok"] > 0
+    for name in ("mitmdump", "balancer"):
+        stall = rows["stall"][name]
+        assert stall["errors"] == 0 and len(stall["added_rounds"]) == 1
+        assert stall["idle_ms"] >= 9  # the ticking streams' events are 10 ms apart
     streams = rows["open_streams"]["balancer"]
     assert streams["opened"] == 20 and len(streams["turns"]) == 2 and streams["seconds"] > 0
     assert streams["fds_per_stream"] >= 2  # at least the client's connection and the provider's

@@ -7,10 +7,11 @@ One server answers every profile; the first path segment picks it, so a provider
 
 Profiles: `ok` (a streamed answer has `STREAM_PIECES` deltas; the opening events, 1 ms, then the deltas one per
 turn of the event loop), `burst` (the same events in back-to-back writes), `nagle` (as `ok` with Nagle's algorithm
-on), `paced` (50 deltas 1 ms apart), `slow` (60 deltas 0.5 s apart: a stream that stays open), `overloaded` (529),
-`hang` (never answers). A non-streamed request gets a small JSON message; `"stream": true` gets SSE in chunked
-encoding, one event per chunk and one chunk per write. Written on asyncio's Protocol API (no stream objects) so
-it stays far ahead of the proxies it feeds: `scripts/bench` measures it alone as the "direct" column.
+on), `paced` (50 deltas 1 ms apart), `ticking` (200 deltas 10 ms apart), `slow` (60 deltas 0.5 s apart: a
+stream that stays open), `overloaded` (529), `hang` (never answers). A non-streamed request gets a small JSON
+message; `"stream": true` gets SSE in chunked encoding, one event per chunk and one chunk per write. Written on
+asyncio's Protocol API (no stream objects) so it stays far ahead of the proxies it feeds: `scripts/bench`
+measures it alone as the "direct" column.
 
 Run: `python -m benchkit.fake_provider` prints `port <n>` on stdout once listening, then serves until stdin closes.
 """
@@ -47,6 +48,7 @@ PROFILES = {
     "nagle": Profile(nodelay=False),
     "paced": Profile(pieces=50, gap=0.001),
     "slow": Profile(pieces=60, gap=0.5),
+    "ticking": Profile(pieces=200, gap=0.01),  # 2 s of deltas 10 ms apart: streams that big requests may stall
     "overloaded": Profile(status=529),
     "hang": Profile(hang=True),
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -223,3 +224,36 @@ async def hold_streams(url: str, path: str, count: int, while_open: Callable[[in
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return at_measurement, took
+
+
+async def worst_gaps(url: str, path: str, body: bytes, streams: int,
+                     meanwhile: Callable[[], Awaitable[None]] | None = None) -> tuple[list[float], int]:
+    """Runs `streams` streamed requests at once and, once every one has its first text, awaits `meanwhile()` (if
+    given) beside them; returns each completed stream's worst gap between events in seconds, and the error count."""
+    started = 0
+    all_started = asyncio.Event()
+
+    async def first_text() -> None:
+        nonlocal started
+        started += 1
+        if started == streams:
+            all_started.set()
+
+    async def one() -> float | None:
+        connection = Connection(url)
+        try:
+            timing = await connection.request(path, body, on_first_event=first_text)
+        except (OSError, asyncio.IncompleteReadError, ProtocolError, ValueError):
+            return None
+        finally:
+            connection.close()
+        times = timing.event_times
+        return max((b - a for a, b in itertools.pairwise(times)), default=None)
+
+    tasks = [asyncio.create_task(one()) for _ in range(streams)]
+    if meanwhile is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_started.wait(), 60)
+        await meanwhile()
+    gaps = await asyncio.gather(*tasks)
+    return [g for g in gaps if g is not None], sum(g is None for g in gaps)

@@ -26,6 +26,7 @@ LATENCY_1MB_MAX = 1.5  # balancer's added latency at 1 MB, times bare mitmdump's
 CPU_100KB_MAX = 1.5  # balancer's CPU per 100 KB request, times bare mitmdump's
 CPU_SMALL_MAX = 1.4  # the same for a 2 KB request
 TTFT_MAX = 1.5  # balancer's added time to first text (2 KB), times bare mitmdump's
+STALL_MAX = 1.5  # what big requests add to other streams' worst gap, times what they add through bare mitmdump
 FAILOVER_COST_MAX_MS = 5.0
 OPEN_STREAMS_RSS_MAX_MB = 300.0
 GROWTH_MAX_MB = 5.0
@@ -124,7 +125,7 @@ def table(results: dict[str, Any]) -> str:
         errors = sum(tput[t]["errors"] for t in tput)
         lines.append(f"{'requests/s, concurrency 32':<{width}}{'':<11}{cells}   errors: {errors}")
     lines.append("")
-    lines += failover_lines(rows) + stream_lines(rows) + memory_lines(rows)
+    lines += failover_lines(rows) + stall_lines(rows) + stream_lines(rows) + memory_lines(rows)
     if "translation" in rows:
         lines.append(f"OpenAI->Anthropic stream translation alone: "
                      f"{rows['translation']['events_per_cpu_s']:,.0f} events per CPU second")
@@ -141,6 +142,15 @@ def failover_lines(rows: dict[str, Any]) -> list[str]:
             lines.append(f"failover, first provider {text:<33} first text p50 {row[label]['p50']:8.2f} ms, "
                          f"cost {cost['p50']:+8.2f} ms (p99 {cost['p99']:+.2f})")
     return lines
+
+
+def stall_lines(rows: dict[str, Any]) -> list[str]:
+    stall = rows.get("stall")
+    if not stall:
+        return []
+    return [f"big requests beside open streams, {name:<9} worst gap p50 {s['idle_ms']:7.1f} ms alone, "
+            f"{s['loaded_ms']:7.1f} ms with them: {s['added_ms']:+7.1f} ms (errors {s['errors']})"
+            for name in TARGETS_ORDER if name in stall for s in [stall[name]]]
 
 
 def stream_lines(rows: dict[str, Any]) -> list[str]:
@@ -188,6 +198,12 @@ def verdict(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         bare = vs_bare(rows["ttft.2 KB"])
         judge(f"added time to first text (2 KB) <= {TTFT_MAX}x bare mitmdump's (p50)",
               at_most(bare.value, [bare.low, bare.high], TTFT_MAX))
+    stall = rows.get("stall", {})
+    if {"balancer", "mitmdump"} <= stall.keys():
+        rounds = [ratio(b, m) for b, m in zip(stall["balancer"]["added_rounds"], stall["mitmdump"]["added_rounds"],
+                                              strict=True)]
+        judge(f"big requests add to other streams' worst gap <= {STALL_MAX}x what they add through bare mitmdump",
+              at_most(ratio(stall["balancer"]["added_ms"], stall["mitmdump"]["added_ms"]), rounds, STALL_MAX))
     for label in ("refused", "overloaded"):
         row = rows.get(f"failover_{label}")
         if row:

@@ -18,7 +18,7 @@ from typing import Any
 from . import loadgen, procstat, stats
 from .bodies import SIZES, body
 from .processes import REPO, Balancer, BareMitmdump, FakeProvider, free_port, provider, rss_mb, start_together
-from .targets import ANTHROPIC, OPENAI, Balancers, Direct, Fixed, Peer, Target
+from .targets import ANTHROPIC, OPENAI, Balancers, Direct, Fixed, Peer, Route, Target
 from .turns import turns
 
 PEERS = ("litellm", "ccr")
@@ -39,6 +39,10 @@ class Plan:
     stream_timeout: float = 60.0  # seconds the streams have to open
     warm_up: int = 100  # small requests per target and kind before the rows
     stream_rounds: int = 2  # turns at opening `open_streams` streams at once
+    stall_streams: int = 50  # streams open while big requests go through (issue 17, point 2)
+    stall_requests: int = 5
+    stall_mb: int = 10
+    stall_rounds: int = 3  # 0: no such row
     memory_requests: int = 10000
     translation_seconds: float = 3.0
     rounds: int = 5  # targets take turns this many times per row, so drift in the machine's load hits all alike
@@ -53,8 +57,8 @@ class Plan:
     def quick(cls, peers: tuple[str, ...] = ()) -> Plan:
         return cls(requests={"2 KB": 120, "100 KB": 45, "1 MB": 12}, c32_requests=240, paced_streams=6,
                    failover_requests=45, hang_requests=0, throughput_seconds=1.5, open_streams=300,
-                   stream_timeout=15, stream_rounds=1, memory_requests=500, translation_seconds=0.3, rounds=3,
-                   warm_up=20, peers=peers, name="quick")
+                   stream_timeout=15, stream_rounds=1, stall_rounds=0, memory_requests=500,
+                   translation_seconds=0.3, rounds=3, warm_up=20, peers=peers, name="quick")
 
 
 class Progress:
@@ -97,7 +101,7 @@ def raise_open_file_limit() -> None:
 class Bench:
     def __init__(self, plan: Plan, say: Callable[[str], None] = lambda m: print(m, file=sys.stderr)):
         self.plan, self.say = plan, say
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, Any] = {}
         self.samples: dict[str, dict[str, list[float]]] = {}
         self.peer_versions: dict[str, str] = {}
 
@@ -172,6 +176,34 @@ class Bench:
         self.rows[key] = {name: {"rps": ok[name] / took[name] if took[name] else 0.0, "ok": ok[name],
                                  "errors": errors[name], "rounds": round_rps[name]} for name in ok}
 
+    def stall_row(self, key: str, targets: list[Target]) -> None:
+        """What back-to-back big requests add to the worst gap between events of other open streams: each turn
+        runs `stall_streams` streams of events 10 ms apart alone, then again with `stall_requests` requests of
+        `stall_mb` MB sent one after the other meanwhile; the figure is the p50 over streams of the worst gap."""
+        rounds = self.plan.stall_rounds
+        big = body(self.plan.stall_mb * 1_000_000, False)
+        row: dict[str, Any] = {t.name: {"idle": [], "loaded": [], "errors": 0} for t in targets}
+        for _, target in turns(targets, rounds):
+            route = target.route("ticking", ANTHROPIC)
+            big_route = target.route("ok", ANTHROPIC)
+            stream_body = body(SIZES["2 KB"], True, route.model)
+
+            async def big_requests(big_route: Route = big_route, entry: dict[str, Any] = row[target.name]) -> None:
+                _, failed = await loadgen.measure(big_route.url, big_route.path, big, self.plan.stall_requests, 1)
+                entry["errors"] += failed
+
+            for phase, meanwhile in (("idle", None), ("loaded", big_requests)):
+                gaps, failed = asyncio.run(loadgen.worst_gaps(route.url, route.path, stream_body,
+                                                              self.plan.stall_streams, meanwhile))
+                row[target.name][phase].append(stats.percentile(_ms(gaps), 50))
+                row[target.name]["errors"] += failed
+        for entry in row.values():
+            entry["added_rounds"] = [b - a for a, b in zip(entry["idle"], entry["loaded"], strict=True)]
+            entry["added_ms"] = stats.percentile(entry["added_rounds"], 50)
+            entry["idle_ms"] = stats.percentile(entry["idle"], 50)
+            entry["loaded_ms"] = stats.percentile(entry["loaded"], 50)
+        self.rows[key] = row
+
     def open_streams_row(self, key: str, targets: list[Target]) -> None:
         """Time to open `open_streams` streams at once, how many opened, descriptors per stream, memory."""
         count = self.plan.open_streams
@@ -238,6 +270,9 @@ class Bench:
             add("throughput, concurrency 32", lambda: self.throughput_row("throughput_c32", proxies, 32))
             failing = ("refused", "overloaded", "hang")[: 3 if plan.hang_requests else 2]
             add(f"failover cost: first provider {', '.join(failing)}", lambda: self._failover(fake, failing))
+            if plan.stall_rounds:
+                add(f"{plan.stall_mb} MB requests beside {plan.stall_streams} open streams",
+                    lambda: self.stall_row("stall", [bare, balancer]))
             add(f"{plan.open_streams} streams open at once", lambda: self.open_streams_row("open_streams", proxies))
             add(f"memory over {plan.memory_requests} requests", lambda: self._memory_series(balancer))
             add("OpenAI->Anthropic stream translation alone", self._translation)
