@@ -30,7 +30,10 @@ def _size(request: dict[str, Any]) -> int:
 def sized_request(size: int, stream: bool, model: str = "claude-sonnet-4") -> dict[str, Any]:
     """A Claude Code-like request whose JSON (as `body()` encodes it) is exactly `size` bytes: the oldest turns,
     then tools, then text are dropped until it fits, then the first message is padded."""
-    request = _claude_code_like_request()(turns=max(1, size // 4_000 + 1))
+    build = _claude_code_like_request()
+    per_turn = _size(build(turns=2)) - _size(build(turns=1))
+    frame = _size(build(turns=1)) - per_turn
+    request = build(turns=max(1, (size - frame) // per_turn + 1))  # one turn too many: cut below
     request.update(model=model, stream=stream)
     messages, tools = request["messages"], request["tools"]
     while _size(request) > size and len(messages) > 2:
@@ -40,8 +43,9 @@ def sized_request(size: int, stream: bool, model: str = "claude-sonnet-4") -> di
     # Still too big (only for bodies of a few KB): shorten the texts, the system prompt first.
     for holder, key in ((request["system"][0], "text"), *((m, "content") for m in messages)):
         over = _size(request) - size
-        if over > 0:
-            holder[key] = holder[key][: max(1, len(holder[key]) - over)]
+        if over <= 0:
+            break
+        holder[key] = holder[key][: max(1, len(holder[key]) - over)]
     missing = size - _size(request)
     if missing > 0:
         messages[0]["content"] += (FILLER * (missing // len(FILLER) + 1))[:missing]
