@@ -1,7 +1,8 @@
-"""Benchmark: what the balancer adds, side by side with direct calls, bare mitmdump and (optionally) LiteLLM.
+"""Benchmark: what the balancer adds, side by side with direct calls, bare mitmdump and (optionally) LiteLLM and
+claude-code-router.
 
 Run it through `scripts/bench`, which sets up .venv first. Everything runs on 127.0.0.1: a fast fake provider in
-its own process, mitmdump subprocesses, LiteLLM's proxy (with `--peer litellm`, installed into .bench/ on first
+its own process, mitmdump subprocesses, the peers (`--peer litellm`, `--peer ccr`, installed into .bench/ on first
 use) and a lean load generator in this process. See docs/benchmarks.md for the method and the latest figures.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit.report import render
+from benchkit.report import markdown, render
 from benchkit.run import Bench, Plan
 
 
@@ -31,14 +32,27 @@ def _jsonable(value):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests: a run under a minute")
-    parser.add_argument("--peer", choices=["litellm"], help="also measure this peer proxy (installed on first use)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests: a run well under 90 s (without peers)")
+    parser.add_argument("--peer", choices=["litellm", "ccr", "all"], action="append", default=[],
+                        help="also measure this peer proxy (installed into .bench/ on first use); repeatable")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--json", metavar="PATH", help="write the results (with the raw latency samples) as JSON")
     parser.add_argument("--plot", metavar="PNG", help="draw the latency distributions to this PNG file "
                         "(matplotlib is installed into .bench/ on first use)")
     parser.add_argument("--shared", action="store_true", help="measure settings.shared_state instead: time to "
                         "first event with sharing off and on, and how soon a cooldown reaches another instance")
+    parser.add_argument("--ttft-study", action="store_true", help="why measurements of the time to first event "
+                        "differ: the balancer against bare mitmdump behind fakes that write differently, read by "
+                        "different clients (docs/benchmarks.md)")
     args = parser.parse_args(argv)
+    if args.ttft_study:
+        from benchkit import ttft_study
+
+        study = ttft_study.run(30 if args.quick else 150)
+        print(ttft_study.render(study))
+        if args.json:
+            Path(args.json).write_text(json.dumps(_jsonable(study), indent=1))
+        return 0
     if args.shared:
         from benchkit import shared
 
@@ -47,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(_jsonable(figures), indent=1))
         return 0
-    plan = Plan.quick(args.peer) if args.quick else Plan.full(args.peer)
+    peers = tuple(p for p in ("litellm", "ccr") if p in args.peer or "all" in args.peer)
+    plan = Plan.quick(peers) if args.quick else Plan.full(peers)
     results = Bench(plan).run()
     print(render(results))
+    if args.markdown:
+        print("\n" + markdown(results))
     if args.json:
         Path(args.json).write_text(json.dumps(_jsonable(results), indent=1))
         print(f"\nresults written to {args.json}")

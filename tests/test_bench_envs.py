@@ -43,12 +43,15 @@ def test_failed_install_names_its_log(bench_dir, tmp_path):
     assert not (bench_dir / "broken" / ".bench-setup").exists()
 
 
-def test_litellm_config_routes_every_model_to_the_fake():
-    config = peer_litellm.proxy_config("http://127.0.0.1:9/ok")
+def test_litellm_config_routes_each_model_name_to_its_provider_and_the_rest_to_the_first():
+    config = peer_litellm.proxy_config({"anthropic-ok": ("anthropic", "http://127.0.0.1:9/ok"),
+                                        "openai-ok": ("openai", "http://127.0.0.1:9/ok/v1")})
     routes = {m["model_name"]: m["litellm_params"] for m in config["model_list"]}
-    assert routes["claude-sonnet-4"]["model"] == "anthropic/claude-sonnet-4"
-    assert routes["*"]["model"] == "anthropic/*"
-    assert {p["api_base"] for p in routes.values()} == {"http://127.0.0.1:9/ok"}
+    assert routes["anthropic-ok"] == {"model": "anthropic/claude-sonnet-4", "api_base": "http://127.0.0.1:9/ok",
+                                      "api_key": "bench-dummy-key"}
+    assert routes["openai-ok"]["model"] == "openai/claude-sonnet-4"  # LiteLLM translates to Chat Completions
+    assert routes["openai-ok"]["api_base"] == "http://127.0.0.1:9/ok/v1"
+    assert routes["*"] == {**routes["anthropic-ok"], "model": "anthropic/*"}
 
 
 def test_the_serving_process_is_found_by_its_listening_socket():

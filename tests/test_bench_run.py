@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchkit import loadgen
+from benchkit.bodies import body
 from benchkit.fake_provider import STREAM_PIECES
 from benchkit.processes import FakeProvider
 from benchkit.run import Bench, Plan
@@ -40,6 +41,21 @@ def test_fake_answers_anthropic_and_openai_style_streamed_and_not(fake):
         assert errors == 0 and [t.status for t in timings] == [200] * 3
 
 
+def test_fake_writes_a_stream_event_by_event_with_a_pause_before_the_text(fake):
+    # Like a real provider: the opening events, then (1 ms later) the first text. A client that times the first
+    # event and one that times the first text must see them apart; with `burst` everything comes at once.
+    (timing,), _ = run(loadgen.measure(fake.url, "/ok/v1/messages", loadgen.request_body(True), 1, 1))
+    assert timing.first_content - timing.first_event >= 0.001
+    assert len(set(timing.event_times)) > 2  # not one read: the events came in writes of their own
+    (timing,), _ = run(loadgen.measure(fake.url, "/burst/v1/messages", loadgen.request_body(True), 1, 1))
+    assert timing.first_content - timing.first_event < 0.001
+
+
+def test_big_bodies_go_through_whole(fake):
+    timings, errors = run(loadgen.measure(fake.url, "/ok/v1/messages", body(1_000_000, True), 2, 1))
+    assert errors == 0 and all(t.status == 200 and len(t.event_times) == STREAM_PIECES + 5 for t in timings)
+
+
 def test_load_generator_counts_failures_as_errors(fake):
     timings, errors = run(loadgen.measure(fake.url, "/overloaded/v1/messages", loadgen.request_body(False), 4, 2))
     assert (timings, errors) == ([], 4)
@@ -60,28 +76,47 @@ def test_hold_streams_keeps_them_all_open_while_measuring(fake):
     async def while_open(count: int) -> None:
         seen.append(count)
 
-    opened = run(loadgen.hold_streams(fake.url, "/slow/v1/messages", 30, while_open))
+    opened, seconds = run(loadgen.hold_streams(fake.url, "/slow/v1/messages", 30, while_open))
     assert opened == 30 and seen == [30]
+    assert 0 < seconds < 0.5  # the slow profile sends its first text at once, its next one 0.5 s later
 
 
 def test_a_tiny_run_measures_every_row(tmp_path):
-    plan = Plan(latency_requests=6, paced_streams=2, failover_requests=3, hang_requests=1, throughput_seconds=0.3,
-                open_streams=20, memory_requests=40, translation_seconds=0.05, rounds=1, name="test")
+    plan = Plan(requests={"2 KB": 6, "100 KB": 3, "1 MB": 3}, c32_requests=32, paced_streams=2, failover_requests=3,
+                hang_requests=1, throughput_seconds=0.4, open_streams=20, stream_rounds=2, stall_streams=4,
+                stall_requests=2, stall_mb=2, stall_rounds=1, memory_requests=40,
+                translation_seconds=0.05, rounds=2, warm_up=2, name="test")
     results = Bench(plan, say=lambda _m: None).run()
     rows = results["rows"]
-    for key in ("a.latency_c1", "a.latency_c32", "b.ttfe", "b.event_gap"):
-        assert set(rows[key]) == {"direct", "mitmdump", "balancer"}, key
-        assert all(rows[key][t]["errors"] == 0 and rows[key][t]["p50"] > 0 for t in rows[key]), key
-    assert rows["b.ttfe_openai"]["balancer"]["errors"] == 0
+    for size in ("2 KB", "100 KB", "1 MB"):
+        for key in (f"latency.{size}", f"ttft.{size}"):
+            assert set(rows[key]) == {"direct", "mitmdump", "balancer"}, key
+            for name, figures in rows[key].items():
+                assert figures["errors"] == 0 and figures["p50"] > 0 and len(figures["rounds"]) == 2, (key, name)
+                assert figures["cpu_ms"] >= 0 and len(figures["cpu_rounds"]) == 2
+        for key in (f"latency_openai.{size}", f"ttft_openai.{size}"):
+            assert set(rows[key]) == {"direct", "balancer"} and rows[key]["balancer"]["errors"] == 0, key
+    # The proxies did the work of every request: some CPU was charged to them.
+    assert rows["latency.1 MB"]["balancer"]["cpu_ms"] > 0
+    assert rows["event_gap"]["balancer"]["errors"] == 0
+    assert rows["latency_c32"]["balancer"]["n"] == 32
     for kind in ("refused", "overloaded", "hang"):
-        row = rows[f"c.failover_{kind}"]
+        row = rows[f"failover_{kind}"]
         assert row[kind]["errors"] == 0 and row[kind]["n"] > 0
-    assert rows["c.failover_hang"]["cost_ms"]["p50"] >= 900  # request_timeout is 1 s
-    assert all(rows[k]["balancer"]["errors"] == 0 for k in ("d.throughput_c32", "d.throughput_c128"))
-    assert rows["e.rss_open_streams"]["balancer"]["open_streams"] == 20
-    assert len(rows["e.rss_over_requests"]["series"]) == 11
-    assert rows["f.translation"]["events_per_cpu_s"] > 0
-    assert set(results["samples"]["b.ttfe"]) == {"direct", "mitmdump", "balancer"}
+    assert rows["failover_hang"]["cost_ms"]["p50"] >= 900  # request_timeout is 1 s
+    assert set(rows["throughput_c32"]) == {"mitmdump", "balancer"}
+    assert rows["throughput_c32"]["balancer"]["errors"] == 0 and rows["throughput_c32"]["balancer"]["ok"] > 0
+    for name in ("mitmdump", "balancer"):
+        stall = rows["stall"][name]
+        assert stall["errors"] == 0 and len(stall["added_rounds"]) == 1
+        assert stall["idle_ms"] >= 9  # the ticking streams' events are 10 ms apart
+    streams = rows["open_streams"]["balancer"]
+    assert streams["opened"] == 20 and len(streams["turns"]) == 2 and streams["seconds"] > 0
+    assert streams["fds_per_stream"] >= 2  # at least the client's connection and the provider's
+    assert len(rows["rss_over_requests"]["series"]) == 11
+    assert rows["translation"]["events_per_cpu_s"] > 0
+    assert set(results["samples"]["ttft.1 MB"]) == {"direct", "mitmdump", "balancer"}
+    assert "load" in results and results["seconds"] > 0
 
 
 def test_bench_script_rejects_unknown_peer():

@@ -5,11 +5,13 @@ One server answers every profile; the first path segment picks it, so a provider
 `http://127.0.0.1:<port>/<profile>` (Anthropic style, `POST .../v1/messages`) or
 `http://127.0.0.1:<port>/<profile>/v1` (OpenAI style, `POST .../v1/chat/completions`).
 
-Profiles: `ok` (a streamed answer has `STREAM_PIECES` deltas, back to back), `paced` (50 deltas 1 ms apart),
-`slow` (60 deltas 0.5 s apart: a stream that stays open), `overloaded` (529), `hang` (never answers).
-A non-streamed request gets a small JSON message; `"stream": true` gets SSE in chunked encoding, one event per
-chunk. Written on asyncio's Protocol API (no per-request task, no stream objects) so it stays far ahead of the
-proxies it feeds: `scripts/bench` measures it alone as the "direct" column.
+Profiles: `ok` (a streamed answer has `STREAM_PIECES` deltas; the opening events, 1 ms, then the deltas one per
+turn of the event loop), `burst` (the same events in back-to-back writes), `nagle` (as `ok` with Nagle's algorithm
+on), `paced` (50 deltas 1 ms apart), `ticking` (200 deltas 10 ms apart), `slow` (60 deltas 0.5 s apart: a
+stream that stays open), `overloaded` (529), `hang` (never answers). A non-streamed request gets a small JSON
+message; `"stream": true` gets SSE in chunked encoding, one event per chunk and one chunk per write. Written on
+asyncio's Protocol API (no stream objects) so it stays far ahead of the proxies it feeds: `scripts/bench`
+measures it alone as the "direct" column.
 
 Run: `python -m benchkit.fake_provider` prints `port <n>` on stdout once listening, then serves until stdin closes.
 """
@@ -30,19 +32,29 @@ STREAM_PIECES = 20
 class Profile:
     status: int = 200
     pieces: int = STREAM_PIECES
-    gap: float = 0.0  # seconds between stream events
+    # A streamed answer is written one event a write, as a real provider sends it: the opening events at once,
+    # `first_delay` seconds until the first content delta (the model starting to answer), then `gap` seconds
+    # between deltas (0: one event per turn of the event loop).
+    first_delay: float = 0.001
+    gap: float = 0.0
+    burst: bool = False  # the whole answer in back-to-back writes instead (how the fake worked before)
+    nodelay: bool = True  # TCP_NODELAY (a plain Python HTTP server leaves Nagle's algorithm on)
     hang: bool = False
 
 
 PROFILES = {
     "ok": Profile(),
+    "burst": Profile(burst=True, first_delay=0),
+    "nagle": Profile(nodelay=False),
     "paced": Profile(pieces=50, gap=0.001),
     "slow": Profile(pieces=60, gap=0.5),
+    "ticking": Profile(pieces=200, gap=0.01),  # 2 s of deltas 10 ms apart: streams that big requests may stall
     "overloaded": Profile(status=529),
     "hang": Profile(hang=True),
 }
 
 MODEL = "claude-sonnet-4"
+OPENING_EVENTS = 2  # message_start, content_block_start: what comes before the first content delta
 
 
 def _json(obj: object) -> bytes:
@@ -176,24 +188,30 @@ class FakeProviderProtocol(asyncio.Protocol):
             self.cache[key] = _chunked(events)
         chunks = self.cache[key]
         head = _head(200, "OK", b"text/event-stream", None)
-        if not profile.gap:
+        if not profile.nodelay:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        if profile.burst:
             self.transport.write(head + chunks[0])
             for chunk in chunks[1:]:
                 self.transport.write(chunk)
             self.transport.write(b"0\r\n\r\n")
             return
         self.busy = True
-        asyncio.get_running_loop().create_task(self._paced(head, chunks, profile.gap))
+        asyncio.get_running_loop().create_task(self._eventwise(head, chunks, profile))
 
-    async def _paced(self, head: bytes, chunks: list[bytes], gap: float) -> None:
-        assert self.transport is not None
-        self.transport.write(head)
-        for chunk in chunks:
-            if self.transport.is_closing():
+    async def _eventwise(self, head: bytes, chunks: list[bytes], profile: Profile) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.write(head)
+        for index, chunk in enumerate(chunks):
+            if index >= OPENING_EVENTS:
+                await asyncio.sleep(profile.first_delay if index == OPENING_EVENTS else profile.gap)
+            if transport.is_closing():
                 return
-            self.transport.write(chunk)
-            await asyncio.sleep(gap)
-        self.transport.write(b"0\r\n\r\n")
+            transport.write(chunk)
+        transport.write(b"0\r\n\r\n")
         self.busy = False
         self._drain_requests()
 

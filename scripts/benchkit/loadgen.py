@@ -3,13 +3,16 @@
 It stands in for the client so that the client's own cost stays small and equal for every target: a full SDK
 spends more CPU per request than the proxies being compared, on a machine with only two cores. Timings are taken
 with `time.perf_counter()` from just before the request is written: `first_event` is when the first complete SSE
-event (or, for JSON, the whole body) has arrived, `event_times` when each SSE event completed.
+event (or, for JSON, the whole body) has arrived, `first_content` when the first event with text did (what a user
+sees appear; a proxy that holds the opening events until then is not credited for sending them early),
+`event_times` when each SSE event completed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +26,11 @@ class Timing:
     first_event: float  # seconds
     total: float
     event_times: list[float] = field(default_factory=list)
+    first_content: float | None = None  # when the first event with text arrived: what a user sees appear
+
+
+# An Anthropic text delta, or an OpenAI chunk with content (the bench fake's deltas are "word<n> ").
+CONTENT_MARKERS = (b"content_block_delta", b'"content":"word')
 
 
 class ProtocolError(Exception):
@@ -54,11 +62,14 @@ class Connection:
 
     async def request(self, path: str, body: bytes,
                       on_first_event: Callable[[], Awaitable[None]] | None = None) -> Timing:
-        """POST `body` to `path`; returns its timing. `on_first_event` is awaited once the first event is in."""
+        """POST `body` to `path`; returns its timing. `on_first_event` is awaited once the first content is in."""
         reader, writer = await self._ensure_open()
         started = time.perf_counter()
-        writer.write(b"POST %b HTTP/1.1\r\n%bcontent-length: %d\r\n\r\n%b"
-                     % ((self.base_path + path).encode(), self.fixed_headers, len(body), body))
+        # The head, then the body, in two writes: what httpx (under the anthropic SDK) does.
+        writer.write(b"POST %b HTTP/1.1\r\n%bcontent-length: %d\r\n\r\n"
+                     % ((self.base_path + path).encode(), self.fixed_headers, len(body)))
+        await writer.drain()
+        writer.write(body)
         try:
             return await self._read_response(reader, started, on_first_event)
         except (asyncio.IncompleteReadError, ConnectionError, ProtocolError, ValueError):
@@ -79,20 +90,24 @@ class Connection:
             headers[name.strip().lower()] = value.strip().lower()
         event_times: list[float] = []
         first: float | None = None
+        content: float | None = None
         pending = b""  # SSE text not yet ended by a blank line
 
         async def got(data: bytes) -> None:
-            nonlocal pending, first
+            nonlocal pending, first, content
             pending += data
             count = pending.count(b"\n\n")
             if count:
                 now = time.perf_counter() - started
                 event_times.extend([now] * count)
-                pending = pending[pending.rfind(b"\n\n") + 2:]
-                if first is None:
-                    first = now
+                end = pending.rfind(b"\n\n") + 2
+                if content is None and any(marker in pending[:end] for marker in CONTENT_MARKERS):
+                    content = now
                     if on_first_event is not None:
                         await on_first_event()
+                pending = pending[end:]
+                if first is None:
+                    first = now
 
         if headers.get("transfer-encoding") == "chunked":
             while True:
@@ -108,7 +123,8 @@ class Connection:
         total = time.perf_counter() - started
         if headers.get("connection") == "close":
             self.close()
-        return Timing(status, first if first is not None else total, total, event_times)
+        return Timing(status, first if first is not None else total, total, event_times,
+                      content if content is not None else first if first is not None else total)
 
 
 def request_body(stream: bool, model: str = "claude-sonnet-4") -> bytes:
@@ -171,13 +187,15 @@ async def throughput(url: str, path: str, body: bytes, concurrency: int, seconds
 
 
 async def hold_streams(url: str, path: str, count: int, while_open: Callable[[int], Awaitable[None]],
-                       timeout: float = 60) -> int:
-    """Opens `count` streamed requests at once; when each has its first event in (or `timeout` passed), awaits
-    `while_open(number_open)`, then closes them all. Returns how many were open at that moment."""
+                       timeout: float = 60, body: bytes | None = None) -> tuple[int, float]:
+    """Opens `count` streamed requests at once; when each has its first content in (or `timeout` passed), awaits
+    `while_open(number_open)`, then closes them all. Returns how many were open at that moment, and the seconds
+    from the start until the last of them opened (or until the timeout)."""
     opened = 0
     all_open = asyncio.Event()
     release = asyncio.Event()
-    body = request_body(stream=True)
+    body = body if body is not None else request_body(stream=True)
+    started = time.perf_counter()
 
     async def first_event() -> None:
         nonlocal opened
@@ -198,10 +216,44 @@ async def hold_streams(url: str, path: str, count: int, while_open: Callable[[in
     tasks = [asyncio.create_task(one()) for _ in range(count)]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_open.wait(), timeout)
+    took = time.perf_counter() - started
     at_measurement = opened
     await while_open(at_measurement)
     release.set()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return at_measurement
+    return at_measurement, took
+
+
+async def worst_gaps(url: str, path: str, body: bytes, streams: int,
+                     meanwhile: Callable[[], Awaitable[None]] | None = None) -> tuple[list[float], int]:
+    """Runs `streams` streamed requests at once and, once every one has its first text, awaits `meanwhile()` (if
+    given) beside them; returns each completed stream's worst gap between events in seconds, and the error count."""
+    started = 0
+    all_started = asyncio.Event()
+
+    async def first_text() -> None:
+        nonlocal started
+        started += 1
+        if started == streams:
+            all_started.set()
+
+    async def one() -> float | None:
+        connection = Connection(url)
+        try:
+            timing = await connection.request(path, body, on_first_event=first_text)
+        except (OSError, asyncio.IncompleteReadError, ProtocolError, ValueError):
+            return None
+        finally:
+            connection.close()
+        times = timing.event_times
+        return max((b - a for a, b in itertools.pairwise(times)), default=None)
+
+    tasks = [asyncio.create_task(one()) for _ in range(streams)]
+    if meanwhile is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_started.wait(), 60)
+        await meanwhile()
+    gaps = await asyncio.gather(*tasks)
+    return [g for g in gaps if g is not None], sum(g is None for g in gaps)

@@ -5,7 +5,8 @@ proxy there from the hash-pinned `litellm-requirements.lock` next to this file; 
 lock or the interpreter changed. `LiteLLMProxy` writes a config that sends the model `claude-sonnet-4` (and any
 other model name) to a fake Anthropic-style provider, starts `litellm` on a free port of 127.0.0.1 with
 everything that would reach the internet switched off, and waits until it answers. Checked with strace: from start
-to stop its only connections are to the fake provider.
+to stop its only connections are to the fake provider. Several routes (Anthropic-type and OpenAI-type providers,
+each under its own model name) share one proxy.
 
 LiteLLM is left at its defaults otherwise. With its default retries (2) it holds a stream's opening events
 (`message_start`, `content_block_start`) until the first content delta, much like our balancer's commit point,
@@ -72,19 +73,25 @@ QUIET_OFFLINE_ENV: dict[str, str] = {
     "NO_PROXY": "127.0.0.1,localhost",
     "no_proxy": "127.0.0.1,localhost",
     "PYTHONUNBUFFERED": "1",
+    # An OpenAI-type provider is spoken to through Chat Completions, as the balancer does (LiteLLM's default for
+    # /v1/messages would be OpenAI's Responses API, which the fake, like many OpenAI-compatible providers, lacks).
+    "LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES": "True",
 }
 KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+MODEL = "claude-sonnet-4"
 
 
-def proxy_config(provider_url: str) -> dict[str, Any]:
-    """LiteLLM config: `claude-sonnet-4`, and any other model name, go to the Anthropic-style `provider_url`."""
-    params = {"api_base": provider_url, "api_key": "bench-dummy-key"}
-    return {
-        "model_list": [
-            {"model_name": "claude-sonnet-4", "litellm_params": {"model": "anthropic/claude-sonnet-4", **params}},
-            {"model_name": "*", "litellm_params": {"model": "anthropic/*", **params}},
-        ],
-    }
+def proxy_config(routes: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """LiteLLM config: each route name (`{name: (kind, base_url)}`, kind "anthropic" or "openai") is a model name
+    that goes to that provider as `claude-sonnet-4`, through LiteLLM's translation for an OpenAI-type one; any
+    other model name goes to the first route."""
+    def params(kind: str, base_url: str, model: str) -> dict[str, str]:
+        return {"model": f"{kind}/{model}", "api_base": base_url, "api_key": "bench-dummy-key"}
+
+    models = [{"model_name": name, "litellm_params": params(kind, url, MODEL)} for name, (kind, url) in routes.items()]
+    kind, url = next(iter(routes.values()))
+    models.append({"model_name": "*", "litellm_params": params(kind, url, "*")})
+    return {"model_list": models}
 
 
 def _descendants(pid: int) -> list[int]:
@@ -128,10 +135,11 @@ def _listening_pid(root: int, port: int) -> int | None:
 
 
 class LiteLLMProxy:
-    """`litellm` (the proxy) on a free port of 127.0.0.1, routing Anthropic `/v1/messages` to `provider_url`."""
+    """`litellm` (the proxy) on a free port of 127.0.0.1, routing Anthropic `/v1/messages` by model name to the
+    providers of `routes` (see proxy_config)."""
 
-    def __init__(self, provider_url: str, progress: Progress = lambda m: None):
-        self.provider_url = provider_url.rstrip("/")
+    def __init__(self, routes: dict[str, tuple[str, str]] | str, progress: Progress = lambda m: None):
+        self.routes = {"default": ("anthropic", routes.rstrip("/"))} if isinstance(routes, str) else routes
         self.progress = progress
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -144,6 +152,13 @@ class LiteLLMProxy:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def root_pid(self) -> int:
+        """The `litellm` process, the root of everything it started (whose CPU time is its cost)."""
+        if self.proc is None:
+            raise RuntimeError("LiteLLM proxy is not started")
+        return self.proc.pid
 
     @property
     def pid(self) -> int:
@@ -163,7 +178,7 @@ class LiteLLMProxy:
         self._python = ensure_env(self.progress)
         self.dir = Path(tempfile.mkdtemp(prefix="bench-litellm-"))
         config = self.dir / "config.yaml"
-        config.write_text(json.dumps(proxy_config(self.provider_url), indent=2))  # JSON is valid YAML
+        config.write_text(json.dumps(proxy_config(self.routes), indent=2))  # JSON is valid YAML
         self.port = free_port()
         env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ} | QUIET_OFFLINE_ENV
         args = [str(self._python.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1",

@@ -13,10 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PANELS = (("a.latency_c1", "non-streamed latency, concurrency 1"),
-          ("a.latency_c32", "non-streamed latency, concurrency 32"),
-          ("b.ttfe", "time to first SSE event, concurrency 1"))
-COLOURS = {"direct": "#555555", "mitmdump": "#1f77b4", "balancer": "#d62728", "litellm": "#2ca02c"}
+PANELS = (("latency.2 KB", "latency, 2 KB body"),
+          ("latency.100 KB", "latency, 100 KB body"),
+          ("latency.1 MB", "latency, 1 MB body"),
+          ("ttft.2 KB", "time to first text, 2 KB body"),
+          ("ttft.100 KB", "time to first text, 100 KB body"),
+          ("ttft.1 MB", "time to first text, 1 MB body"))
+COLUMNS = 3
+COLOURS = {"direct": "#555555", "mitmdump": "#1f77b4", "balancer": "#d62728", "litellm": "#2ca02c",
+           "ccr": "#9467bd"}
 
 
 def draw(results: dict[str, Any], png: Path, say: Callable[[str], None]) -> None:
@@ -41,8 +46,11 @@ def _render(data_path: str, png: str) -> None:
 
     data = json.loads(Path(data_path).read_text())
     panels = data["panels"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (_key, label, samples) in zip(axes[0], panels, strict=True):
+    lines = -(-len(panels) // COLUMNS)
+    fig, axes = plt.subplots(lines, COLUMNS, figsize=(5.2 * COLUMNS, 4.2 * lines), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (_key, label, samples) in zip(axes.flat, panels, strict=False):
         for name, values in samples.items():
             ordered = sorted(values)
             if not ordered:

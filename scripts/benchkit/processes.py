@@ -11,6 +11,8 @@ import sys
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +164,19 @@ class Balancer(Process):
     def stop(self) -> None:
         super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_together(factories: list[Callable[[], Process]]) -> list[Process]:
+    """Start processes side by side (a mitmdump spends a second or two importing); if one fails, the others are
+    stopped and its error raised."""
+    with ThreadPoolExecutor(max_workers=len(factories) or 1) as pool:
+        futures = [pool.submit(factory) for factory in factories]
+        wait(futures)
+    started = [f.result() for f in futures if f.exception() is None]
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            for process in started:
+                process.stop()
+            raise error
+    return started

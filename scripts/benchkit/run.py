@@ -1,50 +1,64 @@
-"""One benchmark run: starts the processes, measures every row, returns the results as a dict (see report.py)."""
+"""One benchmark run: starts the processes, measures every row with the targets taking turns in rounds, returns
+the results as a dict (see report.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import loadgen, stats
-from .processes import REPO, Balancer, BareMitmdump, FakeProvider, free_port, provider, rss_mb
+from . import loadgen, procstat, stats
+from .bodies import SIZES, body
+from .processes import REPO, Balancer, BareMitmdump, FakeProvider, free_port, provider, rss_mb, start_together
+from .targets import ANTHROPIC, OPENAI, Balancers, Direct, Fixed, Peer, Route, Target
+from .turns import turns
 
-ANTHROPIC = "/v1/messages"
-OPENAI = "/v1/chat/completions"
+PEERS = ("litellm", "ccr")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How much of everything. `Plan.full()` is the published run, `Plan.quick()` one under a minute."""
+    """How much of everything. `Plan.full()` is the published run, `Plan.quick()` one well under 90 s."""
 
-    latency_requests: int = 3000  # per target and row (twice that at concurrency 32)
+    # per target and row, over all rounds (a peer takes up to half a second a request at 1 MB)
+    requests: dict[str, int] = field(default_factory=lambda: {"2 KB": 600, "100 KB": 240, "1 MB": 50})
+    c32_requests: int = 1600
     paced_streams: int = 60  # streams of 50 events 1 ms apart, for the delay between events
     failover_requests: int = 600  # per failing kind (a dozen for the one that hangs past request_timeout)
-    hang_requests: int = 12
-    throughput_seconds: float = 8.0
-    open_streams: int = 500
+    hang_requests: int = 12  # 0: no row for the provider that hangs
+    throughput_seconds: float = 10.0  # per target, split over the rounds
+    open_streams: int = 1000
+    stream_timeout: float = 60.0  # seconds the streams have to open
+    warm_up: int = 100  # small requests per target and kind before the rows
+    stream_rounds: int = 2  # turns at opening `open_streams` streams at once
+    stall_streams: int = 50  # streams open while big requests go through (issue 17, point 2)
+    stall_requests: int = 5
+    stall_mb: int = 10
+    stall_rounds: int = 3  # 0: no such row
     memory_requests: int = 10000
     translation_seconds: float = 3.0
-    rounds: int = 3  # targets take turns this many times per row, so drift in the machine's load hits all alike
-    peer: str | None = None  # "litellm"
+    rounds: int = 5  # targets take turns this many times per row, so drift in the machine's load hits all alike
+    peers: tuple[str, ...] = ()
     name: str = "full"
 
     @classmethod
-    def full(cls, peer: str | None = None) -> Plan:
-        return cls(peer=peer)
+    def full(cls, peers: tuple[str, ...] = ()) -> Plan:
+        return cls(peers=peers)
 
     @classmethod
-    def quick(cls, peer: str | None = None) -> Plan:
-        return cls(latency_requests=300, paced_streams=10, failover_requests=100, hang_requests=4,
-                   throughput_seconds=2.0, memory_requests=2000, translation_seconds=0.5, peer=peer,
-                   name="quick")
+    def quick(cls, peers: tuple[str, ...] = ()) -> Plan:
+        return cls(requests={"2 KB": 120, "100 KB": 45, "1 MB": 12}, c32_requests=240, paced_streams=6,
+                   failover_requests=45, hang_requests=0, throughput_seconds=1.5, open_streams=300,
+                   stream_timeout=15, stream_rounds=1, stall_rounds=0, memory_requests=500,
+                   translation_seconds=0.3, rounds=3, warm_up=20, peers=peers, name="quick")
 
 
 class Progress:
@@ -64,201 +78,285 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def done(self) -> None:
+    def done(self) -> float:
+        took = time.monotonic() - self.started
         if self.tty:
             self.stream.write("\r\033[K")
-        self.stream.write(f"done in {time.monotonic() - self.started:.0f} s\n")
+        self.stream.write(f"done in {took:.0f} s\n")
         self.stream.flush()
-
-
-@dataclass
-class Target:
-    name: str
-    url: str
-    path_prefix: str  # the fake's profile segment when the target forwards paths as they are
-    pid: int | None = None
-    speaks: str | None = None  # the API path this target always takes (a balancer speaks Anthropic to clients)
-
-    def path(self, api: str) -> str:
-        return self.path_prefix + (self.speaks or api)
+        return took
 
 
 def _ms(values: list[float]) -> list[float]:
     return [v * 1000 for v in values]
 
 
+def raise_open_file_limit() -> None:
+    """Up to the hard limit, for this process and the targets it starts: a thousand streams need both ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class Bench:
     def __init__(self, plan: Plan, say: Callable[[str], None] = lambda m: print(m, file=sys.stderr)):
         self.plan, self.say = plan, say
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, Any] = {}
         self.samples: dict[str, dict[str, list[float]]] = {}
-        self.extra: dict[str, Any] = {}
+        self.peer_versions: dict[str, str] = {}
 
-    # -- helpers ---------------------------------------------------------------------------------------------
-    def _latency_row(self, key: str, targets: list[Target], api: str, stream: bool, concurrency: int,
-                     count: int) -> None:
-        body = loadgen.request_body(stream)
-        per_round = max(1, count // self.plan.rounds)
+    # -- rows --------------------------------------------------------------------------------------------------
+    def latency_row(self, key: str, targets: list[Target], kind: str, stream: bool, size: int, count: int,
+                    concurrency: int = 1, profile: str = "ok") -> None:
+        """p50/p99 of latency (or of time to first content when `stream`), and CPU ms per request, per target;
+        also each round's p50 and CPU, for the noise margin."""
+        per_turn = max(1, count // self.plan.rounds)
+        rounds = self.plan.rounds
         values: dict[str, list[float]] = {t.name: [] for t in targets}
+        round_p50 = {t.name: [float("nan")] * rounds for t in targets}
+        round_cpu = {t.name: [float("nan")] * rounds for t in targets}
+        cpu_total = dict.fromkeys(values, 0.0)
         errors = dict.fromkeys(values, 0)
-        for _ in range(self.plan.rounds):
-            for target in targets:
-                timings, failed = asyncio.run(loadgen.measure(target.url, target.path(api), body, per_round,
-                                                              concurrency))
-                values[target.name] += _ms([t.first_event for t in timings])
-                errors[target.name] += failed
-        self.rows[key] = {name: stats.summary(v, errors[name]) for name, v in values.items()}
+        for r, target in turns(targets, rounds):
+            route = target.route(profile, kind)
+            data = body(size, stream, route.model)
+            pids = route.pids()
+            before = procstat.cpu_seconds(pids)
+            timings, failed = asyncio.run(loadgen.measure(route.url, route.path, data, per_turn, concurrency))
+            used = procstat.cpu_seconds(pids) - before
+            got = _ms([t.first_content if stream else t.total for t in timings])
+            values[target.name] += got
+            errors[target.name] += failed
+            cpu_total[target.name] += used
+            round_p50[target.name][r] = stats.percentile(got, 50)
+            round_cpu[target.name][r] = used * 1000 / len(timings) if timings else float("nan")
+        row: dict[str, Any] = {}
+        for name, got in values.items():
+            row[name] = {**stats.summary(got, errors[name]), "rounds": round_p50[name],
+                         "cpu_ms": cpu_total[name] * 1000 / len(got) if got else float("nan"),
+                         "cpu_rounds": round_cpu[name]}
+        self.rows[key] = row
         self.samples[key] = values
 
-    def _gap_row(self, key: str, targets: list[Target], count: int) -> None:
-        body = loadgen.request_body(True)
+    def gap_row(self, key: str, targets: list[Target]) -> None:
+        """Delays between events of streams whose provider sends one event a millisecond."""
+        rounds = self.plan.rounds
+        per_turn = max(1, self.plan.paced_streams // rounds)
         values: dict[str, list[float]] = {t.name: [] for t in targets}
+        round_p99 = {t.name: [float("nan")] * rounds for t in targets}
         errors = dict.fromkeys(values, 0)
-        for target in targets:
-            asyncio.run(loadgen.measure(target.url, target.path(ANTHROPIC), body, 1, 1))  # warm-up
-            timings, failed = asyncio.run(loadgen.measure(target.url, target.path(ANTHROPIC), body, count, 1))
-            for timing in timings:
-                values[target.name] += _ms(stats.gaps(timing.event_times))
+        for r, target in turns(targets, rounds):
+            route = target.route("paced", ANTHROPIC)
+            timings, failed = asyncio.run(loadgen.measure(route.url, route.path, body(SIZES["2 KB"], True,
+                                                                                          route.model), per_turn, 1))
+            got = [g for t in timings for g in _ms(stats.gaps(t.event_times))]
+            values[target.name] += got
             errors[target.name] += failed
-        self.rows[key] = {name: stats.summary(v, errors[name]) for name, v in values.items()}
+            round_p99[target.name][r] = stats.percentile(got, 99)
+        self.rows[key] = {name: {**stats.summary(v, errors[name]), "rounds_p99": round_p99[name]}
+                          for name, v in values.items()}
 
-    def _throughput_row(self, key: str, targets: list[Target], concurrency: int) -> None:
-        body = loadgen.request_body(False)
-        row = {}
-        for target in targets:
-            rate, ok, errors = asyncio.run(loadgen.throughput(target.url, target.path(ANTHROPIC), body,
-                                                              concurrency, self.plan.throughput_seconds))
-            row[target.name] = {"rps": rate, "ok": ok, "errors": errors}
+    def throughput_row(self, key: str, targets: list[Target], concurrency: int) -> None:
+        rounds = self.plan.rounds
+        seconds = self.plan.throughput_seconds / rounds
+        ok = dict.fromkeys((t.name for t in targets), 0)
+        errors = dict.fromkeys(ok, 0)
+        took = dict.fromkeys(ok, 0.0)
+        round_rps = {t.name: [float("nan")] * rounds for t in targets}
+        for r, target in turns(targets, rounds):
+            route = target.route("ok", ANTHROPIC)
+            started = time.perf_counter()
+            rate, done, failed = asyncio.run(loadgen.throughput(route.url, route.path, body(SIZES["2 KB"], False,
+                                                                                            route.model),
+                                                                concurrency, seconds))
+            took[target.name] += time.perf_counter() - started
+            ok[target.name] += done
+            errors[target.name] += failed
+            round_rps[target.name][r] = rate
+        self.rows[key] = {name: {"rps": ok[name] / took[name] if took[name] else 0.0, "ok": ok[name],
+                                 "errors": errors[name], "rounds": round_rps[name]} for name in ok}
+
+    def stall_row(self, key: str, targets: list[Target]) -> None:
+        """What back-to-back big requests add to the worst gap between events of other open streams: each turn
+        runs `stall_streams` streams of events 10 ms apart alone, then again with `stall_requests` requests of
+        `stall_mb` MB sent one after the other meanwhile; the figure is the p50 over streams of the worst gap."""
+        rounds = self.plan.stall_rounds
+        big = body(self.plan.stall_mb * 1_000_000, False)
+        row: dict[str, Any] = {t.name: {"idle": [], "loaded": [], "errors": 0} for t in targets}
+        for _, target in turns(targets, rounds):
+            route = target.route("ticking", ANTHROPIC)
+            big_route = target.route("ok", ANTHROPIC)
+            stream_body = body(SIZES["2 KB"], True, route.model)
+
+            async def big_requests(big_route: Route = big_route, entry: dict[str, Any] = row[target.name]) -> None:
+                _, failed = await loadgen.measure(big_route.url, big_route.path, big, self.plan.stall_requests, 1)
+                entry["errors"] += failed
+
+            for phase, meanwhile in (("idle", None), ("loaded", big_requests)):
+                gaps, failed = asyncio.run(loadgen.worst_gaps(route.url, route.path, stream_body,
+                                                              self.plan.stall_streams, meanwhile))
+                row[target.name][phase].append(stats.percentile(_ms(gaps), 50))
+                row[target.name]["errors"] += failed
+        for entry in row.values():
+            entry["added_rounds"] = [b - a for a, b in zip(entry["idle"], entry["loaded"], strict=True)]
+            entry["added_ms"] = stats.percentile(entry["added_rounds"], 50)
+            entry["idle_ms"] = stats.percentile(entry["idle"], 50)
+            entry["loaded_ms"] = stats.percentile(entry["loaded"], 50)
+        self.rows[key] = row
+
+    def open_streams_row(self, key: str, targets: list[Target]) -> None:
+        """Time to open `open_streams` streams at once, how many opened, descriptors per stream, memory."""
+        count = self.plan.open_streams
+        row: dict[str, Any] = {}
+        for _, target in turns(targets, self.plan.stream_rounds):
+            route = target.route("slow", ANTHROPIC)
+            pids = route.pids()
+            idle_fds, idle_mb = procstat.open_fds(pids), procstat.rss_mb(pids)
+            loaded: dict[str, float] = {}
+
+            async def measure(open_now: int, pids: list[int] = pids, loaded: dict[str, float] = loaded) -> None:
+                loaded.update(fds=procstat.open_fds(pids), mb=procstat.rss_mb(pids))
+
+            opened, seconds = asyncio.run(loadgen.hold_streams(route.url, route.path, count, measure,
+                                                               timeout=self.plan.stream_timeout,
+                                                               body=body(SIZES["2 KB"], True, route.model)))
+            turn = {"opened": opened, "seconds": seconds, "idle_mb": idle_mb, "rss_mb": loaded["mb"],
+                    "fds_per_stream": (loaded["fds"] - idle_fds) / opened if opened else float("nan")}
+            row.setdefault(target.name, {"streams": count, "turns": []})["turns"].append(turn)
+            time.sleep(1)  # let the target close the streams before the next one is measured
+        for entry in row.values():
+            done = entry["turns"]
+            entry.update(opened=min(t["opened"] for t in done),
+                         seconds=stats.percentile([t["seconds"] for t in done], 50),
+                         fds_per_stream=stats.percentile([t["fds_per_stream"] for t in done], 50),
+                         rss_mb=max(t["rss_mb"] for t in done), idle_mb=done[0]["idle_mb"])
         self.rows[key] = row
 
     # -- the run ---------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         plan = self.plan
+        raise_open_file_limit()
+        load_at_start = list(os.getloadavg())
         with ExitStack() as stack:
             self.say("starting the fake provider, bare mitmdump and the balancer")
             fake = stack.enter_context(FakeProvider())
-            bare = stack.enter_context(BareMitmdump(fake.url))
-            balancer = stack.enter_context(Balancer([provider("fake", fake.anthropic())]))
-            targets = [Target("direct", fake.url, "/ok"), Target("mitmdump", bare.url, "/ok"),
-                       Target("balancer", balancer.url, "", balancer.pid)]
-            peer_version = None
-            if plan.peer == "litellm":
-                from .peer_litellm import LiteLLMProxy
-
-                litellm = stack.enter_context(LiteLLMProxy(fake.anthropic(), progress=self.say))
-                litellm.start()
-                peer_version = litellm.version()
-                targets.append(Target("litellm", litellm.url, "", litellm.pid))
-            translating = stack.enter_context(Balancer([provider("openai", fake.openai(), "openai")]))
-            openai_targets = [
-                Target("direct", fake.url, "/ok"),
-                Target("balancer", translating.url, "", speaks=ANTHROPIC),
-            ]
+            direct = Direct("direct", fake)
+            bare = Direct("mitmdump", stack.enter_context(BareMitmdump(fake.url)))
+            balancer = Balancers(stack, fake)
+            balancer.start([("ok", ANTHROPIC), ("ok", OPENAI), ("paced", ANTHROPIC), ("slow", ANTHROPIC)])
+            peers = [self._start_peer(name, fake, stack) for name in plan.peers]
+            anthropic = [direct, bare, balancer, *peers]
+            openai = [direct, balancer, *peers]
+            proxies = [bare, balancer, *peers]
 
             steps: list[tuple[str, Callable[[], None]]] = []
             add = lambda label, fn: steps.append((label, fn))  # noqa: E731
-            add("warming up every path", lambda: self._warm_up([(t, ANTHROPIC) for t in targets]
-                                                               + [(openai_targets[1], OPENAI)]))
-            for concurrency in (1, 32):
-                count = plan.latency_requests * (2 if concurrency > 1 else 1)
-                add(f"(a) latency, concurrency {concurrency}",
-                    lambda c=concurrency, n=count: self._latency_row(f"a.latency_c{c}", targets, ANTHROPIC,
-                                                                     False, c, n))
-            add("(b) time to first event", lambda: self._latency_row("b.ttfe", targets, ANTHROPIC, True, 1,
-                                                                     plan.latency_requests))
-            add("(b) delay between events", lambda: self._paced(fake))
-            add("(b) OpenAI-type provider: latency and time to first event (translated)", lambda: (
-                self._latency_row("a.latency_c1_openai", openai_targets, OPENAI, False, 1,
-                                  plan.latency_requests),
-                self._latency_row("b.ttfe_openai", openai_targets, OPENAI, True, 1, plan.latency_requests)))
-            for label in ("refused", "overloaded", "hang"):
-                add(f"(c) failover cost: first provider {label}", lambda k=label: self._failover(fake, k))
-            for concurrency in (32, 128):
-                add(f"(d) throughput, concurrency {concurrency}",
-                    lambda c=concurrency: self._throughput_row(f"d.throughput_c{c}", targets, c))
-            add(f"(e) memory with {plan.open_streams} open streams", lambda: self._open_streams(fake))
-            add(f"(e) memory over {plan.memory_requests} requests", lambda: self._memory_series(balancer))
-            add("(f) OpenAI->Anthropic stream translation alone", self._translation)
+            add("warming up every path", lambda: self._warm_up(anthropic, openai))
+            for size_name, size in SIZES.items():
+                n = plan.requests[size_name]
+                add(f"latency, {size_name} bodies", lambda s=size, n=n, k=size_name: self.latency_row(
+                    f"latency.{k}", anthropic, ANTHROPIC, False, s, n))
+                add(f"time to first text, {size_name} bodies", lambda s=size, n=n, k=size_name: self.latency_row(
+                    f"ttft.{k}", anthropic, ANTHROPIC, True, s, n))
+            for size_name, size in SIZES.items():
+                n = plan.requests[size_name]
+                add(f"OpenAI-type provider (translated), {size_name} bodies",
+                    lambda s=size, n=n, k=size_name: (
+                        self.latency_row(f"latency_openai.{k}", openai, OPENAI, False, s, n),
+                        self.latency_row(f"ttft_openai.{k}", openai, OPENAI, True, s, n)))
+            add("latency, concurrency 32", lambda: self.latency_row("latency_c32", anthropic, ANTHROPIC, False,
+                                                                    SIZES["2 KB"], plan.c32_requests, 32))
+            add("delay between events", lambda: self.gap_row("event_gap", anthropic))
+            add("throughput, concurrency 32", lambda: self.throughput_row("throughput_c32", proxies, 32))
+            failing = ("refused", "overloaded", "hang")[: 3 if plan.hang_requests else 2]
+            add(f"failover cost: first provider {', '.join(failing)}", lambda: self._failover(fake, failing))
+            if plan.stall_rounds:
+                add(f"{plan.stall_mb} MB requests beside {plan.stall_streams} open streams",
+                    lambda: self.stall_row("stall", [bare, balancer]))
+            add(f"{plan.open_streams} streams open at once", lambda: self.open_streams_row("open_streams", proxies))
+            add(f"memory over {plan.memory_requests} requests", lambda: self._memory_series(balancer))
+            add("OpenAI->Anthropic stream translation alone", self._translation)
 
             progress = Progress(len(steps))
             for label, fn in steps:
                 progress.step(label)
                 fn()
-            progress.done()
+            seconds = progress.done()
         return {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": plan.name,
+            "seconds": seconds,
+            "load": {"start": load_at_start, "end": list(os.getloadavg())},
             "machine": machine(),
-            "versions": versions(peer_version),
+            "versions": versions(self.peer_versions),
             "rows": self.rows,
-            **self.extra,
             "samples": self.samples,
         }
 
-    def _warm_up(self, paths: list[tuple[Target, str]]) -> None:
-        for target, api in paths:
-            for stream in (False, True):
-                asyncio.run(loadgen.measure(target.url, target.path(api), loadgen.request_body(stream), 200, 4))
+    def _start_peer(self, name: str, fake: FakeProvider, stack: ExitStack) -> Target:
+        from .targets import peer_routes
 
-    def _paced(self, fake: FakeProvider) -> None:
-        """Delay between events of streams whose provider sends one event a millisecond."""
-        with ExitStack() as stack:
-            bare = stack.enter_context(BareMitmdump(fake.url))
-            balancer = stack.enter_context(Balancer([provider("paced", fake.anthropic("paced"))]))
-            paced = [Target("direct", fake.url, "/paced"), Target("mitmdump", bare.url, "/paced"),
-                     Target("balancer", balancer.url, "")]
-            if self.plan.peer == "litellm":
-                from .peer_litellm import LiteLLMProxy
+        if name == "litellm":
+            from .peer_litellm import LiteLLMProxy
 
-                litellm = stack.enter_context(LiteLLMProxy(fake.anthropic("paced"), progress=self.say))
-                litellm.start()
-                paced.append(Target("litellm", litellm.url, ""))
-            self._gap_row("b.event_gap", paced, self.plan.paced_streams)
+            litellm = stack.enter_context(LiteLLMProxy(peer_routes(fake), progress=self.say))
+            litellm.start()
+            self.peer_versions["litellm"] = litellm.version()
+            return Peer("litellm", litellm.url, litellm.root_pid, lambda route: route)
+        from . import peer_ccr
 
-    def _failover(self, fake: FakeProvider, label: str) -> None:
-        first = {"refused": f"http://127.0.0.1:{free_port()}", "overloaded": fake.anthropic("overloaded"),
-                 "hang": fake.anthropic("hang")}[label]
-        count = self.plan.hang_requests if label == "hang" else self.plan.failover_requests
+        router = stack.enter_context(peer_ccr.RouterProxy(peer_routes(fake), progress=self.say))
+        self.say(f"starting claude-code-router {peer_ccr.pinned_version()}")
+        router.start()
+        self.peer_versions["ccr"] = peer_ccr.pinned_version()
+        return Peer("ccr", router.url, router.pid, peer_ccr.model_for)
+
+    def _warm_up(self, anthropic: list[Target], openai: list[Target]) -> None:
+        for targets, kind in ((anthropic, ANTHROPIC), (openai, OPENAI)):
+            for target in targets:
+                for stream in (False, True):
+                    route = target.route("ok", kind)
+                    asyncio.run(loadgen.measure(route.url, route.path, body(SIZES["2 KB"], stream, route.model),
+                                                self.plan.warm_up, 2))
+                    asyncio.run(loadgen.measure(route.url, route.path, body(SIZES["100 KB"], stream, route.model),
+                                                2, 1))
+
+    def _failover(self, fake: FakeProvider, labels: tuple[str, ...]) -> None:
+        """Time to first text through a balancer whose first provider fails, against one whose first provider is
+        healthy; the cost is the difference."""
+        firsts = {"refused": f"http://127.0.0.1:{free_port()}", "overloaded": fake.anthropic("overloaded"),
+                  "hang": fake.anthropic("hang")}
         healthy = [provider("healthy", fake.anthropic())]
-        with Balancer([provider("first", first), *healthy], failure_cooldown=0, request_timeout=1) as chain, \
-                Balancer([*healthy, provider("spare", fake.anthropic())], failure_cooldown=0,
-                         request_timeout=1) as baseline:
-            body = loadgen.request_body(True)
-            for proc in (baseline, chain):  # a fresh process's first requests are slow: not what is measured
-                asyncio.run(loadgen.measure(proc.url, ANTHROPIC, body, 1 if label == "hang" else 20, 1))
-            key = f"c.failover_{label}"
-            self._latency_row(key, [Target("healthy_first", baseline.url, ""), Target(label, chain.url, "")],
-                              ANTHROPIC, True, 1, count)
-        row = self.rows[key]
-        row["cost_ms"] = {p: row[label][p] - row["healthy_first"][p] for p in ("p50", "p99")}
+        settings = {"failure_cooldown": 0, "request_timeout": 1}
+        baseline, *chains = start_together([
+            lambda: Balancer([*healthy, provider("spare", fake.anthropic())], **settings),
+            *[lambda k=k: Balancer([provider("first", firsts[k]), *healthy], **settings) for k in labels]])
+        with ExitStack() as stack:
+            for process in (baseline, *chains):
+                stack.enter_context(process)
+            data = body(SIZES["2 KB"], True)
+            for label, chain in zip(labels, chains, strict=True):
+                for proc in (baseline, chain):  # a fresh process's first requests are slow: not what is measured
+                    asyncio.run(loadgen.measure(proc.url, "/v1/messages", data, 1 if label == "hang" else 20, 1))
+                count = self.plan.hang_requests if label == "hang" else self.plan.failover_requests
+                key = f"failover_{label}"
+                self.latency_row(key, [Fixed("healthy_first", baseline), Fixed(label, chain)], ANTHROPIC, True,
+                                 SIZES["2 KB"], count)
+                row = self.rows[key]
+                row["cost_ms"] = {p: row[label][p] - row["healthy_first"][p] for p in ("p50", "p99")}
 
-    def _open_streams(self, fake: FakeProvider) -> None:
-        count = self.plan.open_streams
-        row: dict[str, Any] = {}
-        with Balancer([provider("slow", fake.anthropic("slow"))]) as balancer, BareMitmdump(fake.url) as bare:
-            for name, proc, prefix in (("balancer", balancer, ""), ("mitmdump", bare, "/slow")):
-                idle = rss_mb(proc.pid)
-                loaded: list[float] = []
-
-                async def measure(open_now: int, pid: int = proc.pid, loaded: list[float] = loaded) -> None:
-                    loaded.append(rss_mb(pid))
-
-                opened = asyncio.run(loadgen.hold_streams(proc.url, prefix + ANTHROPIC, count, measure))
-                row[name] = {"idle_mb": idle, "open_streams": opened, "rss_mb": loaded[0]}
-        self.rows["e.rss_open_streams"] = row
-
-    def _memory_series(self, balancer: Balancer) -> None:
-        body = loadgen.request_body(False)
+    def _memory_series(self, balancers: Balancers) -> None:
+        balancer = balancers.process("ok", ANTHROPIC)
+        data = body(SIZES["2 KB"], False)
         steps = 10
         per_step = max(1, self.plan.memory_requests // steps)
         series = [(0, rss_mb(balancer.pid))]
         errors = 0
         for i in range(1, steps + 1):
-            _, failed = asyncio.run(loadgen.measure(balancer.url, ANTHROPIC, body, per_step, 32))
+            _, failed = asyncio.run(loadgen.measure(balancer.url, "/v1/messages", data, per_step, 32))
             errors += failed
             series.append((i * per_step, rss_mb(balancer.pid)))
-        self.rows["e.rss_over_requests"] = {"series": series, "growth_mb": stats.growth_mb(series),
-                                            "errors": errors}
+        self.rows["rss_over_requests"] = {"series": series, "growth_mb": stats.growth_mb(series), "errors": errors}
 
     def _translation(self) -> None:
         sys.path.insert(0, str(REPO))
@@ -274,7 +372,7 @@ class Bench:
             translator = StreamTranslator("claude-sonnet-4", ToolNames(), message_id="msg_bench")
             out = b"".join(translator.feed(e) for e in events) + translator.finish()
             produced += out.count(b"\n\n")
-        self.rows["f.translation"] = {"events_per_cpu_s": produced / (time.process_time() - started)}
+        self.rows["translation"] = {"events_per_cpu_s": produced / (time.process_time() - started)}
 
 
 def machine() -> dict[str, Any]:
@@ -288,10 +386,7 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def versions(peer: str | None) -> dict[str, str]:
+def versions(peers: dict[str, str]) -> dict[str, str]:
     import mitmproxy.version
 
-    found = {"mitmproxy": mitmproxy.version.VERSION}
-    if peer:
-        found["litellm"] = peer
-    return found
+    return {"mitmproxy": mitmproxy.version.VERSION, **peers}
