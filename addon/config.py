@@ -270,7 +270,8 @@ class Settings(_Lenient):
     headroom_utilization: float = Field(default=0.9, ge=0, le=1)
     # The secret behind the keys' fingerprints in /providers, /metrics and the log (a keyed hash: the fingerprint
     # of a guessed key cannot be checked without it). Unset: a random one per process (fingerprints then differ
-    # between instances and restarts; `#1`, `#2`, ... do not).
+    # between instances and restarts; `#1`, `#2`, ... do not). It also keys the keys' identities (key_identity.py):
+    # instances sharing state should have the same one.
     key_fingerprint_secret: str | None = Field(default=None, repr=False)
     # Seed keys with no effect here, accepted so that seed files load unchanged.
     app_name: str | None = None
