@@ -289,7 +289,8 @@ def test_no_client_key_in_logs_admin_answers_metrics_or_saved_flows(tmp_path):
 
 def test_a_budget_is_not_bypassed_by_a_model_without_a_price_and_the_log_names_few(tmp_path):
     big = {"input_tokens": 100_000, "output_tokens": 20_000}  # $3.00 at the highest built-in price (15 and 75)
-    budgeted, free = {"name": "budget", "key": KEYS["budget"], "budget_per_month": 5}, {"name": "free", "key": KEYS["free"]}
+    budgeted = {"name": "budget", "key": KEYS["budget"], "budget_per_month": 5}
+    free = {"name": "free", "key": KEYS["free"]}
     with FakeProvider(WithUsage(big)) as fake:
         process = BalancerProcess(tmp_path)
         process.write_providers([anthropic_provider("a", fake.url)], client_keys=[budgeted, free],

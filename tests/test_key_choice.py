@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from addon.config import BalancerConfig, ProviderConfig
 from addon.health import AUTH, RATE_LIMITED
 from addon.key_book import COOLING, MAX_CONCURRENT, RPM, TPM, KeyBook
-from addon.key_identity import Fingerprints, key_identity
+from addon.key_identity import Fingerprints
 from addon.key_routing import is_ready, key_turns, keys_to_try, rendezvous_order
 from addon.usage_windows import MINUTE, UsageWindows
 from fuzzing import quick_and_deep

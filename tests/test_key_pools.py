@@ -285,7 +285,7 @@ def test_removing_a_key_by_reload_leaves_the_other_keys_their_counters_and_limit
             assert now_first["fingerprint"] == before["fingerprint"]
             figures = ("open", "requests_this_minute", "tokens_this_minute")
             assert {f: now_first[f] for f in figures} == {f: before[f] for f in figures}
-            assert {f: now_second[f] for f in figures} == {f: 0 for f in figures}
+            assert {f: now_second[f] for f in figures} == dict.fromkeys(figures, 0)
             # Key 2 is at its max_concurrent of 2 with one more request: the next goes to key 3.
             with http.stream("POST", balancer.url + "/v1/messages", json={**BODY, "stream": True},
                              headers={"x-api-key": "c"}) as another:

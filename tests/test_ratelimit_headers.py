@@ -12,11 +12,11 @@ from addon.ratelimit_headers import (
     LIMIT_REJECTED,
     LOW_HEADROOM,
     RESET_CEILING,
-    window_ceiling,
     parse_duration,
     parse_reset,
     read_headers,
     shortfall,
+    window_ceiling,
 )
 from fuzzing import quick_and_deep
 
@@ -152,8 +152,10 @@ def test_window_ceilings_are_their_length():
      ("x-ratelimit-reset-requests", "99999999h")],
     [("anthropic-ratelimit-tokens-limit", "100"), ("anthropic-ratelimit-tokens-remaining", "0"),
      ("anthropic-ratelimit-tokens-reset", "2025-12-02T00:11:00Z")],  # a per-minute bucket 11 minutes away
-    [("anthropic-ratelimit-unified-5h-status", "rejected"), ("anthropic-ratelimit-unified-5h-reset", str(NOW + 6 * 3600))],
-    [("anthropic-ratelimit-unified-status", "rejected"), ("anthropic-ratelimit-unified-reset", str(NOW + 8 * 86400))],
+    [("anthropic-ratelimit-unified-5h-status", "rejected"),
+     ("anthropic-ratelimit-unified-5h-reset", str(NOW + 6 * 3600))],
+    [("anthropic-ratelimit-unified-status", "rejected"),
+     ("anthropic-ratelimit-unified-reset", str(NOW + 8 * 86400))],
 ])
 def test_a_reset_too_far_away_is_unknown_and_holds_the_key_only_briefly(headers):
     reading = read_headers(headers, NOW)
