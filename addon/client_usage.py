@@ -20,7 +20,7 @@ from .client_keys import ClientKey
 from .client_metrics import ClientMetrics
 from .flow_record import RequestSummary
 from .log_text import loggable
-from .prices import charge
+from .prices import ceiling_price, charge
 from .providers import Providers
 from .quotas import QuotaBook
 from .responses import error_response
@@ -31,6 +31,9 @@ log = logging.getLogger("balancer")
 # A quota whose window ends later than this: retrying will not help before then, so the SDKs (Claude Code's
 # included) are told not to retry at once (x-should-retry: false); the retry-after still says when.
 RETRY_HORIZON = 60
+# Models without a price named in the log, each once; after that many, one line says further ones are not named
+# (a client can name any number of made-up models).
+UNPRICED_LOGGED = 20
 
 
 # How a request counts under a client's quotas.
@@ -100,12 +103,26 @@ class ClientUsage:
         self.metrics.request(summary.client)
         if not summary.usage:
             return
-        spent = charge(summary.usage, summary.model, summary.requested_model, self.providers.settings.prices)
+        settings = self.providers.settings
+        client = settings.client_named(summary.client)
+        # Fail closed: a client with a budget pays the highest price for a model without one.
+        budgeted = client is not None and client.budget_per_month is not None
+        spent = charge(summary.usage, summary.model, summary.requested_model, settings.prices,
+                       ceiling_price(settings.prices) if budgeted else None)
         if spent.priced_as is None and spent.tokens:
-            unpriced = summary.model or summary.requested_model or "?"
-            if unpriced not in self._unpriced and len(self._unpriced) < 100:
-                self._unpriced.add(unpriced)
-                log.warning("no price for model '%s' (nor for '%s'): its spend counts as 0; add it to "
-                            "settings.prices", loggable(unpriced), loggable(summary.requested_model or "?"))
+            self._report_unpriced(summary.model or summary.requested_model or "?", summary.requested_model, budgeted)
         self.book.charge(summary.client, spent)
         self.metrics.charged(summary.client, spent)
+
+    def _report_unpriced(self, model: str, requested: str | None, budgeted: bool) -> None:
+        if model in self._unpriced or len(self._unpriced) > UNPRICED_LOGGED:
+            return
+        if len(self._unpriced) == UNPRICED_LOGGED:
+            self._unpriced.add("")  # the summary is said once
+            log.warning("more models without a price than the %d named above: further ones are not logged; add "
+                        "prices for them to settings.prices", UNPRICED_LOGGED)
+            return
+        self._unpriced.add(model)
+        log.warning("no price for model '%s' (nor for '%s'): its spend counts as 0 for clients without a "
+                    "budget, and at the highest price of the table for clients with one; add it to "
+                    "settings.prices", loggable(model), loggable(requested or "?"))

@@ -29,6 +29,7 @@ from pydantic import (
 from .base_url import normalise_base_urls
 from .client_keys import ClientKey, as_entry, clash, name_by_position
 from .config_checks import Unset, sort_unset, unknown_keys
+from .key_identity import key_identity, key_subject
 from .prices import Price
 
 # A value of "passthrough" in these places means "do not replace": the seed format's spelling.
@@ -100,6 +101,8 @@ class ProviderConfig(_Lenient):
     reasoning: Literal["none", "reasoning_effort", "openrouter", "deepseek"] = "reasoning_effort"
     merge_system_messages: bool = False  # mid-conversation system messages go into the next user turn
     _keys: list[KeyConfig] = PrivateAttr(default_factory=list)
+    # How its keys' identities are made: (settings.key_fingerprint_secret, shared state on); set by BalancerConfig.
+    _identity_rule: tuple[str | None, bool] = PrivateAttr(default=(None, False))
 
     @cached_property
     def keys(self) -> list[KeyConfig]:
@@ -112,6 +115,13 @@ class ProviderConfig(_Lenient):
         """More than one credential: each has health of its own, and a refused or rate-limited one gives way to
         the next before any other provider."""
         return len(self.keys) > 1
+
+    @cached_property
+    def key_subjects(self) -> list[str]:
+        """How the balancer knows each key (key_identity.py): the same key keeps its subject whatever its place."""
+        secret, shared = self._identity_rule
+        parts = (self.type, self.base_url, self.auth_type)
+        return [key_subject(self.name, key_identity(parts, key.value, secret, shared)) for key in self._keys]
 
     @property
     def credential(self) -> str:
@@ -260,7 +270,8 @@ class Settings(_Lenient):
     headroom_utilization: float = Field(default=0.9, ge=0, le=1)
     # The secret behind the keys' fingerprints in /providers, /metrics and the log (a keyed hash: the fingerprint
     # of a guessed key cannot be checked without it). Unset: a random one per process (fingerprints then differ
-    # between instances and restarts; `#1`, `#2`, ... do not).
+    # between instances and restarts; `#1`, `#2`, ... do not). It also keys the keys' identities (key_identity.py):
+    # instances sharing state should have the same one.
     key_fingerprint_secret: str | None = Field(default=None, repr=False)
     # Seed keys with no effect here, accepted so that seed files load unchanged.
     app_name: str | None = None
@@ -350,6 +361,14 @@ class BalancerConfig(_Lenient):
                         "balancer, never to be sent to a provider: give the provider its own auth_value, or "
                         "remove client_keys"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _key_identities(self) -> BalancerConfig:
+        rule = (self.settings.key_fingerprint_secret, bool(self.settings.shared_state))
+        for provider in self.providers:
+            provider._identity_rule = rule
+            provider.__dict__.pop("key_subjects", None)
         return self
 
     @model_validator(mode="after")

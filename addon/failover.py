@@ -26,7 +26,6 @@ from .health import (
     cooldown_seconds,
 )
 from .key_book import KeyBook
-from .key_identity import health_name
 from .key_routing import KeyTurn, all_keys_cooling, key_turns, keys_to_try
 from .open_files import LOCAL, is_descriptor_exhaustion
 from .provider_wire import ProviderWire
@@ -308,7 +307,7 @@ def _key_failed(
     record_failure(board, settings, turn.health, record.outcome, kind, record.retry_after, epoch[1])
     if not all_keys_cooling(provider, board) or board.is_cooling_down(provider.name):
         return
-    names = [health_name(provider.name, i, True) for i in range(len(provider.keys))]
+    names = provider.key_subjects
     hopeful = [n for n in names if board.get(n).cooldown_class != AUTH]
     soonest = min(hopeful or names, key=board.cooldown_remaining)
     reason = f"all {len(names)} keys cooling down, the soonest back after {board.get(soonest).cooldown_reason}"

@@ -11,11 +11,10 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from .config import BalancerConfig, ProviderConfig, Settings
-from .key_identity import Fingerprints, key_label, key_subject
+from .key_identity import Fingerprints, key_label
 from .ratelimit_headers import Reading, Shortfall, read_headers, shortfall
 from .usage_windows import MINUTE, UsageWindows
 
@@ -23,22 +22,6 @@ from .usage_windows import MINUTE, UsageWindows
 RPM, TPM, MAX_CONCURRENT = "rpm", "tpm", "max_concurrent"
 # A pool key cooling down while others are not (its health is its own).
 COOLING = "cooling"
-
-
-@dataclass(frozen=True)
-class KeyRef:
-    """One key of one provider, as everything outside the configuration knows it."""
-
-    provider: str
-    index: int
-
-    @property
-    def subject(self) -> str:
-        return key_subject(self.provider, self.index)
-
-    @property
-    def label(self) -> str:
-        return key_label(self.index)
 
 
 class FinishedRequest(Protocol):
@@ -64,22 +47,20 @@ class KeyBook:
         self.on_reading: Callable[[str, Reading], None] | None = None
         self._settings = Settings()
         self._own_secret = secrets.token_hex(32)  # when settings.key_fingerprint_secret is unset
-        self._identity: dict[str, str] = {}  # subject -> fingerprint under this process's own secret
 
     def configure(self, config: BalancerConfig, secret: str | None = None) -> set[str]:
-        """A configuration took effect. Returns the subjects whose key changed (or went): what was learned about
-        them is forgotten here, and is the caller's to forget elsewhere."""
+        """A configuration took effect. Returns the subjects of the keys that went: what was learned about them is
+        forgotten here, and is the caller's to forget elsewhere. A key kept keeps its subject (key_identity.py),
+        whatever its new place in the pool, and with it its counters, open requests and readings."""
         self._settings = config.settings
-        shown, own = Fingerprints(secret or self._own_secret), Fingerprints(self._own_secret)
-        old = self._identity
-        self.fingerprints, self.limits, self._identity = {}, {}, {}
+        shown = Fingerprints(secret or self._own_secret)
+        old = set(self.fingerprints)
+        self.fingerprints, self.limits = {}, {}
         for provider in config.providers:
-            for index, key in enumerate(provider.keys):
-                subject = key_subject(provider.name, index)
+            for key, subject in zip(provider.keys, provider.key_subjects, strict=True):
                 self.fingerprints[subject] = shown.of(key.value)
-                self._identity[subject] = own.of(key.value)
                 self.limits[subject] = (key.rpm, key.tpm, key.max_concurrent)
-        stale = {s for s, identity in old.items() if self._identity.get(s) != identity}
+        stale = old - set(self.fingerprints)
         for subject in stale:
             self.readings.pop(subject, None)
         return stale

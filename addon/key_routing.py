@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from .config import ProviderConfig
 from .health import AUTH, HealthBoard
 from .key_book import COOLING, KeyBook
-from .key_identity import health_name, key_label, key_subject
+from .key_identity import key_label
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def key_turns(
     turns = []
     order = rendezvous_order(provider.name, [k.weight for k in keys], session, rng) if ordered else range(len(keys))
     for index in order:
-        name = health_name(provider.name, index, pool)
-        subject = key_subject(provider.name, index)
+        subject = provider.key_subjects[index]
+        name = subject if pool else provider.name  # a single key's health is the provider's
         reason = COOLING if pool and not board.is_available(name) else book.set_aside(subject)
         turns.append(KeyTurn(index, subject, name, reason))
     return turns
@@ -96,5 +96,5 @@ def is_ready(turns: Sequence[KeyTurn]) -> bool:
 
 
 def all_keys_cooling(provider: ProviderConfig, board: HealthBoard) -> bool:
-    names = [health_name(provider.name, i, True) for i in range(len(provider.keys))]
+    names = provider.key_subjects
     return provider.is_pool and all(board.is_cooling_down(n) for n in names)

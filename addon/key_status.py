@@ -8,7 +8,7 @@ from typing import Any
 from .config import ProviderConfig
 from .health import HealthBoard
 from .key_book import KeyBook
-from .key_identity import health_name, key_label, key_subject
+from .key_identity import key_label
 from .ratelimit_headers import Reading
 from .usage_windows import MINUTE
 
@@ -38,14 +38,14 @@ def key_statuses(provider: ProviderConfig, board: HealthBoard, book: KeyBook) ->
     now = book.now()
     out = []
     for index, key in enumerate(provider.keys):
-        subject = key_subject(provider.name, index)
+        subject = provider.key_subjects[index]
         entry: dict[str, Any] = {
             "key": key_label(index),
             "fingerprint": book.fingerprints.get(subject),
             "weight": key.weight,
         }
         if provider.is_pool:
-            name = health_name(provider.name, index, True)
+            name = subject
             health, remaining = board.get(name), board.cooldown_remaining(name)
             entry.update(
                 healthy=remaining <= 0,

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from . import health
 from .attempt_marker import is_attempt_flow
 from .flow_record import RequestSummary
-from .key_identity import key_label, key_subject
+from .key_identity import key_label
 from .providers import Providers
 from .responses import error_response
 
@@ -127,7 +127,7 @@ class ProviderHealthCollector(Collector):
         )
         for provider in self.providers.config.providers:
             for index in range(len(provider.keys)):
-                subject, label = key_subject(provider.name, index), key_label(index)
+                subject, label = provider.key_subjects[index], key_label(index)
                 reading = book.readings.get(subject)
                 tightest = reading.tightest if reading is not None else None
                 if tightest is not None and tightest.share is not None:

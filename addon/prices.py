@@ -3,12 +3,16 @@
 `settings.prices` maps model globs to prices and is looked at first, in file order; the built-in table below
 after it. A request is priced by the model its provider was asked for when a price matches that name (an
 OpenRouter or DeepSeek model priced in settings.prices), else by the model the client asked for (a Claude model:
-the built-in table knows it), else it is counted as costing nothing and the log says so once per model.
+the built-in table knows it). Claude models are recognised in their common spellings (`claude_name`): Bedrock
+and Vertex ids, `anthropic/` prefixes, dotted versions, bare family names. A model with no price at all is
+charged at the highest price of the tables (`ceiling_price`) for a client with a budget (a made-up model name
+must not spend for free), and counts as free for the others; the caller logs it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -73,6 +77,9 @@ DEFAULT_PRICES: dict[str, Price] = {
     "claude-haiku-4*": _p(1, 5, 1.25, 0.1),
     "claude-3-5-haiku*": _p(0.8, 4, 1, 0.08),
     "claude-3-haiku*": _p(0.25, 1.25, 0.3, 0.03),
+    "claude-3-sonnet*": _p(3, 15, 3.75, 0.3),
+    "claude-2*": _p(8, 24, 8, 8),
+    "claude-instant*": _p(0.8, 2.4, 0.8, 0.8),
     # A Claude model newer than this table: its family's newest price.
     "claude-*opus*": _p(4, 20, 5, 0.2),
     "claude-*sonnet*": _p(2, 10, 2.5, 0.2),
@@ -80,16 +87,47 @@ DEFAULT_PRICES: dict[str, Price] = {
 }
 
 
+# Bedrock: an optional region (`us.`, `eu.`, `global.`, ...) and `anthropic.`; a version suffix `-v1:0`.
+_BEDROCK_PREFIX = re.compile(r"^(?:[a-z]{2,6}(?:-[a-z]+)?\.)?anthropic\.")
+_BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")
+_FAMILIES = ("opus", "sonnet", "haiku", "fable", "mythos", "instant")
+
+
+def claude_name(model: str) -> str:
+    """A Claude model's name as Anthropic's API spells it, whatever the spelling: `anthropic/claude-opus-4.5`,
+    `us.anthropic.claude-sonnet-4-5-20250929-v1:0`, `claude-sonnet-4-5@20250929`, `claude-3.5-sonnet:beta`,
+    `opus` or `sonnet[1m]` (`claude-opus`: its family's price). Other names come back lower-cased, unchanged."""
+    name = model.strip().lower().rsplit("/", 1)[-1]
+    bedrock = _BEDROCK_PREFIX.sub("", name)
+    if bedrock != name:
+        name = _BEDROCK_VERSION.sub("", bedrock)
+    name = name.split("@", 1)[0].split(":", 1)[0].split("[", 1)[0]  # Vertex dates, OpenRouter variants, `[1m]`
+    name = re.sub(r"(?<=\d)\.(?=\d)", "-", name)  # 4.5 -> 4-5
+    if name.startswith(_FAMILIES):
+        name = "claude-" + name
+    return name
+
+
 def price_of(model: str | None, table: Mapping[str, Price]) -> Price | None:
-    """The first price whose glob matches the model (case-insensitively): `table`, then the built-in one."""
+    """The first price whose glob matches the model (case-insensitively) as written or as a Claude name: `table`,
+    then the built-in one (which knows Claude names only)."""
     if not model:
         return None
-    name = model.lower()
-    for prices in (table, DEFAULT_PRICES):
-        for glob, price in prices.items():
-            if fnmatch.fnmatchcase(name, glob.lower()):
-                return price
+    written, claude = model.lower(), claude_name(model)
+    for prices, names in ((table, (written, claude)), (DEFAULT_PRICES, (claude,))):
+        for name in names:
+            for glob, price in prices.items():
+                if fnmatch.fnmatchcase(name, glob.lower()):
+                    return price
     return None
+
+
+def ceiling_price(table: Mapping[str, Price]) -> Price:
+    """The highest price of each kind of token in `table` and the built-in one: what a model without a price costs
+    a client with a budget."""
+    prices = [*table.values(), *DEFAULT_PRICES.values()]
+    most = {kind: max(p.per_kind()[kind] for p in prices) for kind in ("input", "output", "cache_write", "cache_read")}
+    return Price(**most)
 
 
 @dataclass(frozen=True)
@@ -108,7 +146,8 @@ class Charge:
 
 
 def charge(usage: Mapping[str, int], served_model: str | None, requested_model: str | None,
-           table: Mapping[str, Price]) -> Charge:
+           table: Mapping[str, Price], unpriced: Price | None = None) -> Charge:
+    """What the answer cost; at `unpriced` (None: nothing) when neither model has a price (`priced_as` None)."""
     tokens = {kind: n for field, kind in USAGE_KINDS.items()
               if isinstance(n := usage.get(field), int) and not isinstance(n, bool) and n > 0}
     priced_as, price = None, None
@@ -117,6 +156,7 @@ def charge(usage: Mapping[str, int], served_model: str | None, requested_model: 
         if price is not None:
             priced_as = model
             break
+    price = price or unpriced
     if price is None:
         return Charge(tokens, 0.0, None)
     rates = price.per_kind()

@@ -24,7 +24,6 @@ from .config import (
 )
 from .health import HealthBoard
 from .key_book import KeyBook
-from .key_identity import health_name
 from .redact import Redactor
 from .request_log import LogFile
 
@@ -150,7 +149,7 @@ class Providers:
             self.board.forget(subject)  # a pool key's health is kept under its subject
         self.board.retain(
             [p.name for p in loaded.config.providers]
-            + [health_name(p.name, i, True) for p in loaded.config.providers if p.is_pool for i in range(len(p.keys))]
+            + [subject for p in loaded.config.providers if p.is_pool for subject in p.key_subjects]
         )
         self.capabilities.retain(loaded.config.providers)
         self.board.forgive_auth_failures()

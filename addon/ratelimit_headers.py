@@ -26,8 +26,15 @@ ALLOWED, WARNING, REJECTED = "allowed", "allowed_warning", "rejected"
 LOW_HEADROOM, HIGH_UTILIZATION, LIMIT_REJECTED = "headroom", "utilization", "rejected"
 # A limit that says nothing of its reset is held for this long after it was read.
 DEFAULT_HOLD = 60.0
-# Resets further away than this are taken as this (a wrong clock or header must not park a key for weeks).
-RESET_CEILING = 8 * 24 * 3600.0
+# How far away a reset can sensibly be. A reset beyond it is a wrong header or clock, and is taken as unknown
+# (DEFAULT_HOLD): a key passed over gets no traffic, so no later answer would ever correct it. Request and token
+# limits are per-minute buckets (OpenAI's resets of a few minutes are the time to refill a whole bucket); a
+# subscription window lasts its length (`5h`, `7d`), the overall status at most the longest window.
+BUCKET_CEILING = 10 * 60.0
+RESET_CEILING = 7 * 24 * 3600.0
+_WINDOW_UNITS = {"h": 3600.0, "d": 24 * 3600.0}
+# Resets at or beyond this are Unix milliseconds (OpenRouter's X-RateLimit-Reset), not seconds.
+_EPOCH_MS = 1e12
 
 _ANTHROPIC = re.compile(r"anthropic-ratelimit-(requests|tokens|input-tokens|output-tokens)-(limit|remaining|reset)")
 # A window of a subscription: `5h`, `7d`, `7d_opus`, ...; `overage` and the like are not limits of the key.
@@ -105,15 +112,22 @@ def parse_duration(value: str) -> float | None:
     return sum(float(n) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit] for n, unit in _DURATION.findall(text))
 
 
-def parse_reset(value: str | None, now: float) -> float | None:
-    """A reset as a wall-clock moment: Unix seconds, seconds from now (a plain small number), a duration, or an
-    RFC 3339 time. Never more than RESET_CEILING ahead."""
+def window_ceiling(window: str) -> float:
+    """How far away the reset of a subscription window can be: its length (`5h`, `7d_opus`), RESET_CEILING for the
+    overall status or a window whose name says no length."""
+    match = re.match(r"(\d+)([hd])", window)
+    return min(int(match.group(1)) * _WINDOW_UNITS[match.group(2)], RESET_CEILING) if match else RESET_CEILING
+
+
+def parse_reset(value: str | None, now: float, ceiling: float = RESET_CEILING) -> float | None:
+    """A reset as a wall-clock moment: Unix seconds or milliseconds, seconds from now (a plain small number), a
+    duration, or an RFC 3339 time. None when it says none, or one more than `ceiling` ahead (not believed)."""
     if value is None or not value.strip():
         return None
     text = value.strip()
     number = parse_number(text)
     if number is not None:
-        moment = number if number >= 1e9 else now + number
+        moment = number / 1000 if number >= _EPOCH_MS else number if number >= 1e9 else now + number
     else:
         duration = parse_duration(text)
         if duration is not None:
@@ -126,7 +140,7 @@ def parse_reset(value: str | None, now: float) -> float | None:
             if parsed.tzinfo is None:
                 return None
             moment = parsed.timestamp()
-    return min(moment, now + RESET_CEILING)
+    return moment if moment <= now + ceiling else None
 
 
 def _share(value: str | None) -> float | None:
@@ -154,13 +168,13 @@ def read_headers(headers: Iterable[tuple[str, str]], now: float) -> Reading | No
         for kind, fields in sorted(found.items()):
             budgets.append(Budget(
                 family, kind, limit=parse_number(fields.get("limit")), remaining=parse_number(fields.get("remaining")),
-                reset_at=parse_reset(fields.get("reset"), now),
+                reset_at=parse_reset(fields.get("reset"), now, BUCKET_CEILING),
             ))
     for window, fields in sorted(unified.items()):
         status = fields.get("status", "").strip().lower() or None
         budgets.append(Budget(
             UNIFIED, window, utilization=_share(fields.get("utilization")), status=status,
-            reset_at=parse_reset(fields.get("reset"), now),
+            reset_at=parse_reset(fields.get("reset"), now, window_ceiling(window)),
         ))
     return Reading(tuple(budgets), now) if budgets else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from collections.abc import Iterable
@@ -15,12 +16,34 @@ _TOKEN = re.compile(rf"[A-Za-z0-9_\-.~+/=]{{{MIN_SECRET},}}")
 SHORT_TEXT = 256
 
 
+def base64_forms(secret: str) -> set[str]:
+    """What a secret looks like inside any base64 text (standard or URL-safe alphabet): for each of the three
+    alignments it can start at, the characters that depend on the secret's bytes alone (the first and last
+    characters also depend on the bytes around it)."""
+    data = secret.encode("utf-8", "surrogatepass")
+    forms = set()
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + data).decode("ascii")
+        start, end = -(-8 * offset // 6), 8 * (offset + len(data)) // 6
+        inner = encoded[start:end]
+        if len(inner) >= MIN_SECRET:
+            forms |= {inner, inner.translate(_URLSAFE)}
+    return forms
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
 class Redactor:
-    """Replaces any configured secret in a text, and any run of 8+ key-like characters that is part of one
-    (a provider that echoes `sk-ant-...XYZ12345` or the first characters of a key)."""
+    """Replaces any configured secret in a text, in any letter case and in its base64 forms, and any run of 8+
+    key-like characters that is part of one in any case (a provider that echoes `sk-ant-...XYZ12345` or the
+    first characters of a key)."""
 
     def __init__(self, secrets: Iterable[str] = ()):
         self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET}, key=len, reverse=True)
+        self._folded = [(s.lower(), re.compile(re.escape(s), re.IGNORECASE)) for s in self.secrets]
+        self._lowered = [s.lower() for s in self.secrets]
+        self._encoded = sorted({f for s in self.secrets for f in base64_forms(s)}, key=len, reverse=True)
         self._short = functools.lru_cache(maxsize=1024)(self._redact)
 
     def __call__(self, text: str) -> str:
@@ -31,12 +54,19 @@ class Redactor:
     def _redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
+        lowered = text.lower()  # only to tell whether a secret is there in another case: rare, then a regex
+        for folded, pattern in self._folded:
+            if folded in lowered:
+                text = pattern.sub(REDACTED, text)
+        for form in self._encoded:
+            text = text.replace(form, REDACTED)
         return _TOKEN.sub(self._token, text)
 
     def _token(self, match: re.Match[str]) -> str:
         token = match.group(0)
         for part in _parts(token):
-            if any(part in secret for secret in self.secrets):
+            part = part.lower()
+            if any(part in secret for secret in self._lowered):
                 return REDACTED
         return token
 

@@ -25,7 +25,6 @@ from typing import Any
 
 from .config import ProviderConfig
 from .health import ProviderHealth
-from .key_identity import key_subject
 from .ratelimit_headers import Budget, Reading
 
 PROTOCOL = 1  # messages of another protocol version are ignored
@@ -46,15 +45,12 @@ def fingerprint(provider: ProviderConfig) -> str:
 
 
 def key_fingerprints(provider: ProviderConfig) -> dict[str, str]:
-    """The keys of a pool as other instances know them: subject -> a fingerprint of the provider and that key alone
-    (its health is kept under the subject, as a provider's under its name; a single key's is the provider's)."""
+    """The keys of a pool as other instances know them: subject -> that key's identity (key_identity.py: a digest of
+    the provider and that key alone, never one a guess is cheaply checked against). Its health is kept under the
+    subject, as a provider's under its name; a single key's is the provider's."""
     if not provider.is_pool:
         return {}
-    return {
-        key_subject(provider.name, index): _digest(provider.type, provider.base_url, provider.auth_type,
-                                                   _digest(key.value))[:16]
-        for index, key in enumerate(provider.keys)
-    }
+    return {subject: subject.rsplit("#", 1)[1] for subject in provider.key_subjects}
 
 
 def session_digest(key: str) -> str:

@@ -285,3 +285,32 @@ def test_no_client_key_in_logs_admin_answers_metrics_or_saved_flows(tmp_path):
     for secret in secrets:
         assert secret.encode() not in raw and secret not in whole_log
         assert all(secret not in flow_text(flow) for flow in flows)
+
+
+def test_a_budget_is_not_bypassed_by_a_model_without_a_price_and_the_log_names_few(tmp_path):
+    big = {"input_tokens": 100_000, "output_tokens": 20_000}  # $3.00 at the highest built-in price (15 and 75)
+    budgeted = {"name": "budget", "key": KEYS["budget"], "budget_per_month": 5}
+    free = {"name": "free", "key": KEYS["free"]}
+    with FakeProvider(WithUsage(big)) as fake:
+        process = BalancerProcess(tmp_path)
+        process.write_providers([anthropic_provider("a", fake.url)], client_keys=[budgeted, free],
+                                admin_keys=[ADMIN_KEY])
+
+        def ask_for(key: str, model: str) -> httpx.Response:
+            return httpx.post(process.url + "/v1/messages", json={**BODY, "model": model},
+                              headers={"x-api-key": key}, timeout=30)
+
+        with process:
+            # A real model in Bedrock's spelling is priced as Claude Sonnet 4.5: 0.1 * $3 + 0.02 * $15.
+            assert ask_for(KEYS["budget"], "us.anthropic.claude-sonnet-4-5-20250929-v1:0").status_code == 200
+            assert usage_of(process, "budget")["budget_per_month"]["used"] == pytest.approx(0.6)
+            # Made-up names cost the highest price: $3 each, over the $5 budget after two.
+            answers = [ask_for(KEYS["budget"], f"made-up-{n}") for n in range(3)]
+            assert [a.status_code for a in answers[:2]] == [200, 200]
+            assert usage_of(process, "budget")["budget_per_month"]["used"] == pytest.approx(6.6)
+            assert_quota_refusal(answers[2], "budget_per_month", 31 * 86400)
+            # A client without a budget is not charged for them; the log names 20 models, then says it stops.
+            assert all(ask_for(KEYS["free"], f"invented-{n}").status_code == 200 for n in range(30))
+    named = [line for line in process.log.splitlines() if "no price for model" in line]
+    assert len(named) == 20 and "made-up-0" in named[0]
+    assert process.log.count("more models without a price") == 1

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from addon.config import BalancerConfig, ProviderConfig
 from addon.health import AUTH, RATE_LIMITED
 from addon.key_book import COOLING, MAX_CONCURRENT, RPM, TPM, KeyBook
-from addon.key_identity import Fingerprints, key_subject
+from addon.key_identity import Fingerprints
 from addon.key_routing import is_ready, key_turns, keys_to_try, rendezvous_order
 from addon.usage_windows import MINUTE, UsageWindows
 from fuzzing import quick_and_deep
@@ -50,8 +50,8 @@ def test_passing_a_key_over_moves_only_its_own_sessions(board):
     provider = pool("sk-key-one-1111", "sk-key-two-2222", "sk-key-three-3333")
     book = book_for(provider)
     before = {f"s{i}": keys_to_try(key_turns(provider, board, book, f"s{i}"), board)[0].index for i in range(300)}
-    book.usage.opened(key_subject("p", 1))
-    book.limits[key_subject("p", 1)] = (None, None, 1)  # key 2 at its max_concurrent
+    book.usage.opened(provider.key_subjects[1])
+    book.limits[provider.key_subjects[1]] = (None, None, 1)  # key 2 at its max_concurrent
     after = {s: keys_to_try(key_turns(provider, board, book, s), board)[0].index for s in before}
     moved = {s for s in before if before[s] != after[s]}
     assert moved == {s for s in before if before[s] == 1}
@@ -61,18 +61,18 @@ def test_passing_a_key_over_moves_only_its_own_sessions(board):
 def test_keys_passed_over_come_last_and_cooling_ones_only_when_nothing_else_is_left(board):
     provider = pool("sk-key-one-1111", "sk-key-two-2222", "sk-key-three-3333")
     book = book_for(provider)
-    board.record_failure("key:p#1", "HTTP 429", 30, RATE_LIMITED)
-    book.usage.opened(key_subject("p", 1))
-    book.limits[key_subject("p", 1)] = (None, None, 1)
+    board.record_failure(provider.key_subjects[0], "HTTP 429", 30, RATE_LIMITED)
+    book.usage.opened(provider.key_subjects[1])
+    book.limits[provider.key_subjects[1]] = (None, None, 1)
     turns = key_turns(provider, board, book, "s")
     reasons = {t.label: t.reason for t in turns}
     assert reasons == {"#1": COOLING, "#2": MAX_CONCURRENT, "#3": None}
     assert [t.label for t in keys_to_try(turns, board)] == ["#3", "#2"]
     assert is_ready(turns)
 
-    board.record_failure("key:p#3", "HTTP 401", 3600, AUTH)
-    book.usage.closed(key_subject("p", 1))
-    board.record_failure("key:p#2", "HTTP 429", 10, RATE_LIMITED)
+    board.record_failure(provider.key_subjects[2], "HTTP 401", 3600, AUTH)
+    book.usage.closed(provider.key_subjects[1])
+    board.record_failure(provider.key_subjects[1], "HTTP 429", 10, RATE_LIMITED)
     turns = key_turns(provider, board, book, "s")
     assert not is_ready(turns)
     # All cooling: the soonest back first, never the refused one.
@@ -91,7 +91,7 @@ def test_rpm_and_tpm_hold_for_the_rest_of_the_minute():
     now = [T0 + 10]
     provider = pool({"value": "sk-key-one-1111", "rpm": 2, "tpm": 100}, "sk-key-two-2222")
     book = book_for(provider, now=now)
-    subject = key_subject("p", 0)
+    subject = provider.key_subjects[0]
     book.started(subject)
     book.ended(subject, {"input_tokens": 30, "output_tokens": 20, "cache_read_input_tokens": 5000})
     assert book.set_aside(subject) is None
@@ -109,7 +109,7 @@ def test_low_headroom_holds_until_the_reset_the_answer_named():
     now = [T0]
     provider = pool("sk-key-one-1111", "sk-key-two-2222")
     book = book_for(provider, now=now, headroom=0.1)
-    subject = key_subject("p", 0)
+    subject = provider.key_subjects[0]
     book.observe(subject, [("x-ratelimit-limit-requests", "100"), ("x-ratelimit-remaining-requests", "9"),
                            ("x-ratelimit-reset-requests", "30s")])
     assert book.set_aside(subject) == "headroom"
@@ -122,10 +122,10 @@ def test_a_reload_that_changes_a_key_forgets_what_was_read_of_it():
     book = book_for(provider)
     for index in (0, 1):
         exhausted = [("x-ratelimit-limit-tokens", "10"), ("x-ratelimit-remaining-tokens", "0")]
-        book.observe(key_subject("p", index), exhausted)
+        book.observe(provider.key_subjects[index], exhausted)
     changed = book.configure(BalancerConfig(providers=[pool("sk-key-one-1111", "sk-key-new-5555")]), None)
-    assert changed == {key_subject("p", 1)}
-    assert set(book.readings) == {key_subject("p", 0)}
+    assert changed == {provider.key_subjects[1]}
+    assert set(book.readings) == {provider.key_subjects[0]}
 
 
 @quick_and_deep(200, key=st.text(min_size=1, max_size=80), secret=st.text(min_size=1, max_size=40))

@@ -259,3 +259,42 @@ def test_a_key_cools_until_the_date_its_retry_after_names(balancer, unique):
         balancer.use([anthropic_provider(name, a.url, auth_value=[{"value": k1, "weight": FIRST}, k2])])
         assert ask(balancer).json()["content"][0]["text"] == "two"
         assert 60 < keys_of(balancer, name)[0]["cooldown_remaining"] <= 90
+
+
+def test_removing_a_key_by_reload_leaves_the_other_keys_their_counters_and_limits(balancer, unique):
+    k1, k2, k3 = (f"sk-move-{unique}-{n}-oooo" for n in ("one", "two", "three"))
+    gate = threading.Event()
+    held = [Stream(pieces=["held", "!"], gate=gate, gate_after=FIRST_DELTA + 1, gate_timeout=120) for _ in "ab"]
+    fake = ByKey({k1: Message("one"), k2: [Message("two"), *held], k3: Message("three")})
+    second = {"value": k2, "weight": FIRST, "max_concurrent": 2}
+    with FakeProvider(fake) as a:
+        name = f"a-{unique}"
+        balancer.use([anthropic_provider(name, a.url, auth_value=[k1, second, k3])])
+        # Requests this minute are compared across the reload: not too close to the minute's end.
+        wait_until(lambda: time.time() % 60 < 40, timeout=30, what="the start of a minute")
+        assert ask(balancer).json()["content"][0]["text"] == "two"
+        with httpx.Client(timeout=60) as http, http.stream(
+            "POST", balancer.url + "/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": "c"}
+        ) as streamed:
+            assert streamed.status_code == 200
+            wait_until(lambda: keys_of(balancer, name)[1]["open"] == 1, what="the stream open at key 2")
+            before = keys_of(balancer, name)[1]
+            assert (before["requests_this_minute"], before["tokens_this_minute"]) == (2, 17)
+            balancer.use([anthropic_provider(name, a.url, auth_value=[second, k3])])  # key 1 goes: key 2 is #1
+            now_first, now_second = keys_of(balancer, name)
+            assert now_first["fingerprint"] == before["fingerprint"]
+            figures = ("open", "requests_this_minute", "tokens_this_minute")
+            assert {f: now_first[f] for f in figures} == {f: before[f] for f in figures}
+            assert {f: now_second[f] for f in figures} == dict.fromkeys(figures, 0)
+            # Key 2 is at its max_concurrent of 2 with one more request: the next goes to key 3.
+            with http.stream("POST", balancer.url + "/v1/messages", json={**BODY, "stream": True},
+                             headers={"x-api-key": "c"}) as another:
+                assert another.status_code == 200
+                wait_until(lambda: keys_of(balancer, name)[0]["open"] == 2, what="two streams open at key 2")
+                assert keys_of(balancer, name)[0]["passed_over"] == "max_concurrent"
+                assert ask(balancer).json()["content"][0]["text"] == "three"
+                gate.set()
+                another.read()
+            streamed.read()
+        wait_until(lambda: keys_of(balancer, name)[0]["open"] == 0, what="the streams closed at key 2")
+        assert fake.seen == [k2, k2, k2, k3]

@@ -14,7 +14,6 @@ from mitmproxy.test import taddons
 
 from addon.attempt_marker import ATTEMPT, is_attempt_flow
 from addon.commands import BalancerCommands
-from addon.key_identity import key_subject
 from addon.providers import Providers
 from balancer_proc import BalancerProcess, providers_yaml
 from fakes import FakeProvider, Status
@@ -91,14 +90,15 @@ def test_no_pool_key_in_balancer_status(tmp_path: Path):
     commands = BalancerCommands(providers)
     with taddons.context(providers, commands) as tctx:
         tctx.configure(providers, providers=str(file))
-        providers.board.record_failure(key_subject("pool", 0), "HTTP 429 rate_limit_error", 60)
-        providers.keys.observe(key_subject("pool", 1), list(anthropic_limits(remaining=1).items()))
+        subjects = providers.config.providers[0].key_subjects
+        providers.board.record_failure(subjects[0], "HTTP 429 rate_limit_error", 60)
+        providers.keys.observe(subjects[1], list(anthropic_limits(remaining=1).items()))
         text = tctx.master.commands.execute("balancer.status")
     lines = text.splitlines()
     assert lines[1].startswith("pool: healthy")
     assert lines[2].startswith("  #1 ") and "cooling down" in lines[2]
     assert lines[3].startswith("  #2 ") and "passed over (headroom)" in lines[3]
-    fingerprint = providers.keys.fingerprints[key_subject("pool", 2)]
+    fingerprint = providers.keys.fingerprints[subjects[2]]
     assert lines[4] == f"  #3 {fingerprint}: healthy | open 0"
     assert_no_key("balancer.status", text)
     assert_no_key("GET /providers", json.dumps(providers.keys.fingerprints))

@@ -11,7 +11,7 @@ from addon.access import matching_key
 from addon.client_keys import ClientKey
 from addon.client_usage import FREE, METERED, UNMETERED, metering
 from addon.config import ConfigError, parse_config
-from addon.prices import DEFAULT_PRICES, Price, charge, price_of
+from addon.prices import DEFAULT_PRICES, Price, ceiling_price, charge, claude_name, price_of
 from addon.quotas import QuotaBook, dollars
 from addon.usage_windows import UsageWindows
 from clock import ManualClock
@@ -111,6 +111,40 @@ def test_settings_prices_come_before_the_built_in_ones_and_cache_tokens_default_
     assert price_of("claude-haiku-5-5", {}) == DEFAULT_PRICES["claude-haiku-5-5*"]
     assert price_of("claude-sonnet-7-0", {}) == DEFAULT_PRICES["claude-*sonnet*"]  # newer than the table
     assert price_of("gpt-5", {}) is None and price_of(None, {}) is None
+
+
+@pytest.mark.parametrize(("model", "glob"), [
+    ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4*"),  # Bedrock, with a region
+    ("anthropic.claude-3-haiku-20240307-v1:0", "claude-3-haiku*"),
+    ("global.anthropic.claude-opus-4-1-20250805-v1:0", "claude-opus-4*"),
+    ("claude-sonnet-4-5@20250929", "claude-sonnet-4*"),  # Vertex
+    ("anthropic/claude-opus-4.5", "claude-opus-4-[5-9]*"),  # OpenRouter, a dotted version
+    ("anthropic/claude-3.7-sonnet:thinking", "claude-3-7-sonnet*"),
+    ("claude-3.5-haiku", "claude-3-5-haiku*"),
+    ("claude-2.1", "claude-2*"),
+    ("claude-instant-1.2", "claude-instant*"),
+    ("opus", "claude-*opus*"),  # Claude Code's aliases: the family's newest price
+    ("Sonnet[1m]", "claude-*sonnet*"),
+    ("haiku", "claude-*haiku*"),
+])
+def test_claude_models_are_priced_in_their_common_spellings(model, glob):
+    assert price_of(model, {}) == DEFAULT_PRICES[glob]
+
+
+def test_other_names_are_left_as_written_and_still_match_settings_prices():
+    assert claude_name("deepseek/deepseek-chat") == "deepseek-chat" and claude_name("GPT-4o") == "gpt-4o"
+    assert price_of("made-up-model", {}) is None and price_of("gpt-4.1", {}) is None
+    table = {"deepseek/*": Price(input=0.5, output=2)}
+    assert price_of("deepseek/deepseek-chat", table) == table["deepseek/*"]
+
+
+def test_a_model_without_a_price_costs_the_highest_price_when_asked_to():
+    table = {"gold-model": Price(input=100, output=1)}
+    top = ceiling_price(table)
+    assert (top.input, top.output) == (100, max(p.output for p in DEFAULT_PRICES.values()))
+    spent = charge(usage(1_000_000, 1_000_000), "made-up-1", "made-up-1", table, top)
+    assert spent.priced_as is None and spent.spend == pytest.approx(100 + top.output)
+    assert charge(usage(1_000_000), "made-up-1", None, table).spend == 0  # no budget: free, as before
 
 
 def test_every_default_claude_model_has_a_price():

@@ -16,6 +16,7 @@ from addon.ratelimit_headers import (
     parse_reset,
     read_headers,
     shortfall,
+    window_ceiling,
 )
 from fuzzing import quick_and_deep
 
@@ -135,7 +136,48 @@ def test_resets_in_every_form_and_never_beyond_the_ceiling():
     assert parse_reset("60", NOW) == NOW + 60  # seconds from now
     assert parse_reset("1m", NOW) == NOW + 60
     assert parse_reset("2025-12-02T00:01:00", NOW) is None  # no zone: which time is it?
-    assert parse_reset("9999999999", NOW) == NOW + RESET_CEILING
+    assert parse_reset("1764633660000", NOW) == NOW + 60  # Unix milliseconds
+    assert parse_reset("9999999999", NOW) is None  # beyond any ceiling: not believed
+    assert parse_reset("4m", NOW, ceiling=300) == NOW + 240
+    assert parse_reset("6m", NOW, ceiling=300) is None
+
+
+def test_window_ceilings_are_their_length():
+    assert (window_ceiling("5h"), window_ceiling("7d"), window_ceiling("7d_opus")) == (5 * 3600, 7 * 86400, 7 * 86400)
+    assert window_ceiling("unified") == window_ceiling("30d") == RESET_CEILING
+
+
+@pytest.mark.parametrize("headers", [
+    [("x-ratelimit-limit-requests", "100"), ("x-ratelimit-remaining-requests", "0"),
+     ("x-ratelimit-reset-requests", "99999999h")],
+    [("anthropic-ratelimit-tokens-limit", "100"), ("anthropic-ratelimit-tokens-remaining", "0"),
+     ("anthropic-ratelimit-tokens-reset", "2025-12-02T00:11:00Z")],  # a per-minute bucket 11 minutes away
+    [("anthropic-ratelimit-unified-5h-status", "rejected"),
+     ("anthropic-ratelimit-unified-5h-reset", str(NOW + 6 * 3600))],
+    [("anthropic-ratelimit-unified-status", "rejected"),
+     ("anthropic-ratelimit-unified-reset", str(NOW + 8 * 86400))],
+])
+def test_a_reset_too_far_away_is_unknown_and_holds_the_key_only_briefly(headers):
+    reading = read_headers(headers, NOW)
+    assert reading is not None and all(b.reset_at is None for b in reading.budgets)
+    short = shortfall(reading, NOW, 0.05, 0.9)
+    assert short is not None and short.until == NOW + DEFAULT_HOLD
+    assert shortfall(reading, NOW + DEFAULT_HOLD, 0.05, 0.9) is None  # then the key is tried again
+
+
+@pytest.mark.parametrize(("headers", "reset_in"), [
+    ([("x-ratelimit-limit-requests", "100"), ("x-ratelimit-remaining-requests", "0"),
+      ("x-ratelimit-reset-requests", "4m30s")], 270),
+    ([("anthropic-ratelimit-unified-5h-status", "rejected"),
+      ("anthropic-ratelimit-unified-5h-reset", str(int(NOW) + 4 * 3600))], 4 * 3600),
+    ([("anthropic-ratelimit-unified-7d-status", "rejected"),
+      ("anthropic-ratelimit-unified-7d-reset", str(int(NOW) + 6 * 86400))], 6 * 86400),
+])
+def test_a_reset_within_its_window_holds_until_then(headers, reset_in):
+    reading = read_headers(headers, NOW)
+    assert reading is not None
+    short = shortfall(reading, NOW, 0.05, 0.9)
+    assert short is not None and short.until == NOW + reset_in
 
 
 HEADER_NAMES = [
