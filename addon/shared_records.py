@@ -71,7 +71,9 @@ class Keys:
         return f"{self.namespace}:probe:{provider}:{fp}"
 
     def usage(self, subject: str, measure: str, window: str) -> str:
-        return f"{self.namespace}:usage:{subject}:{measure}:{window}"
+        # A hash of each instance's total (not the counter of increments that `usage:` named before: an instance
+        # of either kind writing the other's key would fail).
+        return f"{self.namespace}:used:{subject}:{measure}:{window}"
 
     def open(self, subject: str) -> str:
         return f"{self.namespace}:open:{subject}"

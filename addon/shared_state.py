@@ -15,11 +15,10 @@ instances', off the request path:
 - a provider whose cooldown ended is probed by one instance: the one holding its claim (`probe_gate.py`);
 - the keys of a pool are shared like providers (health under `key:<provider>#<n>` and a fingerprint of that key),
   and each key's latest rate-limit reading is published as it is read;
-- usage (usage_windows.py: requests and tokens per key, whatever else is counted there) is added to per-window
-  counters on the server every SYNC_INTERVAL (INCRBYFLOAT, expiring with the window), and the totals of all
-  instances come back with the answer; requests open now are kept per subject in a hash with a field per instance
-  (count and time, refreshed every SYNC_INTERVAL, stale after OPEN_STALE). Limits therefore hold across instances
-  to within what the instances send in one SYNC_INTERVAL.
+- usage (usage_windows.py: requests and tokens per key, client quotas) is exchanged every SYNC_INTERVAL
+  (usage_sync.py: each instance writes its own totals of the current windows, and reads the others' for every
+  configured key and client); requests open now likewise. Limits therefore hold across instances to within what
+  the instances count in one SYNC_INTERVAL.
 
 Keys are `<namespace>:health:<provider>:<fingerprint>` (a hash, one field per instance), `<namespace>:probe:...`,
 `<namespace>:pin:<session digest>`, `<namespace>:turn`, and the channel `<namespace>:events`; every one has a TTL.
@@ -48,7 +47,7 @@ from .health import folded_latency
 from .key_book import KeyBook
 from .probe_gate import ProbeGate
 from .providers import Providers
-from .quotas import QUOTAS, limit_of
+from .quotas import QUOTAS
 from .quotas import subject as quota_subject
 from .ratelimit_headers import Reading
 from .routing import Router
@@ -76,7 +75,8 @@ from .shared_records import (
     record_of,
     session_digest,
 )
-from .usage_windows import MINUTE, Slot, Window
+from .usage_sync import UsageSync, slot_of
+from .usage_windows import MINUTE, Slot
 
 if TYPE_CHECKING:
     from valkey.asyncio import Valkey
@@ -89,9 +89,6 @@ SYNC_INTERVAL = 1.0  # seconds between shares of latency averages and the round-
 CLAIM_SLACK = 5.0  # a probe claim lasts first_content_wait plus this (a probe's outcome is known by then)
 TURN_TTL_MS = 24 * 3600 * 1000
 PIN_BATCH = 500  # pins read or written per call when re-synchronising
-USAGE_SLACK = 120  # seconds a usage counter outlives its window (late increments, clocks slightly apart)
-OPEN_STALE = 10.0  # seconds after which an instance's count of open requests is taken as gone (it died)
-OPEN_TTL_MS = 60_000  # a whole hash of open counts goes when no instance refreshes it
 USAGE_MEASURES = ("requests", "tokens")  # what a key's limits read (minute windows)
 MAX_PENDING_PINS = 10_000
 
@@ -165,7 +162,7 @@ class SharedState:
         self._turn_seen = 0
         self._last_sync = 0.0
         self._readings: dict[str, Reading] = {}  # subject -> a reading to publish
-        self._open_sent: set[str] = set()  # subjects whose open count this instance has on the server
+        self._usage_sync = UsageSync(self.keys, self.origin)
         providers.on_apply.append(self._configure)
         providers.keys.on_reading = self._read_headroom
         providers.shared_status = self.status
@@ -223,6 +220,7 @@ class SharedState:
             return
         url, namespace, timeout = self._wanted
         self.keys = Keys(namespace)
+        self._usage_sync = UsageSync(self.keys, self.origin)
         board.listener = self
         board.probe_gate = self.gate.allow
         board.origin = self.origin
@@ -268,7 +266,7 @@ class SharedState:
         self.gate.active = connected
         if not connected:
             self._readings.clear()
-            self._open_sent.clear()
+            self._usage_sync.forget(self.providers.keys.usage)
             self._pins.clear()
             self._latency.clear()
             self._release.clear()
@@ -482,66 +480,29 @@ class SharedState:
         self.router.turn = total + (self.router.turn - sent)
         self._turn_seen = self.router.turn
 
-    def _watched_windows(self, book: KeyBook) -> list[tuple[str, str, Window]]:
-        """(subject, measure, window) of every key limit and client quota in force."""
-        watched = [(subject, measure, MINUTE) for subject in book.limited_subjects() for measure in USAGE_MEASURES]
+    def _watched_slots(self, book: KeyBook, wall: float) -> list[tuple[Slot, float]]:
+        """(slot, window end) of every window /providers and /usage show: each configured key's minute, each named
+        client's quota windows (limited or not, so that every figure shown is the fleet's)."""
+        watched = [slot_of(subject, measure, MINUTE, wall) for subject in book.limits for measure in USAGE_MEASURES]
         for client in self.providers.settings.client_keys:
-            watched += [(quota_subject(client.name), quota.measure, quota.window)
-                        for quota in QUOTAS if limit_of(client, quota) is not None]
+            watched += [slot_of(quota_subject(client.name), quota.measure, quota.window, wall) for quota in QUOTAS]
         return watched
 
     async def _sync_usage(self, link: SharedLink, wall: float) -> None:
-        """Add this instance's usage to the shared counters and learn the totals of all instances; share the
-        requests open here and learn those open elsewhere."""
+        """Write this instance's usage totals and its open requests; learn the other instances'."""
         book: KeyBook = self.providers.keys
         usage = book.usage
-        increments: dict[Slot, tuple[float, float]] = {}
-        for slot, amount, end in usage.unsynced():
-            increments[slot] = (increments.get(slot, (0.0, end))[0] + amount, end)
-        # Read the totals of every limit and quota in force even when nothing was added here: a client that
-        # spends at another instance is over its quota here too.
-        for subject, measure, window in self._watched_windows(book):
-            start, end = window.bounds(wall)
-            increments.setdefault((subject, measure, f"{window.name}:{int(start)}"), (0.0, end))
-        opens = usage.open_subjects()
-        watched = set(opens) | self._open_sent | {s for s in book.limited_subjects() if book.limits[s][2] is not None}
-        if not increments and not watched:
+        turn = self._usage_sync.exchange(usage, self._watched_slots(book, wall), book.limits, wall)
+        if not turn.written and not turn.read and not turn.opens:
             return
-        slots = list(increments)
-        subjects = sorted(watched)
 
         async def exchange(client: Valkey) -> list[Any]:
             pipe = client.pipeline(transaction=False)
-            for slot in slots:
-                key = self.keys.usage(*slot)
-                pipe.incrbyfloat(key, increments[slot][0])
-                pipe.expireat(key, int(increments[slot][1] + USAGE_SLACK))
-            for subject in subjects:
-                key = self.keys.open(subject)
-                if opens.get(subject):
-                    pipe.hset(key, self.origin, f"{opens[subject]}:{wall:.3f}")
-                    pipe.pexpire(key, OPEN_TTL_MS)
-                else:
-                    pipe.hdel(key, self.origin)
-                pipe.hgetall(key)
+            turn.queue(pipe)
             return await pipe.execute()
 
-        try:
-            replies = await link.call(exchange)
-        except LinkDown:
-            for slot in slots:  # sent with the next sync that gets through
-                if increments[slot][0]:
-                    usage.unsent(slot, increments[slot][0])
-            raise
-        for position, slot in enumerate(slots):
-            with contextlib.suppress(TypeError, ValueError):
-                usage.learn_window_total(slot, float(replies[2 * position]), increments[slot][1])
-        rest = replies[2 * len(slots):]
-        cursor = 0
-        for subject in subjects:
-            cursor += 3 if opens.get(subject) else 2
-            usage.learn_open(subject, open_elsewhere(rest[cursor - 1], self.origin, wall))
-        self._open_sent = {s for s in subjects if opens.get(s)}
+        # A failed write needs nothing put back: the next one writes the whole totals again.
+        turn.learn(await link.call(exchange), usage)
 
     async def _read_health(self, link: SharedLink, names: list[str]) -> int:
         """Merge what the server keeps about these providers; the number of providers it knew something of."""
@@ -576,7 +537,9 @@ class SharedState:
         self.gate.clear()
         names = list(self._fps)
         self._fetch.clear()
-        known = await self._read_health(link, names)
+        providers = {p.name for p in self.providers.config.providers}
+        known = await self._read_health(link, [n for n in names if n in providers])
+        known_keys = await self._read_health(link, [n for n in names if n not in providers])
         board = self.providers.board
         self._dirty.clear()
         mono, wall = board.now()
@@ -593,8 +556,10 @@ class SharedState:
             await link.call(functools.partial(self._run_pipeline, ops=batch))
         self._turn_seen = self.router.turn
         self._last_sync = 0.0
-        return (f"namespace {self.keys.namespace}; re-synchronised {known} of {len(names)} providers' health and "
-                f"{adopted} sessions")
+        keys = len(names) - len(providers & set(names))
+        pools = f", {known_keys} of {keys} pool keys'" if keys else ""
+        return (f"namespace {self.keys.namespace}; re-synchronised {known} of {len(names) - keys} providers'"
+                f"{pools} health and {adopted} sessions")
 
     async def _read_pins(self, link: SharedLink) -> int:
         adopted, cursor = 0, 0
@@ -639,22 +604,3 @@ class SharedState:
         else:
             health = board.get(message.provider)
             health.latency_ms = folded_latency(health.latency_ms, message.latency_ms, message.samples)
-
-
-
-def open_elsewhere(fields: Any, origin: str, wall: float) -> int:
-    """Requests open in the other instances, from an open-count hash (`instance -> "count:wall time"`); counts not
-    refreshed within OPEN_STALE are of an instance that is gone."""
-    total = 0
-    if not isinstance(fields, dict):
-        return 0
-    for instance, value in fields.items():
-        name = instance.decode(errors="replace") if isinstance(instance, bytes) else str(instance)
-        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-        count, _, at = text.partition(":")
-        try:
-            if name != origin and wall - float(at) <= OPEN_STALE:
-                total += max(int(count), 0)
-        except ValueError:
-            continue
-    return total

@@ -2,16 +2,18 @@
 current minute, tokens in the current day, spend in the current month; and how many requests are open now.
 
 Limits (per key) and quotas (per client) ask `used` and `open_now` before a request and `add` after it. One
-process counts alone; with shared state, the shared-state addon sends each process's increments (`unsynced`) to
-the shared server and hands back the totals of all instances (`learn_total`, `learn_open`), so that a limit holds
-across instances to within one sync interval. Nothing here waits on the network.
+process counts alone; with shared state, the shared-state addon (usage_sync.py) writes this process's own totals
+of the current windows (`counted`: absolute, so that a retried or repeated write never counts twice and a server
+that lost its data is made whole again by the next one) and hands back each other instance's totals
+(`learn_others`) and their open requests (`learn_open_elsewhere`), so that a limit holds across instances to
+within one sync interval. Nothing here waits on the network.
 """
 
 from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -53,8 +55,9 @@ class UsageWindows:
     def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
         self._local: dict[Slot, float] = {}  # what this process counted
-        self._pending: dict[Slot, float] = {}  # counted here, not yet sent to the shared server
-        self._shared: dict[Slot, float] = {}  # the last total of all instances the shared server gave back
+        # What each other instance counted, as last learned. A count only grows within its window: a smaller one
+        # learned later (the shared server lost its data) never lowers what was known.
+        self._others: dict[Slot, dict[str, float]] = {}
         self._ends: dict[Slot, float] = {}  # when each slot's window ends (for pruning)
         self._open: dict[str, int] = {}  # requests open now in this process
         self._open_elsewhere: dict[str, int] = {}  # in the other instances, as last learned
@@ -68,7 +71,6 @@ class UsageWindows:
         start, end = window.bounds(now)
         slot = (subject, measure, f"{window.name}:{int(start)}")
         self._local[slot] = self._local.get(slot, 0.0) + amount
-        self._pending[slot] = self._pending.get(slot, 0.0) + amount
         self._ends[slot] = end
         self._prune(now)
 
@@ -76,10 +78,7 @@ class UsageWindows:
         """What `subject` used of `measure` in the current window: everywhere, as far as this process knows."""
         now = self.now() if now is None else now
         slot = (subject, measure, window.ident(now))
-        local = self._local.get(slot, 0.0)
-        if slot not in self._shared:
-            return local
-        return max(local, self._shared[slot] + self._pending.get(slot, 0.0))
+        return self._local.get(slot, 0.0) + sum(self._others.get(slot, {}).values())
 
     def resets_in(self, window: Window, now: float | None = None) -> float:
         """Seconds until the current window ends."""
@@ -105,31 +104,28 @@ class UsageWindows:
 
     # For the shared-state addon.
 
-    def unsynced(self) -> list[tuple[Slot, float, float]]:
-        """The increments not yet sent (slot, amount, window end), forgotten here once taken."""
-        taken = [(slot, amount, self._ends.get(slot, 0.0)) for slot, amount in self._pending.items()]
-        self._pending.clear()
-        return taken
+    def counted(self, now: float | None = None) -> list[tuple[Slot, float, float]]:
+        """This process's own total of every slot it counted in in the current windows: (slot, total, window
+        end). Taking it changes nothing: what is written is the whole total, every time."""
+        now = self.now() if now is None else now
+        return [(slot, total, end) for slot, total in self._local.items() if (end := self._ends.get(slot, 0.0)) > now]
 
-    def unsent(self, slot: Slot, amount: float) -> None:
-        """Put back an increment whose sending failed (it goes with the next sync)."""
-        self._pending[slot] = self._pending.get(slot, 0.0) + amount
-
-    def learn_total(self, slot: Slot, total: float) -> None:
-        """The total of all instances for a slot (this process's sent increments included)."""
-        self._shared[slot] = total
-
-    def learn_window_total(self, slot: Slot, total: float, end: float) -> None:
-        """`learn_total` for a slot this process may never have counted in: kept until its window `end`."""
-        self._shared[slot] = total
+    def learn_others(self, slot: Slot, counts: Mapping[str, float], end: float) -> None:
+        """The totals the other instances wrote for a slot (instance -> its total), kept until the window `end`.
+        An instance's count is only ever raised: a lower one (the server restarted empty) is older news."""
+        if end <= self.now():
+            return
+        self._prune(self.now())
+        known = self._others.setdefault(slot, {})
+        for instance, total in counts.items():
+            if total > known.get(instance, 0.0):
+                known[instance] = total
         self._ends.setdefault(slot, end)
 
-    def learn_open(self, subject: str, elsewhere: int) -> None:
-        """Requests open for `subject` in the other instances."""
-        if elsewhere > 0:
-            self._open_elsewhere[subject] = elsewhere
-        else:
-            self._open_elsewhere.pop(subject, None)
+    def learn_open_elsewhere(self, counts: Mapping[str, int]) -> None:
+        """Requests open in the other instances, per subject: replaces all that was known (a subject left out has
+        none open elsewhere, as far as is known now)."""
+        self._open_elsewhere = {subject: n for subject, n in counts.items() if n > 0}
 
     def open_subjects(self) -> dict[str, int]:
         return dict(self._open)
@@ -140,5 +136,4 @@ class UsageWindows:
         for slot in [s for s, end in self._ends.items() if end <= now]:
             self._ends.pop(slot, None)
             self._local.pop(slot, None)
-            self._shared.pop(slot, None)
-            self._pending.pop(slot, None)
+            self._others.pop(slot, None)

@@ -8,7 +8,7 @@ import pytest
 from addon.config import ConfigError, ProviderConfig, parse_config
 from addon.ratelimit_headers import read_headers
 from addon.shared_records import HeadroomNews, decode, encode, fingerprint, key_fingerprints
-from addon.shared_state import OPEN_STALE, open_elsewhere
+from addon.usage_sync import OPEN_STALE, open_elsewhere
 
 NOW = 1_764_633_600.0
 

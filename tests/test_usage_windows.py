@@ -38,17 +38,29 @@ def test_amounts_count_in_the_current_window_only() -> None:
     assert windows.resets_in(MINUTE) == 30
 
 
-def test_totals_from_the_shared_server_include_other_instances() -> None:
+def test_totals_of_other_instances_add_to_this_ones() -> None:
     windows = UsageWindows(clock=lambda: T0)
     windows.add("key:p#1", "requests", MINUTE, 1)
-    [(slot, amount, end)] = windows.unsynced()
-    assert (amount, end) == (1, T0 + 30)
-    assert windows.unsynced() == []  # taken once
-    windows.learn_total(slot, 12)  # 11 from other instances
-    windows.add("key:p#1", "requests", MINUTE, 1)  # not yet sent
+    [(slot, total, end)] = windows.counted()
+    assert (total, end) == (1, T0 + 30)
+    windows.add("key:p#1", "requests", MINUTE, 1)
+    assert windows.counted() == [(slot, 2, T0 + 30)]  # the whole total every time: a retried write adds nothing
+    windows.learn_others(slot, {"b": 5, "c": 6}, T0 + 30)
     assert windows.used("key:p#1", "requests", MINUTE) == 13
-    windows.unsent(slot, 1)  # a failed send comes back with the next sync
-    assert [a for _, a, _ in windows.unsynced()] == [2]
+    assert windows.used("key:p#1", "requests", MINUTE, now=T0 + 31) == 0
+    assert windows.counted(now=T0 + 31) == []  # an ended window is not written any more
+
+
+def test_a_server_that_lost_its_data_lowers_no_count() -> None:
+    windows = UsageWindows(clock=lambda: T0)
+    slot = ("client:alice", "tokens", DAY.ident(T0))
+    windows.learn_others(slot, {"b": 1800}, T0 + 30)  # never counted here, learned all the same
+    assert windows.used("client:alice", "tokens", DAY) == 1800
+    windows.learn_others(slot, {}, T0 + 30)  # restarted empty: b has not written again yet
+    windows.learn_others(slot, {"b": 900, "c": 10}, T0 + 30)
+    assert windows.used("client:alice", "tokens", DAY) == 1810
+    windows.learn_others(slot, {"b": 2000}, T0 + 30)
+    assert windows.used("client:alice", "tokens", DAY) == 2010
 
 
 def test_open_requests_here_and_elsewhere() -> None:
@@ -56,12 +68,13 @@ def test_open_requests_here_and_elsewhere() -> None:
     windows.opened("key:p#1")
     windows.opened("key:p#1")
     windows.closed("key:p#1")
-    windows.learn_open("key:p#1", 3)
-    assert (windows.open_here("key:p#1"), windows.open_now("key:p#1")) == (1, 4)
+    windows.learn_open_elsewhere({"key:p#1": 3, "key:p#2": 2})
+    assert (windows.open_here("key:p#1"), windows.open_now("key:p#1"), windows.open_now("key:p#2")) == (1, 4, 2)
     windows.closed("key:p#1")
     windows.closed("key:p#1")  # never below zero
-    windows.learn_open("key:p#1", 0)
-    assert windows.open_now("key:p#1") == 0 and windows.open_subjects() == {}
+    windows.learn_open_elsewhere({"key:p#1": 0})  # what is left out is no longer open elsewhere either
+    assert windows.open_now("key:p#1") == 0 and windows.open_now("key:p#2") == 0
+    assert windows.open_subjects() == {}
 
 
 def test_ended_windows_are_forgotten() -> None:
@@ -73,3 +86,4 @@ def test_ended_windows_are_forgotten() -> None:
     windows.add("client:x", "requests", MINUTE, 1)
     assert windows.used("client:0", "requests", MINUTE, now=T0) == 0
     assert windows.used("client:x", "requests", MINUTE) == 1
+    assert [slot for slot, _, _ in windows.counted()] == [("client:x", "requests", MINUTE.ident(T0 + 120))]
