@@ -13,7 +13,7 @@ instances', off the request path:
 - on connecting, and on coming back after the server was lost, the instance reads what is kept on the server
   (health of every configured provider, the session pins, the turn) and writes what it learned meanwhile;
 - a provider whose cooldown ended is probed by one instance: the one holding its claim (`probe_gate.py`);
-- the keys of a pool are shared like providers (health under `key:<provider>#<n>` and a fingerprint of that key),
+- the keys of a pool are shared like providers (health under the key's subject, `key:<provider>#<identity>`),
   and each key's latest rate-limit reading is published as it is read;
 - usage (usage_windows.py: requests and tokens per key, client quotas) is exchanged every SYNC_INTERVAL
   (usage_sync.py: each instance writes its own totals of the current windows, and reads the others' for every

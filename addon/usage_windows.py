@@ -47,7 +47,7 @@ class Window:
 MINUTE, DAY, MONTH = Window("minute"), Window("day"), Window("month")
 WINDOWS = {w.name: w for w in (MINUTE, DAY, MONTH)}
 
-# (subject, measure, window ident): e.g. ("key:anthropic-main#1", "tokens", "minute:29486520")
+# (subject, measure, window ident): e.g. ("key:anthropic-main#3f9a0c1b2d4e5f60", "tokens", "minute:29486520")
 Slot = tuple[str, str, str]
 
 
