@@ -59,3 +59,16 @@ def test_an_interrupt_while_the_key_value_server_starts_stops_it(tmp_path, monke
         server.start()
     assert len(launched) == 1 and launched[0].poll() is not None
     assert server.proc is None
+
+
+@pytest.mark.skipif(__import__("benchkit.kv_server").kv_server.server_binary() is None, reason="no valkey-server")
+def test_a_key_value_server_whose_port_another_took_is_not_taken_for_ours() -> None:
+    # Tests in parallel: two starters may choose the same free port; the one whose server could not bind it must
+    # not talk to the other's server (their counts would mix).
+    from benchkit.kv_server import KeyValueServer
+
+    with KeyValueServer() as first:
+        second = KeyValueServer(port=first.port)
+        with pytest.raises(RuntimeError, match="did not start"):
+            second.start(timeout=10)
+        assert second.proc is None

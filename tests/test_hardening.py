@@ -199,7 +199,7 @@ def test_compressed_requests_reach_the_provider_decoded(gateway, fake, encoding,
 
 @pytest.mark.parametrize("encoding, body, status", [
     ("gzip", b"not gzip at all", 400),
-    ("gzip", gzip.compress(json.dumps(BODY).encode())[:-12], 400),  # cut short
+    ("gzip", gzip.compress(json.dumps(BODY).encode(), mtime=0)[:-12], 400),  # cut short
     ("compress", b"\x1f\x9d whatever", 415),
 ])
 def test_undecodable_or_unknown_encodings_get_a_clear_answer(gateway, fake, encoding, body, status):

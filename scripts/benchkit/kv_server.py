@@ -50,6 +50,29 @@ def answers(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def server_pid(port: int, password: str | None = None, timeout: float = 0.5) -> int | None:
+    """The process id of the server answering on 127.0.0.1:port (INFO server), or None. Another process can take a
+    port between its choice and the server's start: only the server that says it is ours is ours."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            file = conn.makefile("rb")
+            if password:
+                conn.sendall(b"AUTH %s\r\n" % password.encode())
+                if not file.readline().startswith(b"+"):
+                    return None
+            conn.sendall(b"INFO server\r\n")
+            head = file.readline()
+            if not head.startswith(b"$"):
+                return None
+            info = file.read(int(head[1:]))
+    except (OSError, ValueError):
+        return None
+    for line in info.splitlines():
+        if line.startswith(b"process_id:"):
+            return int(line.split(b":", 1)[1])
+    return None
+
+
 class KeyValueServer:
     """`with KeyValueServer() as server: ... server.url`. A fixed `port` is for starting it again where it was."""
 
@@ -94,7 +117,7 @@ class KeyValueServer:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
-        while not answers(self.port):
+        while not (answers(self.port) and server_pid(self.port, self.password) == self.proc.pid):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.binary} did not start on port {self.port}")
             time.sleep(0.05)
