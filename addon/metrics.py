@@ -24,7 +24,7 @@ from .attempt_marker import is_attempt_flow
 from .flow_record import RequestSummary
 from .key_identity import key_label
 from .providers import Providers
-from .responses import error_response
+from .responses import asks_to_read
 
 PATH = "/metrics"
 KINDS = ("messages", "count_tokens", "api")
@@ -190,17 +190,14 @@ class Metrics:
         self._serve(flow)
 
     def _serve(self, flow: http.HTTPFlow) -> None:
-        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
+        if is_attempt_flow(flow) or flow.response:
             return
-        if flow.request.path.split("?", 1)[0] != PATH:
-            return
-        if flow.request.method not in ("GET", "HEAD"):
-            flow.response = error_response(405, "invalid_request_error", f"{PATH} accepts GET only", allow="GET")
-        else:
+        if asks_to_read(flow, PATH):
             flow.response = http.Response.make(
                 200, self.exposition(), {"content-type": CONTENT_TYPE_LATEST, "x-balancer-provider": "none"}
             )
-        flow.metadata["balancer"] = {"admin": "metrics"}
+        if flow.response:
+            flow.metadata["balancer"] = {"admin": "metrics"}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

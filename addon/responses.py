@@ -28,3 +28,14 @@ def error_response(status: int, error_type: str, message: str, **headers: str) -
     if status in _FINAL_CLIENT_ERRORS:
         base["x-should-retry"] = "false"
     return http.Response.make(status, error_body(error_type, message), {**base, **headers})
+
+
+def asks_to_read(flow: http.HTTPFlow, path: str) -> bool:
+    """Whether `flow` is an unanswered GET (or HEAD) of the balancer's own read-only endpoint `path`, to be answered
+    now. Another method there is answered 405 here (and False returned)."""
+    if flow.response or flow.error or not flow.live or flow.request.path.split("?", 1)[0] != path:
+        return False
+    if flow.request.method not in ("GET", "HEAD"):
+        flow.response = error_response(405, "invalid_request_error", f"{path} accepts GET only", allow="GET")
+        return False
+    return True

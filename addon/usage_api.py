@@ -10,7 +10,7 @@ from mitmproxy import http
 from .attempt_marker import is_attempt_flow
 from .providers import Providers
 from .quotas import QuotaBook
-from .responses import error_response, json_response
+from .responses import asks_to_read, json_response
 
 PATH = "/usage"
 
@@ -21,15 +21,12 @@ class UsageApi:
         self.book = book
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if is_attempt_flow(flow) or flow.response or flow.error or not flow.live:
+        if is_attempt_flow(flow) or flow.response:
             return
-        if flow.request.path.split("?", 1)[0] != PATH:
-            return
-        if flow.request.method not in ("GET", "HEAD"):
-            flow.response = error_response(405, "invalid_request_error", f"{PATH} accepts GET only", allow="GET")
-        else:
+        if asks_to_read(flow, PATH):
             flow.response = json_response(200, self.usage())
-        flow.metadata["balancer"] = {"admin": "usage"}
+        if flow.response:
+            flow.metadata["balancer"] = {"admin": "usage"}
 
     def usage(self) -> dict[str, Any]:
         clients = []

@@ -221,3 +221,17 @@ def assert_stream_grammar(events: list[tuple[str, Any]], finished: bool = True) 
             assert open_index is None, f"{name} with a block open"
         if name == "message_delta":
             assert data["delta"]["stop_reason"] in STOP_REASONS
+
+
+def metric(process: Any, name: str, headers: dict[str, str] | None = None, **labels: str) -> float | None:
+    """One sample of the balancer's /metrics (`process`: a BalancerProcess), found by its name and exact labels;
+    None when it is not exported."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(process.url + "/metrics", headers=headers or {}, timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+import helpers
 from balancer_proc import BalancerProcess
 from fakes import Behavior, FakeProvider, Raw
 from helpers import anthropic_message, anthropic_provider, anthropic_stream_events, openai_provider, openai_sse, sse
@@ -95,13 +96,7 @@ def usage_of(process: BalancerProcess, name: str) -> dict[str, Any]:
 
 
 def metric(process: BalancerProcess, name: str, **labels: str) -> float | None:
-    text = httpx.get(process.url + "/metrics", headers=ADMIN, timeout=10).text
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
-            return float(match.group(2))
-    return None
+    return helpers.metric(process, name, ADMIN, **labels)
 
 
 def assert_quota_refusal(answer: httpx.Response, quota: str, longest: int) -> None:

@@ -5,7 +5,6 @@ before any 429; a provider cools down only when all its keys do."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import pytest
 
 from balancer_proc import BalancerProcess
 from fakes import Behavior, FakeProvider, Message, Status, Stream
-from helpers import FIRST_DELTA, anthropic_message, anthropic_provider, wait_until
+from helpers import FIRST_DELTA, anthropic_message, anthropic_provider, metric, wait_until
 
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
 # Weights that make the first key the choice of every session (weighted rendezvous: 1 in 10^6 otherwise).
@@ -92,16 +91,6 @@ def ask(balancer: BalancerProcess, session: str = "s1", stream: bool = False) ->
 
 def keys_of(balancer: BalancerProcess, name: str) -> list[dict[str, Any]]:
     return balancer.provider_status(name)["keys"]
-
-
-def metric(balancer: BalancerProcess, name: str, **labels: str) -> float | None:
-    text = httpx.get(balancer.url + "/metrics", timeout=10).text
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
-            return float(match.group(2))
-    return None
 
 
 def test_a_rate_limited_key_gives_way_to_the_next_key_of_the_same_provider_first(balancer, unique):
