@@ -237,6 +237,9 @@ class RelayServer:
 
     async def _serve_socket(self, conn: socket.socket) -> None:
         try:
+            # asyncio turns Nagle's algorithm off only for sockets it made itself: an accepted one keeps it, and a
+            # stream's second small write then waits for mitmproxy's delayed ACK (40 ms on Linux) before it goes.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             reader, writer = await asyncio.open_connection(sock=conn, limit=_MAX_HEAD)
         except OSError:
             conn.close()
