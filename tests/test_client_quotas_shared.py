@@ -15,7 +15,11 @@ from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import FakeProvider
 from helpers import anthropic_provider, wait_until
 
-pytestmark = pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here")
+# Several instances and a server: a cluster, run with the heavy tests (CI runs them; pyproject.toml, markers).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here"),
+]
 
 CLIENT_KEY = "sk-shared-quota-client-1234567"
 ADMIN_KEY = "sk-shared-quota-admin-7654321"

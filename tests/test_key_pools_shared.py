@@ -19,7 +19,11 @@ from fakes import FakeProvider, Message, Status, Stream
 from helpers import FIRST_DELTA, anthropic_provider, wait_until
 from test_key_pools import FIRST, Answer, ByKey, anthropic_limits, ask, keys_of
 
-pytestmark = pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here")
+# Several instances and a server: a cluster, run with the heavy tests (CI runs them; pyproject.toml, markers).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here"),
+]
 
 _namespaces = itertools.count(1)
 

@@ -29,7 +29,11 @@ from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import Behavior, FakeProvider, Message, Reset, Status
 from helpers import anthropic_provider
 
-pytestmark = pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here")
+# Several instances and a server: a cluster, run with the heavy tests (CI runs them; pyproject.toml, markers).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here"),
+]
 
 DEADLINE = 30.0  # seconds: generous, for a busy machine
 _sessions = itertools.count(1)

@@ -20,7 +20,11 @@ from fakes import FakeProvider, Message, Stream
 from helpers import FIRST_DELTA, anthropic_provider, wait_until
 from test_key_pools import FIRST, ByKey, keys_of
 
-pytestmark = pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here")
+# Several instances and a server: a cluster, run with the heavy tests (CI runs them; pyproject.toml, markers).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here"),
+]
 
 CLIENT_KEY = "sk-usage-restart-client-1234567"
 ADMIN_KEY = "sk-usage-restart-admin-7654321"
