@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import envs
-from .processes import free_port
+from .processes import free_port, stop_session
 
 HERE = Path(__file__).resolve().parent / "ccr"
 INSTALL = envs.BENCH_DIR / "ccr"
@@ -153,15 +152,7 @@ class RouterProxy:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_session(proc)  # and a worker the supervisor left behind in its session
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
             self.home = None

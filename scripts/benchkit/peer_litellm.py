@@ -15,11 +15,9 @@ but passes a `ping` on at once (ours holds it too); after the first delta, event
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import envs
-from .processes import free_port
+from . import envs, procstat
+from .processes import free_port, stop_session
 
 HERE = Path(__file__).resolve().parent
 LOCK = HERE / "litellm-requirements.lock"
@@ -94,19 +92,6 @@ def proxy_config(routes: dict[str, tuple[str, str]]) -> dict[str, Any]:
     return {"model_list": models}
 
 
-def _descendants(pid: int) -> list[int]:
-    """`pid` and all its descendants (from /proc), parents first."""
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        current = todo.pop(0)
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def _listener_inodes(port: int) -> set[str]:
     """Socket inodes listening on TCP `port` (state 0A in /proc/net/tcp and tcp6)."""
     inodes: set[str] = set()
@@ -125,7 +110,7 @@ def _listener_inodes(port: int) -> set[str]:
 def _listening_pid(root: int, port: int) -> int | None:
     """The process under `root` that holds the socket listening on `port` (the one that serves requests)."""
     wanted = {f"socket:[{inode}]" for inode in _listener_inodes(port)}
-    for pid in reversed(_descendants(root)):  # a worker child, if there is one, before its supervisor
+    for pid in reversed(procstat.tree(root)):  # a worker child, if there is one, before its supervisor
         try:
             if any(os.readlink(fd) in wanted for fd in Path(f"/proc/{pid}/fd").iterdir()):
                 return pid
@@ -220,16 +205,7 @@ class LiteLLMProxy:
         """Terminate the proxy (and anything it started), kill it if it does not exit, remove its temp dir."""
         proc, self.proc = self.proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            # its own session: a worker left behind by the supervisor goes too
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_session(proc)  # and a worker the supervisor left behind in its session
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None

@@ -4,7 +4,9 @@ Each is a context manager; every one is stopped when the run ends, however it en
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +29,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_session(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a child started in a session of its own (`start_new_session=True`), kill it if it does not exit,
+    then kill what is left in its session: the workers a supervisor (a peer's) leaves behind."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def rss_mb(pid: int) -> float:
