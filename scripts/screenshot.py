@@ -30,7 +30,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "mitmweb.png"
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "scripts")]
 from balancer_proc import providers_yaml  # noqa: E402
 from fakes import FakeProvider, Raw, Status, openai_json  # noqa: E402
 from helpers import anthropic_provider  # noqa: E402

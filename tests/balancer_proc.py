@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+
+from benchkit.kv_server import KeyValueServer
 
 REPO = Path(__file__).resolve().parent.parent
 ADDON = REPO / "addon" / "balancer.py"
@@ -139,3 +143,20 @@ class BalancerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def two_instances_and_a_server(root: Path) -> Iterator[tuple[KeyValueServer, list[BalancerProcess]]]:
+    """A real key-value server and two balancers running on a placeholder provider (each test then `use`s its
+    providers and the server); all of them stopped afterwards, whatever happens."""
+    instances = [BalancerProcess(root / f"i{i}") for i in range(2)]
+    with KeyValueServer() as kv:
+        try:
+            for instance in instances:
+                instance.workdir.mkdir(parents=True, exist_ok=True)
+                instance.write_providers([{"name": "placeholder", "base_url": "http://127.0.0.1:9", "auth_value": "x"}])
+                instance.start()
+            yield kv, instances
+        finally:
+            for instance in instances:
+                instance.stop()

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from balancer_proc import BalancerProcess
+from balancer_proc import BalancerProcess, two_instances_and_a_server
 from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import FakeProvider, Message, Status, Stream
 from helpers import FIRST_DELTA, anthropic_provider, wait_until
@@ -30,18 +30,8 @@ _namespaces = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KeyValueServer, list[BalancerProcess]]]:
-    root = tmp_path_factory.mktemp("pools-shared")
-    instances = [BalancerProcess(root / f"i{i}") for i in range(2)]
-    with KeyValueServer() as kv:
-        try:
-            for instance in instances:
-                instance.workdir.mkdir(parents=True, exist_ok=True)
-                instance.write_providers([{"name": "placeholder", "base_url": "http://127.0.0.1:9", "auth_value": "x"}])
-                instance.start()
-            yield kv, instances
-        finally:
-            for instance in instances:
-                instance.stop()
+    with two_instances_and_a_server(tmp_path_factory.mktemp("pools-shared")) as started:
+        yield started
 
 
 def share(pair: tuple[KeyValueServer, list[BalancerProcess]], providers: list[dict[str, Any]]) -> list[BalancerProcess]:

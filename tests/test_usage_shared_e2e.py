@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from balancer_proc import BalancerProcess
+from balancer_proc import BalancerProcess, two_instances_and_a_server
 from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import FakeProvider, Message, Stream
 from helpers import FIRST_DELTA, anthropic_provider, wait_until
@@ -103,17 +103,8 @@ def test_a_quota_spent_before_the_server_restarted_empty_stays_spent(tmp_path: P
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[KeyValueServer, list[BalancerProcess]]]:
-    instances = [BalancerProcess(tmp_path / f"i{i}") for i in range(2)]
-    with KeyValueServer() as kv:
-        try:
-            for instance in instances:
-                instance.workdir.mkdir(parents=True, exist_ok=True)
-                instance.write_providers([{"name": "placeholder", "base_url": "http://127.0.0.1:9", "auth_value": "x"}])
-                instance.start()
-            yield kv, instances
-        finally:
-            for instance in instances:
-                instance.stop()
+    with two_instances_and_a_server(tmp_path) as started:
+        yield started
 
 
 def test_requests_open_at_a_stopped_instance_stop_counting_at_the_other(pair) -> None:
