@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+import helpers
 from balancer_proc import BalancerProcess
 from fakes import Behavior, FakeProvider, Message, RawStream, Reset, Status, wait_for_peer_close
 from helpers import FIRST_DELTA, anthropic_provider, free_port, openai_provider, raw_request, stream_events, wait_until
@@ -37,12 +37,7 @@ class Silent(Behavior):
 
 
 def metric(balancer: BalancerProcess, name: str, **labels: str) -> float:
-    text = httpx.get(balancer.url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return 0.0
+    return helpers.metric(balancer, name, **labels) or 0.0  # a counter not yet exported has counted nothing
 
 
 def request_line(balancer: BalancerProcess, provider: str) -> str | None:
