@@ -3,10 +3,11 @@
 Runs a capture server on 127.0.0.1 that records every request and answers like Anthropic would (a streamed
 thinking + tool_use turn first, then thinking + text; a JSON title for a request with `output_config.format`),
 then runs the Claude Code CLI against it in a fresh HOME and a scratch project (one prompt typed into an
-interactive session, which also asks for a title; one `claude -p` with a model that gets a thinking budget), and
-writes the first /v1/messages request of each kind as `claude-code-<kind>.request.json`: method, path with query,
-headers and body, with the scratch paths, the device, account and session ids, the OS version and the API key
-replaced by fixed stand-ins.
+interactive session, which also asks for a title; one `claude -p` with a model that gets a thinking budget; a
+second interactive session whose first answer calls the Agent tool, so that the CLI starts a subagent, whose own
+request is answered with a sentence), and writes the first /v1/messages request of each kind as
+`claude-code-<kind>.request.json`: method, path with query, headers and body, with the scratch paths, the device,
+account, session and agent ids, the OS version and the API key replaced by fixed stand-ins.
 
     scripts/capture-fixtures --claude /path/to/node_modules/.bin/claude [--out tests/fixtures]
 """
@@ -38,6 +39,11 @@ HOME = "/home/user"
 NOTES = "The release is on Friday. Tests must pass on Python 3.11 and 3.12.\n"
 PROMPT = "Read notes.txt and tell me in one sentence when the release is."
 SIGNATURE = "EqQBCkYIBxgCKkBcaptured0signature0placeholder0for0fixtures0only0AAAA"
+DELEGATE_PROMPT = "Use an agent to find out when the release is."
+# The task the capture server gives the subagent: how it tells the subagent's requests from the main agent's
+# without relying on any marker the CLI adds (finding that marker is what the capture is for).
+SUBAGENT_TASK = "Find the release day in notes.txt and answer with it."
+AGENT_ID = "a0000000000000000"  # an agent id's shape: "a" and 16 hex digits
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -75,6 +81,19 @@ def answer_events(model: str, blocks: list[dict[str, Any]], stop: str) -> Iterat
     yield sse("message_stop", {"type": "message_stop"})
 
 
+def first_user_text(body: dict[str, Any]) -> str:
+    """The text of the conversation's first message (where Claude Code puts the prompt or the subagent's task)."""
+    messages = body.get("messages") or [{}]
+    content = messages[0].get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content or [] if isinstance(b, dict))
+
+
+def is_subagent(body: dict[str, Any]) -> bool:
+    return SUBAGENT_TASK in first_user_text(body)
+
+
 def has_tool_result(body: dict[str, Any]) -> bool:
     last = body.get("messages", [{}])[-1]
     content = last.get("content")
@@ -89,6 +108,7 @@ class Capture:
 
     def answer(self, path: str, body: dict[str, Any]) -> tuple[str, bytes]:
         model = body.get("model", "claude")
+        blocks: list[dict[str, Any]]
         if "count_tokens" in path:
             return "application/json", json.dumps({"input_tokens": 1200}).encode()
         if body.get("output_config", {}).get("format"):
@@ -98,6 +118,15 @@ class Capture:
             blocks = [{"type": "thinking", "thinking": "The notes say Friday.", "signature": SIGNATURE},
                       {"type": "text", "text": "The release is on Friday."}]
             stop = "end_turn"
+        elif is_subagent(body):  # one sentence, so that the subagent ends and hands it back
+            blocks = [{"type": "text", "text": "The release is on Friday."}]
+            stop = "end_turn"
+        elif DELEGATE_PROMPT in first_user_text(body):
+            blocks = [{"type": "thinking", "thinking": "An agent can look this up.", "signature": SIGNATURE},
+                      {"type": "tool_use", "id": "toolu_capture02", "name": "Agent",
+                       "input": {"description": "Find the release day", "prompt": SUBAGENT_TASK,
+                                 "subagent_type": "general-purpose"}}]
+            stop = "tool_use"
         else:
             blocks = [{"type": "thinking", "thinking": "I should read the file first.", "signature": SIGNATURE},
                       {"type": "tool_use", "id": "toolu_capture01", "name": "Read",
@@ -149,8 +178,8 @@ def handler_for(capture: Capture) -> type[BaseHTTPRequestHandler]:
 
 
 def identifiers(requests: list[dict[str, Any]]) -> dict[str, str]:
-    """The device, account and session ids the requests carry (in metadata.user_id, a JSON string, and in a
-    header), each with its stand-in."""
+    """The device, account, session and agent ids the requests carry (in metadata.user_id, a JSON string, and in
+    headers), each with its stand-in."""
     found: dict[str, str] = {}
     for request in requests:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
@@ -161,6 +190,8 @@ def identifiers(requests: list[dict[str, Any]]) -> dict[str, str]:
         for name, value in request["headers"]:
             if name == "x-claude-code-session-id":
                 found[value] = SESSION
+            elif name == "x-claude-code-agent-id":
+                found[value] = AGENT_ID
     return found
 
 
@@ -184,13 +215,16 @@ def scrubber(scratch: str, ids: dict[str, str]) -> Callable[[str], str]:
 def kind_of(body: dict[str, Any]) -> str:
     if body.get("output_config", {}).get("format"):
         return "title"
+    if is_subagent(body):
+        return "subagent"
     return "tool-result" if has_tool_result(body) else "first-turn"
 
 
-def pump(fd: int, seconds: float) -> None:
-    """Reads (and drops) what the CLI draws on its terminal for a while: it blocks when nobody reads."""
+def pump(fd: int, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+    """Reads (and drops) what the CLI draws on its terminal for a while (it blocks when nobody reads), or until
+    `until()` holds."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not until():
         readable, _, _ = select.select([fd], [], [], 0.2)
         if readable:
             try:
@@ -199,12 +233,14 @@ def pump(fd: int, seconds: float) -> None:
                 return
 
 
-def interactive(claude: str, project: Path, env: dict[str, str], prompt: str, wait: float) -> None:
-    """One prompt typed into interactive Claude Code (it also asks for the session's title), then it is stopped."""
+def interactive(claude: str, project: Path, env: dict[str, str], prompt: str, wait: float,
+                tools: str = "Read", until: Callable[[], bool] = lambda: False) -> None:
+    """One prompt typed into interactive Claude Code (it also asks for the session's title), then it is stopped
+    after `wait` seconds or as soon as `until()` holds."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: becomes the CLI on the pseudo-terminal
         os.chdir(project)
-        os.execve(claude, [claude, "--allowedTools", "Read"], {**env, "TERM": "xterm-256color"})
+        os.execve(claude, [claude, "--allowedTools", tools], {**env, "TERM": "xterm-256color"})
     try:
         pump(fd, 8)
         os.write(fd, b"1")  # "Do you want to use this API key?": 1. Yes
@@ -212,7 +248,7 @@ def interactive(claude: str, project: Path, env: dict[str, str], prompt: str, wa
         os.write(fd, prompt.encode())
         pump(fd, 1)
         os.write(fd, b"\r")
-        pump(fd, wait)
+        pump(fd, wait, until)
     finally:
         os.kill(pid, signal.SIGTERM)
         pump(fd, 1)
@@ -264,6 +300,13 @@ def main() -> None:
             for request in capture.requests:
                 if kind_of(request["body"]) == "tool-result":
                     written.setdefault("budget-tool-result", request)
+            capture.requests.clear()
+            # The main agent's turn after the subagent's answer ends the session early.
+            interactive(claude, project, env, DELEGATE_PROMPT, args.wait, tools="Read,Agent",
+                        until=lambda: any(kind_of(r["body"]) == "tool-result" for r in list(capture.requests)))
+            for request in capture.requests:
+                if kind_of(request["body"]) == "subagent":
+                    written.setdefault("subagent", request)
             scrub = scrubber(scratch, identifiers(list(written.values())))
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +318,7 @@ def main() -> None:
                 path = out / f"claude-code-{kind}.request.json"
                 path.write_text(text + "\n")
                 print(f"wrote {path} ({len(text)} bytes)")
-            missing = {"title", "first-turn", "tool-result", "budget-tool-result"} - written.keys()
+            missing = {"title", "first-turn", "tool-result", "budget-tool-result", "subagent"} - written.keys()
             if missing:
                 print(f"not captured: {', '.join(sorted(missing))} (a longer --wait may help)")
     finally:

@@ -181,6 +181,35 @@ def test_the_fixtures_are_claude_codes_own_requests():
     assert kinds["claude-code-budget-tool-result.request.json"]["body"]["thinking"]["type"] == "enabled"
 
 
+def billing_fields(body: dict[str, Any]) -> dict[str, str]:
+    """The fields of the billing header Claude Code writes as its first system block
+    (`x-anthropic-billing-header: cc_version=...; cc_entrypoint=...;`)."""
+    text = body["system"][0]["text"]
+    prefix = "x-anthropic-billing-header:"
+    assert text.startswith(prefix), text[:80]
+    pairs = (field.strip().partition("=") for field in text[len(prefix):].split(";") if field.strip())
+    return {name: value for name, _, value in pairs}
+
+
+def test_only_the_subagents_request_is_marked_as_a_subagents():
+    """Claude Code marks a subagent's request in the billing header of its first system block (and with an agent-id
+    header); the main agent's requests carry neither. Everything else a router might look at is the same as the
+    main agent's: the headers, the session, the model."""
+    assert "claude-code-subagent.request.json" in REQUESTS  # and so replayed like the others
+    subagent = fixture_request("claude-code-subagent.request.json")
+    main_agent = {name: fixture_request(name) for name in REQUESTS if name != "claude-code-subagent.request.json"}
+    assert billing_fields(subagent["body"])["cc_is_subagent"] == "true"
+    assert dict(subagent["headers"])["x-claude-code-agent-id"]
+    for name, fixture in main_agent.items():
+        assert "cc_is_subagent" not in billing_fields(fixture["body"]), name
+        assert "x-claude-code-agent-id" not in dict(fixture["headers"]), name
+    first_turn = fixture_request("claude-code-first-turn.request.json")
+    assert {k: v for k, v in subagent["headers"] if k != "x-claude-code-agent-id"} == dict(first_turn["headers"])
+    assert subagent["body"]["metadata"] == first_turn["body"]["metadata"]
+    assert subagent["body"]["model"] == first_turn["body"]["model"]
+    assert billing_fields(subagent["body"])["cc_entrypoint"] == billing_fields(first_turn["body"])["cc_entrypoint"]
+
+
 @pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("request_name", REQUESTS)
 def test_a_claude_code_stream_replayed_through_the_balancer(balancer, unique, server, request_name):
