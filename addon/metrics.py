@@ -162,6 +162,19 @@ class Metrics:
             "API requests that needed more than one provider attempt.",
             registry=self.registry,
         )
+        self.hedges = Counter(
+            "balancer_hedges",
+            "Provider attempts started as hedges (hedge_after): beside another provider's attempt that had not "
+            "produced content yet, by the provider asked.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.hedge_wins = Counter(
+            "balancer_hedge_wins",
+            "Requests served by an attempt started as a hedge, by the provider that served.",
+            ["provider"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "balancer_request_duration_seconds",
             "Time from the request to the end of the answer to the client.",
@@ -220,6 +233,12 @@ class Metrics:
                 ).inc()
         if len(request.attempts) > 1:
             self.failovers.inc()
+        for attempt in request.attempts:
+            if attempt.hedge:
+                self.hedges.labels(_label(attempt.provider, default=NO_PROVIDER)).inc()
+        serving = request.attempts[-1] if request.attempts and request.provider else None
+        if serving is not None and serving.hedge and serving.provider == request.provider:
+            self.hedge_wins.labels(provider).inc()
 
         total = _seconds(request.total_ms)
         if total is not None:
