@@ -63,7 +63,7 @@ class _Entrant(Generic[L, T]):
     started: float
     stop: Stop
     task: asyncio.Future[T]
-    hedged: bool = False  # a hedge was already due beside it
+    hedged: bool = False  # a hedge was due beside it since it was last left alone
 
 
 class Race(Generic[L, T]):
@@ -90,14 +90,17 @@ class Race(Generic[L, T]):
 
     async def next(self) -> Finished[L, T] | HedgeDue:
         """The next attempt to finish (the earliest started, when several have), which is then no longer in
-        flight; or HEDGE_DUE, once for each attempt that has gone `hedge_after` seconds alone without finishing.
-        An attempt's exception is raised here."""
+        flight; or HEDGE_DUE when the only attempt in flight has gone `hedge_after` seconds without finishing: once,
+        and again each time it is left alone after another attempt finished. An attempt's exception is raised
+        here."""
         if not self._entrants:
             raise RuntimeError("no attempt in flight")
         while True:
             for entrant in self._entrants:
                 if entrant.task.done():
                     self._entrants.remove(entrant)
+                    for other in self._entrants:  # alone again: it may have another hedge beside it
+                        other.hedged = False
                     return Finished(entrant.label, entrant.hedge, entrant.task.result())
             due_at = self._hedge_due_at()
             if due_at is not None and self._clock() >= due_at:
