@@ -159,7 +159,7 @@ class Metrics:
         )
         self.failovers = Counter(
             "balancer_failovers",
-            "API requests that needed more than one provider attempt.",
+            "API requests that needed more than one provider attempt (attempts started as hedges not counted).",
             registry=self.registry,
         )
         self.hedges = Counter(
@@ -231,7 +231,7 @@ class Metrics:
                 self.attempt_failures.labels(
                     _label(attempt.provider, default=NO_PROVIDER), _label(attempt.failure_class, FAILURE_CLASSES)
                 ).inc()
-        if len(request.attempts) > 1:
+        if sum(1 for attempt in request.attempts if not attempt.hedge) > 1:
             self.failovers.inc()
         for attempt in request.attempts:
             if attempt.hedge:

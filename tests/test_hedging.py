@@ -83,6 +83,7 @@ def test_a_slow_first_provider_is_hedged_the_second_serves_and_the_first_is_clos
     with FakeProvider(behind) as first, FakeProvider(Message("from b")) as second:
         balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], hedge_after=HEDGE_AFTER,
                      request_timeout=LONG, first_content_timeout=LONG, log_file=str(log_file))
+        failovers = metric(balancer, "balancer_failovers_total")
 
         assert served_by(client, stream) == (b, "from b")
         assert behind.peer_closed.wait(DEADLINE), "the losing provider's connection was left open"
@@ -102,6 +103,7 @@ def test_a_slow_first_provider_is_hedged_the_second_serves_and_the_first_is_clos
         assert metric(balancer, "balancer_hedges_total", provider=b) == 1
         assert metric(balancer, "balancer_hedge_wins_total", provider=b) == 1
         assert metric(balancer, "balancer_attempt_failures_total", provider=a, **{"class": "timeout"}) == 0
+        assert metric(balancer, "balancer_failovers_total") == failovers  # a hedge is not a failover
 
 
 def test_a_hedge_that_fails_counts_and_the_race_goes_on_to_the_next_provider(balancer, client, unique):
