@@ -227,3 +227,23 @@ def test_a_losing_key_of_a_pool_is_released(balancer, client, unique):
                    what="the losing key released")
         with httpx.Client(timeout=10) as http:
             assert http.get(balancer.url + "/providers").json()["open_streams"] == 0
+
+
+def test_a_provider_on_probation_that_loses_a_hedge_is_no_longer_probing(balancer, client, unique):
+    """The first request after a cooldown is the provider's probe: losing the race says nothing of its health, and
+    must not leave it probing (other requests would keep trying it last)."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    behind = slow(stream=True)
+    with FakeProvider(behind) as first, FakeProvider(Message("from b")) as second:
+        first.then(Status(500))
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=LONG, first_content_timeout=LONG, failure_rate=0, failure_cooldown=0.5)
+        assert served_by(client, stream=True) == (b, "from b")  # a's 500: it cools down, b serves
+        wait_until(lambda: balancer.provider_status(a)["healthy"], what="a's cooldown to end")
+
+        assert served_by(client, stream=True) == (b, "from b")  # a's probe, slow: b serves beside it
+        assert behind.peer_closed.wait(DEADLINE), "the losing provider's connection was left open"
+        wait_until(lambda: f"{a} cancelled: hedge lost to {b} " in (request_line(balancer, b) or ""),
+                   what="the hedged request's log line")
+        status = balancer.provider_status(a)
+        assert (status["probing"], status["failures"]) == (False, 1)
