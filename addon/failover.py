@@ -9,14 +9,12 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
 from .answer_body import read_body
 from .config import ProviderConfig, Settings
 from .exchange import Answer, RetryWithout
-from .hedging import HedgeDue, Race, Stop, retrieve_exception
 from .health import (
     AUTH,
     OVERLOADED,
@@ -27,6 +25,7 @@ from .health import (
     HealthBoard,
     cooldown_seconds,
 )
+from .hedging import HedgeDue, Race, Stop, retrieve_exception
 from .key_book import KeyBook
 from .key_routing import KeyTurn, all_keys_cooling, key_turns, keys_to_try
 from .open_files import LOCAL, is_descriptor_exhaustion
