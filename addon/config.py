@@ -216,6 +216,9 @@ class Settings(_Lenient):
     # A committed stream silent this many seconds gets an Anthropic `ping` event, so that clients' stall watchdogs
     # keep waiting (0: never). Pings are not provider activity: stream_idle_timeout still ends a dead stream.
     stream_keepalive: float = Field(default=10.0, ge=0)
+    # Hedged first tokens: a message request whose provider has not produced its first content after this many
+    # seconds is also sent to the next provider, and the first to produce content serves (None: never).
+    hedge_after: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # Repeated failures: each consecutive one multiplies the cooldown by `cooldown_growth`, up to `max_cooldown`.
     cooldown_growth: float = Field(default=2.0, ge=1)
     max_cooldown: float = Field(default=600.0, ge=0)

@@ -152,6 +152,8 @@ class Dispatcher:
                 exchange.confirm(provider)  # what it refused earlier in this request is learned now
             return answer
 
+        if kind != MESSAGES and settings.hedge_after is not None:
+            settings = settings.model_copy(update={"hedge_after": None})  # a count or a file is never worth two
         result = await attempt_in_turn(
             plan, build, self.pool, board, settings, open_answer, penalize,
             redact=self.providers.redact, client_gone=lambda: client_gone(flow),

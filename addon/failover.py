@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
@@ -25,6 +25,7 @@ from .health import (
     HealthBoard,
     cooldown_seconds,
 )
+from .hedging import HedgeDue, Race, Stop, retrieve_exception
 from .key_book import KeyBook
 from .key_routing import KeyTurn, all_keys_cooling, key_turns, keys_to_try
 from .open_files import LOCAL, is_descriptor_exhaustion
@@ -58,6 +59,7 @@ class AttemptRecord:
     retried: AttemptRecord | None = None  # the try before this one at the same provider, which it answered
     key: str | None = None  # which key of a pool (`#2`); None for a provider with a single key
     headers: httpx.Headers | None = None  # the provider's answer's headers, when it answered
+    hedge: bool = False  # started beside another provider's attempt that had no content yet (hedging.py)
 
 
 @dataclass
@@ -166,7 +168,11 @@ async def attempt_in_turn(
 
     With `keys`, a provider's keys are tried in the order key_routing.py gives (sticky per `session`): a key of a
     pool that is rate-limited or refused counts against that key alone, and the request moves to the provider's
-    next key; a provider cools down when all its keys do. Every answer's rate-limit headers go to `keys`."""
+    next key; a provider cools down when all its keys do. Every answer's rate-limit headers go to `keys`.
+
+    With `settings.hedge_after`, an attempt that has produced no content (a stream's first content, a whole answer)
+    after that many seconds gets the next provider started beside it (hedging.py): the first to serve is returned
+    and the other called off at once (recorded as `cancelled: hedge lost to ...`, nobody's failure)."""
     attempts: list[AttemptRecord] = []
     skipped = list(plan.skipped)
     deferred: list[ProviderConfig] = []
@@ -184,37 +190,109 @@ async def attempt_in_turn(
             yield provider
         yield from soonest_back_first([*plan.later, *deferred], board)
 
-    for provider in providers():
-        turns: list[KeyTurn | None] = []
-        if keys is not None:
-            turns += keys_to_try(key_turns(provider, board, keys, session), board)
-        for turn in turns or [None]:
-            if client_gone is not None and client_gone():
-                return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
-            outcome = await _attempt_key(
-                provider, turn, build_request, pool, board, settings, open_answer, penalize, client_gone, capture,
-                keys,
-            )
+    upcoming = iter(providers())
+    race: Race[_Lane, Success | _Failed] = Race(settings.hedge_after)
+
+    def gone() -> bool:
+        return client_gone is not None and client_gone()
+
+    def start(lane: _Lane) -> bool:
+        """The lane's next key under way; False when it has none left or nobody waits for the answer."""
+        if lane.tried == len(lane.turns) or gone():
+            return False
+        lane.turn = lane.turns[lane.tried]
+        lane.tried += 1
+        race.start(lane, functools.partial(
+            _attempt_key, lane.provider, lane.turn, build_request, pool, board, settings, open_answer, penalize,
+            client_gone, capture, keys,
+        ))
+        return True
+
+    def start_next_provider() -> None:
+        for provider in upcoming:
+            turns: list[KeyTurn | None] = []
+            if keys is not None:
+                turns += keys_to_try(key_turns(provider, board, keys, session), board)
+            if start(_Lane(provider, turns or [None])) or gone():
+                return
+
+    def failed(lane: _Lane, failure: _Failed, hedge: bool) -> bool:
+        """Record an attempt that did not serve; whether its provider's next key is to be tried."""
+        record = failure.record
+        for each in (record.retried, record):
+            if each is not None:
+                each.hedge = hedge
+        if failure.client_gone or failure.called_off:  # nobody's failure
+            attempts.append(record)
+            return False
+        record.outcome = redact(record.outcome)
+        if record.retried is not None:  # the provider's first try, which it refused in part
+            attempts.append(record.retried)
+        attempts.append(record)
+        kind = record.kind or TRANSPORT
+        if lane.turn is not None and lane.provider.is_pool and kind in KEY_FAILURES:
+            if penalize:
+                _key_failed(board, settings, lane.provider, lane.turn, record, failure.epoch)
+            return True
+        if penalize:
+            record_failure(board, settings, lane.provider.name, record.outcome, kind, record.retry_after,
+                           failure.epoch[0])
+        return False
+
+    async def call_off(reason: str) -> None:
+        for other in await race.call_off(reason):
+            if isinstance(other.outcome, Success):
+                attempts.extend(await _set_aside(other.outcome, other.hedge, reason, keys))
+            else:
+                failed(other.label, other.outcome, other.hedge)
+
+    start_next_provider()
+    try:
+        while race.in_flight:
+            event = await race.next()
+            if isinstance(event, HedgeDue):
+                start_next_provider()  # beside the slow one
+                continue
+            lane, outcome = event.label, event.outcome
             if isinstance(outcome, Success):
+                for record in outcome.attempts:
+                    record.hedge = event.hedge
+                await call_off(f"hedge lost to {lane.provider.name}")
                 outcome.attempts[:0] = attempts
                 return outcome
-            record, epoch = outcome.record, outcome.epoch
             if outcome.client_gone:
-                attempts.append(record)
+                failed(lane, outcome, event.hedge)
+                await call_off(CLIENT_GONE)
                 return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
-            record.outcome = redact(record.outcome)
-            if record.retried is not None:  # the provider's first try, which it refused in part
-                attempts.append(record.retried)
-            attempts.append(record)
-            kind = record.kind or TRANSPORT
-            if turn is not None and provider.is_pool and kind in KEY_FAILURES:
-                if penalize:
-                    _key_failed(board, settings, provider, turn, record, epoch)
+            if failed(lane, outcome, event.hedge) and start(lane):
                 continue
-            if penalize:
-                record_failure(board, settings, provider.name, record.outcome, kind, record.retry_after, epoch[0])
-            break
-    return Exhausted(attempts=attempts, skipped=skipped)
+            if not race.in_flight:
+                start_next_provider()
+    except BaseException:
+        race.abandon()
+        raise
+    return Exhausted(attempts=attempts, skipped=skipped, client_gone=gone())
+
+
+@dataclass
+class _Lane:
+    """One provider's part in a request: its keys tried one after another (`[None]`: the provider as configured)."""
+
+    provider: ProviderConfig
+    turns: list[KeyTurn | None]
+    tried: int = 0
+    turn: KeyTurn | None = None  # the key of the attempt under way
+
+
+async def _set_aside(success: Success, hedge: bool, reason: str, keys: KeyBook | None) -> list[AttemptRecord]:
+    """An attempt that served just as another did, too late: its answer is closed unread and its key released."""
+    await success.response.aclose()
+    if keys is not None and success.key is not None:
+        keys.ended(success.key.subject)
+    for record in success.attempts:
+        record.hedge = hedge
+    success.attempts[-1].outcome = f"cancelled: {reason}"
+    return success.attempts
 
 
 async def _attempt_key(
@@ -229,9 +307,10 @@ async def _attempt_key(
     client_gone: Callable[[], bool] | None,
     capture: int | None,
     keys: KeyBook | None,
+    stop: Stop | None = None,
 ) -> Success | _Failed:
     """One attempt at the provider with one of its keys (`turn`; None: the provider as configured): a Success
-    (whose key stays open in `keys`), or the failed attempt."""
+    (whose key stays open in `keys`), or the failed attempt (or the one called off: the client left, or `stop`)."""
     pool_key = turn is not None and provider.is_pool
     names = [provider.name] + ([turn.health] if turn is not None and pool_key else [])
     epoch = (board.get(provider.name).failure_epoch, board.get(names[-1]).failure_epoch)
@@ -245,8 +324,8 @@ async def _attempt_key(
     wire = ProviderWire(provider.name, capture) if capture is not None else None
     keyed = provider.with_key(turn.index) if turn is not None else provider
     try:
-        outcome = await _unless_client_gone(
-            _attempt(keyed, build_request, pool, settings, open_answer, wire), client_gone
+        outcome = await _until_stopped(
+            _attempt(keyed, build_request, pool, settings, open_answer, wire), client_gone, stop
         )
     except BaseException:
         # Cancelled (or a bug): whatever happened, this attempt must not leave the provider marked as probed.
@@ -258,19 +337,24 @@ async def _attempt_key(
         raise
     served = isinstance(outcome, Success)
     if keys is not None and turn is not None:
-        headers = outcome.response.headers if isinstance(outcome, Success) else outcome.headers if outcome else None
+        headers = (outcome.response.headers if isinstance(outcome, Success)
+                   else outcome.headers if isinstance(outcome, AttemptRecord) else None)
         if headers is not None:
             keys.observe(turn.subject, headers.multi_items())
         if not served:
             keys.ended(turn.subject)
-    if outcome is None:  # the client left: the provider did nothing wrong
+    if isinstance(outcome, str):  # called off (the client left, another attempt served): nobody's failure
         if penalize:
             for name in names:
                 board.record_neutral(name)
+        gone = outcome == CLIENT_GONE
         if wire is not None:
-            wire.failed("the client left before an answer: the attempt was cancelled")
+            wire.failed("the client left before an answer: the attempt was cancelled" if gone
+                        else f"the attempt was cancelled: {outcome}")
         ms = (time.perf_counter() - started) * 1000
-        return _Failed(AttemptRecord(provider.name, CLIENT_GONE, ms, False, wire=wire, key=label), epoch, True)
+        record = AttemptRecord(provider.name, CLIENT_GONE if gone else f"cancelled: {outcome}", ms, False, wire=wire,
+                               key=label)
+        return _Failed(record, epoch, client_gone=gone, called_off=not gone)
     if isinstance(outcome, Success):
         ms = outcome.attempts[-1].ms
         for record in outcome.attempts:  # with a retry inside the attempt, two tries with the same key
@@ -294,6 +378,7 @@ class _Failed:
     record: AttemptRecord
     epoch: tuple[int, int]  # failure epochs of the provider and of the key when the attempt started
     client_gone: bool = False  # the client left: the attempt was cancelled, nobody is to blame
+    called_off: bool = False  # another attempt served first: this one was cancelled, nobody is to blame
 
 
 def _key_failed(
@@ -315,39 +400,44 @@ def _key_failed(
                     board.get(soonest).cooldown_class or kind)
 
 
-async def _unless_client_gone(
-    work: Awaitable[Success | AttemptRecord], client_gone: Callable[[], bool] | None
-) -> Success | AttemptRecord | None:
-    """The attempt's outcome, or None when the client left first: then the attempt is cancelled (which closes
-    its provider connection), within CLIENT_CHECK_INTERVAL of the client leaving."""
-    if client_gone is None:
+async def _until_stopped(
+    work: Awaitable[Success | AttemptRecord], client_gone: Callable[[], bool] | None, stop: Stop | None
+) -> Success | AttemptRecord | str:
+    """The attempt's outcome; or, when the client leaves or `stop` is set first, why it was called off (CLIENT_GONE,
+    or the stop's reason): the attempt is then cancelled (which closes its provider connection) at once for `stop`,
+    within CLIENT_CHECK_INTERVAL of the client leaving."""
+    if client_gone is None and stop is None:
         return await work
     task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    waiting = {task} if stopped is None else {task, stopped}
+    interval = CLIENT_CHECK_INTERVAL if client_gone is not None else None
     try:
         while True:
-            done, _ = await asyncio.wait((task,), timeout=CLIENT_CHECK_INTERVAL)
-            if done:
+            done, _ = await asyncio.wait(waiting, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
                 return task.result()
-            if client_gone():
+            if stopped is not None and stopped in done:
+                reason = stopped.result()
+                break
+            if client_gone is not None and client_gone():
+                reason = CLIENT_GONE
                 break
     except BaseException:
         task.cancel()
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(retrieve_exception)
         raise
+    finally:
+        if stopped is not None:
+            stopped.cancel()
     task.cancel()
     try:
         outcome = await task
     except asyncio.CancelledError:
-        return None
+        return reason
     if isinstance(outcome, Success):  # it finished just before the cancellation: nobody will read it
         await outcome.response.aclose()
-    return None
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Take an abandoned attempt's exception, so that asyncio does not report it as never retrieved."""
-    if not task.cancelled():
-        task.exception()
+    return reason
 
 
 async def _attempt(

@@ -29,11 +29,12 @@ class AttemptSummary:
     failure_class: str | None  # health.py's failure classes; None when it did not fail
     after_commit: bool = False  # it failed after its stream had reached the client
     key: str | None = None  # which key of a pool (`#2`), never the key; None for a single key
+    hedge: bool = False  # started beside another provider's attempt that had no content yet
 
     @classmethod
     def of(cls, attempt: AttemptRecord) -> AttemptSummary:
         return cls(attempt.provider, attempt.outcome, round(attempt.ms, 1), attempt.failed, attempt.kind,
-                   key=attempt.key)
+                   key=attempt.key, hedge=attempt.hedge)
 
     def as_metadata(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -44,6 +45,8 @@ class AttemptSummary:
             out["key"] = self.key
         if self.after_commit:
             out["after_commit"] = True
+        if self.hedge:
+            out["hedge"] = True
         return out
 
 
@@ -82,6 +85,11 @@ class RequestSummary:
     def client_left(self) -> bool:
         return self.status == CLIENT_GONE
 
+    @property
+    def hedged(self) -> bool:
+        """A provider was asked beside another that had not produced content yet."""
+        return any(attempt.hedge for attempt in self.attempts)
+
     def as_metadata(self) -> dict[str, Any]:
         return {
             "request_id": self.request_id,
@@ -99,7 +107,7 @@ class RequestSummary:
             "stop_reason": self.stop_reason,
             "client": self.client,
         } | ({"dropped_tools": list(self.dropped_tools)} if self.dropped_tools else {}) | (
-            {"usage_estimated": True} if self.usage_estimated else {})
+            {"usage_estimated": True} if self.usage_estimated else {}) | ({"hedged": True} if self.hedged else {})
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,20 @@ class Metrics:
         )
         self.failovers = Counter(
             "balancer_failovers",
-            "API requests that needed more than one provider attempt.",
+            "API requests that needed more than one provider attempt (attempts started as hedges not counted).",
+            registry=self.registry,
+        )
+        self.hedges = Counter(
+            "balancer_hedges",
+            "Provider attempts started as hedges (hedge_after): beside another provider's attempt that had not "
+            "produced content yet, by the provider asked.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.hedge_wins = Counter(
+            "balancer_hedge_wins",
+            "Requests served by an attempt started as a hedge, by the provider that served.",
+            ["provider"],
             registry=self.registry,
         )
         self.duration = Histogram(
@@ -218,8 +231,14 @@ class Metrics:
                 self.attempt_failures.labels(
                     _label(attempt.provider, default=NO_PROVIDER), _label(attempt.failure_class, FAILURE_CLASSES)
                 ).inc()
-        if len(request.attempts) > 1:
+        if sum(1 for attempt in request.attempts if not attempt.hedge) > 1:
             self.failovers.inc()
+        for attempt in request.attempts:
+            if attempt.hedge:
+                self.hedges.labels(_label(attempt.provider, default=NO_PROVIDER)).inc()
+        serving = request.attempts[-1] if request.attempts and request.provider else None
+        if serving is not None and serving.hedge and serving.provider == request.provider:
+            self.hedge_wins.labels(provider).inc()
 
         total = _seconds(request.total_ms)
         if total is not None:

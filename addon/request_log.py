@@ -46,6 +46,9 @@ def summary_line(request: dict[str, Any]) -> str:
         parts.append(f"tokens in {usage.get('input_tokens', '?')} out {about}{usage.get('output_tokens', '?')}")
     if request.get("stop_reason"):
         parts.append(_field(request["stop_reason"]))
+    hedges = dict.fromkeys(str(a["provider"]) for a in request.get("attempts") or [] if a.get("hedge"))
+    if hedges:  # asked beside a provider that had not produced content yet
+        parts.append("hedged to " + _field(", ".join(hedges)))
     if request.get("dropped_tools"):
         parts.append("dropped tools: " + _field(", ".join(request["dropped_tools"])))
     if request.get("client"):

@@ -406,3 +406,11 @@ def test_a_bad_value_is_quoted_once() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config("providers:\n  - name: a\n    base_url: ftp://h\n    auth_value: k\n", "p.yaml", {})
     assert str(caught.value).count("'ftp://h'") == 1
+
+
+def test_hedge_after_is_off_unless_set_to_a_positive_number_of_seconds(tmp_path: Path) -> None:
+    assert load_text(tmp_path, PROVIDER).config.settings.hedge_after is None
+    assert load_text(tmp_path, PROVIDER + "settings:\n  hedge_after: 1.5\n").config.settings.hedge_after == 1.5
+    for bad in ("0", "-1", ".inf", ".nan", "soon"):
+        message = config_error(tmp_path, PROVIDER + f"settings:\n  hedge_after: {bad}\n")
+        assert "settings.hedge_after" in message

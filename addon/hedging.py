@@ -1,0 +1,142 @@
+"""Hedged first tokens: a request's provider attempts as a race, so that one slow provider does not hold it up.
+
+A `Race` runs at most two attempts at a time. When the only attempt in flight has gone `hedge_after` seconds
+without finishing, the race says a hedge is due (`HEDGE_DUE`); the caller may then start the next provider beside
+it. Which attempt counts, and what happens to the others, is the caller's to decide: it reads each attempt as it
+finishes (`Race.next`) and calls the rest off (`Race.call_off`), which asks each attempt to stop through its
+`Stop` and waits for what it made of that (an attempt stopped this way still returns its outcome).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+L = TypeVar("L")  # what the caller knows an attempt by
+T = TypeVar("T")  # an attempt's outcome
+
+MAX_IN_FLIGHT = 2
+
+
+class Stop:
+    """Set once by whoever started an attempt: the attempt is to give up, for `reason`."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._event = asyncio.Event()
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self._event.set()
+
+    async def wait(self) -> str:
+        await self._event.wait()
+        assert self.reason is not None
+        return self.reason
+
+
+class HedgeDue:
+    """The only attempt in flight has gone `hedge_after` seconds without finishing."""
+
+    def __repr__(self) -> str:
+        return "HEDGE_DUE"
+
+
+HEDGE_DUE = HedgeDue()
+
+
+@dataclass(frozen=True)
+class Finished(Generic[L, T]):
+    label: L
+    hedge: bool  # it started while another attempt was in flight
+    outcome: T
+
+
+@dataclass
+class _Entrant(Generic[L, T]):
+    label: L
+    hedge: bool
+    started: float
+    stop: Stop
+    task: asyncio.Future[T]
+    hedged: bool = False  # a hedge was due beside it since it was last left alone
+
+
+class Race(Generic[L, T]):
+    """At most MAX_IN_FLIGHT attempts under way; `hedge_after` None: a hedge is never due."""
+
+    def __init__(self, hedge_after: float | None, clock: Callable[[], float] = time.monotonic):
+        self.hedge_after = hedge_after
+        self._clock = clock
+        self._entrants: list[_Entrant[L, T]] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._entrants)
+
+    def start(self, label: L, attempt: Callable[[Stop], Awaitable[T]]) -> bool:
+        """Start an attempt (a hedge when another is in flight); whether it is one."""
+        if len(self._entrants) >= MAX_IN_FLIGHT:
+            raise RuntimeError(f"at most {MAX_IN_FLIGHT} attempts run at once")
+        hedge = bool(self._entrants)
+        stop = Stop()
+        task = asyncio.ensure_future(attempt(stop))
+        self._entrants.append(_Entrant(label, hedge, self._clock(), stop, task))
+        return hedge
+
+    async def next(self) -> Finished[L, T] | HedgeDue:
+        """The next attempt to finish (the earliest started, when several have), which is then no longer in
+        flight; or HEDGE_DUE when the only attempt in flight has gone `hedge_after` seconds without finishing: once,
+        and again each time it is left alone after another attempt finished. An attempt's exception is raised
+        here."""
+        if not self._entrants:
+            raise RuntimeError("no attempt in flight")
+        while True:
+            for entrant in self._entrants:
+                if entrant.task.done():
+                    self._entrants.remove(entrant)
+                    for other in self._entrants:  # alone again: it may have another hedge beside it
+                        other.hedged = False
+                    return Finished(entrant.label, entrant.hedge, entrant.task.result())
+            due_at = self._hedge_due_at()
+            if due_at is not None and self._clock() >= due_at:
+                self._entrants[0].hedged = True
+                return HEDGE_DUE
+            timeout = None if due_at is None else max(due_at - self._clock(), 0.0)
+            await asyncio.wait([e.task for e in self._entrants], timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+
+    def _hedge_due_at(self) -> float | None:
+        if self.hedge_after is None or len(self._entrants) != 1 or self._entrants[0].hedged:
+            return None
+        return self._entrants[0].started + self.hedge_after
+
+    async def call_off(self, reason: str) -> list[Finished[L, T]]:
+        """Stop every attempt in flight for `reason` and wait for their outcomes (in the order they started); an
+        attempt that finished meanwhile keeps the outcome it had. The first exception of any is raised, once all
+        are over."""
+        for entrant in self._entrants:
+            entrant.stop.set(reason)
+        if self._entrants:
+            await asyncio.wait([e.task for e in self._entrants])  # cancelled meanwhile: abandon() has them
+        entrants, self._entrants = self._entrants, []
+        for entrant in entrants:
+            retrieve_exception(entrant.task)
+        return [Finished(e.label, e.hedge, e.task.result()) for e in entrants]
+
+    def abandon(self) -> None:
+        """Cancel every attempt in flight without waiting (the caller is going away: cancelled, or a bug)."""
+        entrants, self._entrants = self._entrants, []
+        for entrant in entrants:
+            entrant.task.cancel()
+            entrant.task.add_done_callback(retrieve_exception)
+
+
+def retrieve_exception(task: asyncio.Future[Any]) -> None:
+    """Take an abandoned attempt's exception, so that asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,161 @@
+"""The race of a request's attempts (hedging.py), with attempts that are plain coroutines: when a hedge is due, which
+attempt finishes first, how the others are called off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from addon.hedging import HEDGE_DUE, MAX_IN_FLIGHT, Finished, Race, Stop
+
+# Short, since nothing here asserts on time: a hedge only ever becomes due after it.
+SOON = 0.01
+
+
+def held(release: asyncio.Event, answer: str = "served") -> Callable[[Stop], Awaitable[str]]:
+    """An attempt that serves once `release` is set, or says why it stopped when it is called off first."""
+
+    async def attempt(stop: Stop) -> str:
+        released = asyncio.ensure_future(release.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({released, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            released.cancel()
+            stopped.cancel()
+        return answer if release.is_set() else f"stopped: {stop.reason}"
+
+    return attempt
+
+
+def at_once(answer: str) -> Callable[[Stop], Awaitable[str]]:
+    async def attempt(stop: Stop) -> str:
+        return answer
+
+    return attempt
+
+
+def test_without_hedge_after_the_attempt_is_simply_awaited() -> None:
+    async def run() -> Finished[str, str] | object:
+        race: Race[str, str] = Race(None)
+        release = asyncio.Event()
+        race.start("a", held(release))
+        asyncio.get_running_loop().call_later(SOON * 5, release.set)
+        return await race.next()
+
+    assert asyncio.run(run()) == Finished("a", False, "served")
+
+
+def test_a_slow_attempt_gets_a_hedge_the_first_to_serve_wins_and_the_other_is_called_off() -> None:
+    async def run() -> list[object]:
+        race: Race[str, str] = Race(SOON)
+        seen: list[object] = []
+        race.start("a", held(asyncio.Event()))
+        seen.append(await race.next())
+        seen.append(race.start("b", at_once("from b")))
+        seen.append(await race.next())
+        seen.append(await race.call_off("hedge lost to b"))
+        seen.append(race.in_flight)
+        return seen
+
+    assert asyncio.run(run()) == [
+        HEDGE_DUE, True, Finished("b", True, "from b"), [Finished("a", False, "stopped: hedge lost to b")], 0,
+    ]
+
+
+def test_a_hedge_is_due_once_until_the_slow_attempt_is_left_alone_again() -> None:
+    async def run() -> list[object]:
+        race: Race[str, str] = Race(SOON)
+        release = asyncio.Event()
+        seen: list[object] = []
+        race.start("a", held(release))
+        seen.append(await race.next())
+        # No provider to hedge to: the race waits for the attempt instead of saying so again.
+        asyncio.get_running_loop().call_later(SOON * 5, release.set)
+        seen.append(await race.next())
+        return seen
+
+    assert asyncio.run(run()) == [HEDGE_DUE, Finished("a", False, "served")]
+
+
+def test_when_the_hedge_fails_the_slow_attempt_may_be_hedged_again() -> None:
+    async def run() -> list[object]:
+        race: Race[str, str] = Race(SOON)
+        seen: list[object] = []
+        race.start("a", held(asyncio.Event()))
+        seen.append(await race.next())
+        race.start("b", at_once("HTTP 529"))
+        seen.append(await race.next())
+        seen.append(await race.next())  # a has been slow for longer than hedge_after already
+        seen.append(race.start("c", at_once("from c")))
+        seen.append(await race.next())
+        seen.append(await race.call_off("hedge lost to c"))
+        return seen
+
+    assert asyncio.run(run()) == [
+        HEDGE_DUE, Finished("b", True, "HTTP 529"), HEDGE_DUE, True, Finished("c", True, "from c"),
+        [Finished("a", False, "stopped: hedge lost to c")],
+    ]
+
+
+def test_attempts_that_finish_together_come_in_the_order_they_started() -> None:
+    async def run() -> list[object]:
+        race: Race[str, str] = Race(None)
+        race.start("a", at_once("from a"))
+        race.start("b", at_once("from b"))
+        await asyncio.sleep(0)  # both run to their end before the race looks
+        return [await race.next(), await race.call_off("late")]
+
+    assert asyncio.run(run()) == [Finished("a", False, "from a"), [Finished("b", True, "from b")]]
+
+
+def test_at_most_two_attempts_run_at_once() -> None:
+    async def run() -> None:
+        race: Race[str, str] = Race(SOON)
+        for name in "ab"[:MAX_IN_FLIGHT]:
+            race.start(name, held(asyncio.Event()))
+        with pytest.raises(RuntimeError):
+            race.start("c", held(asyncio.Event()))
+        await race.call_off("done")
+
+    asyncio.run(run())
+
+
+def test_an_attempts_exception_reaches_the_caller() -> None:
+    async def broken(stop: Stop) -> str:
+        raise ValueError("a bug")
+
+    async def run() -> None:
+        race: Race[str, str] = Race(None)
+        race.start("a", broken)
+        await race.next()
+
+    with pytest.raises(ValueError, match="a bug"):
+        asyncio.run(run())
+
+
+def test_abandoning_the_race_cancels_every_attempt() -> None:
+    async def run() -> list[bool]:
+        race: Race[str, str] = Race(None)
+        cancelled = [asyncio.Event(), asyncio.Event()]
+
+        def waiting(flag: asyncio.Event) -> Callable[[Stop], Awaitable[str]]:
+            async def attempt(stop: Stop) -> str:
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    flag.set()
+                return "never"
+
+            return attempt
+
+        race.start("a", waiting(cancelled[0]))
+        race.start("b", waiting(cancelled[1]))
+        await asyncio.sleep(0)  # both are under way
+        race.abandon()
+        await asyncio.wait_for(asyncio.gather(*(flag.wait() for flag in cancelled)), 10)
+        return [race.in_flight == 0, *(flag.is_set() for flag in cancelled)]
+
+    assert asyncio.run(run()) == [True, True, True]
