@@ -24,16 +24,16 @@ from .log_text import loggable
 from .model_map import ModelChoice
 from .openai_adapter import OpenAIAdapter
 from .providers import Providers
+from .request_traits import traits_of
 from .responses import error_response
+from .route_plan import RoutedPlan, RoutePlanner, affinity_on, counted, route_table
 from .routing import Router
-from .server_tools import anthropic_first, carries_server_tools
 from .upstream import ClientPool
 from .validation import request_problem
 
 log = logging.getLogger("balancer")
 
 ADAPTERS: dict[str, ProviderAdapter] = {"anthropic": AnthropicAdapter(), "openai": OpenAIAdapter()}
-MESSAGE_TYPES = ("anthropic", "openai")
 
 # Kinds of API request: messages are balanced with failover and health accounting; the rest are forwarded
 # with failover but never count against a provider.
@@ -96,6 +96,7 @@ class Dispatcher:
         self.pool = pool
         self.router = router
         self.affinity = affinity
+        self.planner = RoutePlanner(router)
 
     async def dispatch(self, flow: http.HTTPFlow, record: FlowRecord) -> Reply | Served:
         kind = record.kind
@@ -117,14 +118,29 @@ class Dispatcher:
         client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
         session = session_key(parsed, client_headers)  # also keeps a session on one key of a pool
         affinity_key = session if settings.affinity_in_force == "session" else None
-        # Messages go to every provider type; other endpoints exist only at Anthropic-type providers.
-        plan = self.router.plan(
-            self.providers.config.providers, board, settings,
-            types=MESSAGE_TYPES if kind == MESSAGES else ("anthropic",),
-            preferred=self.affinity.provider_for(affinity_key),
-        )
-        if kind == MESSAGES and carries_server_tools(parsed):
-            plan = anthropic_first(plan)  # where the server tools run; an OpenAI-type provider only without them
+        routed: RoutedPlan | None = None
+        if kind == MESSAGES and parsed is not None:
+            traits = await counted(traits_of(parsed, body, client_headers, record.client), parsed,
+                                   route_table(self.providers.config))
+            session_pin = affinity_key
+
+            def preferred(route: str) -> str | None:
+                return self.affinity.provider_for(affinity_on(session_pin, route))
+
+            routed = self.planner.plan(self.providers.config, board, settings, traits, preferred)
+            if self.providers.config.routes:
+                record.route, record.fell_back = routed.route, routed.fell_back
+            record.skipped = routed.not_tried(set())
+            if routed.refusal is not None:
+                return Reply(error_response(400, "invalid_request_error", routed.refusal), routed.refusal)
+            plan = routed.plan
+            affinity_key = affinity_on(affinity_key, routed.route)
+            if routed.hedge_after is not None:
+                settings = settings.model_copy(update={"hedge_after": routed.hedge_after})
+        else:
+            # Other endpoints exist only at Anthropic-type providers.
+            plan = self.router.plan(self.providers.config.providers, board, settings, types=("anthropic",),
+                                    preferred=self.affinity.provider_for(affinity_key))
         penalize = kind == MESSAGES
         if kind == COUNT_TOKENS:
             if counts_before_asking(settings, plan):
@@ -161,6 +177,8 @@ class Dispatcher:
         if isinstance(result, Success) and result.key is not None:
             record.key_subject = result.key.subject  # open until the flow is over
         record.attempts = [AttemptSummary.of(attempt) for attempt in result.attempts]
+        if routed is not None:
+            record.skipped = routed.not_tried({attempt.provider for attempt in result.attempts})
         record.wires = [attempt.wire for attempt in result.attempts]
         if kind == COUNT_TOKENS and counts_after_asking(settings, result):
             if isinstance(result, Success):
