@@ -35,6 +35,7 @@ ROUTES: list[dict[str, Any]] = [
      "providers": [{"name": "cheap", "model": "cheap-thinker"}]},
     {"name": "small", "when": {"model_tier": "small"}, "providers": ["cheap"]},
     {"name": "pictures", "when": {"images": True}, "providers": ["cheap", "big"]},
+    {"name": "roomy", "when": {"model": "roomy-*"}, "providers": ["big", "sub"]},
     {"name": "spill", "when": {"model": "spill-*"}, "providers": ["off"], "fallback": True},
     {"name": "stuck", "when": {"model": "stuck-*"}, "providers": ["off"]},
 ]
@@ -46,7 +47,7 @@ class Setup:
 
     def providers(self) -> list[dict[str, Any]]:
         return [
-            anthropic_provider("big", self.fakes["big"].url),
+            anthropic_provider("big", self.fakes["big"].url, max_context=10000),
             anthropic_provider("cheap", self.fakes["cheap"].url, images=False),
             openai_provider("oai", self.fakes["oai"].url),
             anthropic_provider("sub", self.fakes["sub"].url),
@@ -166,6 +167,11 @@ def test_capabilities_skip_with_their_reasons(routes: Setup):
     assert served(routes.ask("claude-sonnet-4-search", tools=[WEB_SEARCH])) == "big"
     (skip,) = routes.entry("claude-sonnet-4-search")["skipped"]
     assert skip["provider"] == "oai" and "cannot run server tools" in skip["reason"]
+    # A context above `big`'s max_context (the local estimate): `sub` first, `big` kept as a last resort.
+    assert served(routes.ask("roomy-1", messages=[{"role": "user", "content": "word " * 12000}])) == "sub"
+    (skip,) = routes.entry("roomy-1")["skipped"]
+    assert skip["provider"] == "big" and "exceed its max_context 10000 (a last resort" in skip["reason"]
+    assert served(routes.ask("roomy-2")) == "big"  # a short one goes in the route's order
 
 
 def test_fallback_on_and_off(routes: Setup):
