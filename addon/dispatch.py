@@ -120,17 +120,7 @@ class Dispatcher:
         affinity_key = session if settings.affinity_in_force == "session" else None
         routed: RoutedPlan | None = None
         if kind == MESSAGES and parsed is not None:
-            traits = await counted(traits_of(parsed, body, client_headers, record.client), parsed,
-                                   route_table(self.providers.config))
-            session_pin = affinity_key
-
-            def preferred(route: str) -> str | None:
-                return self.affinity.provider_for(affinity_on(session_pin, route))
-
-            routed = self.planner.plan(self.providers.config, board, settings, traits, preferred)
-            if self.providers.config.routes:
-                record.route, record.fell_back = routed.route, routed.fell_back
-            record.skipped = routed.not_tried(set())
+            routed = await self._route(record, parsed, body, client_headers, affinity_key)
             if routed.refusal is not None:
                 return Reply(error_response(400, "invalid_request_error", routed.refusal), routed.refusal)
             plan = routed.plan
@@ -193,6 +183,20 @@ class Dispatcher:
         if penalize:
             self.affinity.remember(affinity_key, result.provider.name)
         return Served(result, choice)
+
+    async def _route(
+        self, record: FlowRecord, parsed: dict[str, Any], body: bytes, client_headers: list[tuple[str, str]],
+        affinity_key: str | None,
+    ) -> RoutedPlan:
+        """The request's route and plan (route_plan.py), noted on its record for the log line and the flow."""
+        config, providers = self.providers.config, self.providers
+        traits = await counted(traits_of(parsed, body, client_headers, record.client), parsed, route_table(config))
+        routed = self.planner.plan(config, providers.board, providers.settings, traits,
+                                   lambda route: self.affinity.provider_for(affinity_on(affinity_key, route)))
+        if config.routes:
+            record.route, record.fell_back = routed.route, routed.fell_back
+        record.skipped = routed.not_tried(set())
+        return routed
 
     def _committed_failure_handler(
         self, flow: http.HTTPFlow, record: FlowRecord, penalize: bool

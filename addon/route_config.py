@@ -80,7 +80,7 @@ class RouteProvider(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
     name: str = Field(min_length=1)
-    model: str | None = Field(default=None, min_length=1)
+    model: str | None = Field(default=None, min_length=1)  # "passthrough": the model the client asked for
 
 
 class Route(BaseModel):

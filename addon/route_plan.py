@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import BalancerConfig, ProviderConfig, Settings
+from .config import PASSTHROUGH, BalancerConfig, ProviderConfig, Settings
 from .health import HealthBoard
 from .provider_fit import FittedPlan, fit_plan
 from .request_traits import RequestTraits
@@ -28,10 +28,12 @@ MESSAGE_TYPES = ("anthropic", "openai")
 
 
 def with_model(provider: ProviderConfig, model: str | None) -> ProviderConfig:
-    """The provider as a route sees it: asked for `model` whatever the tier (a copy; the configured one is shared)."""
+    """The provider as a route sees it: asked for `model` whatever the tier ("passthrough": the model the client
+    asked for), a copy (the configured one is shared by every route)."""
     if model is None:
         return provider
-    return provider.model_copy(update={"big_model": model, "small_model": model})
+    chosen = None if model == PASSTHROUGH else model
+    return provider.model_copy(update={"big_model": chosen, "small_model": chosen})
 
 
 class RouteTable:

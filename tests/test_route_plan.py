@@ -73,6 +73,8 @@ def test_a_routes_providers_in_its_order_with_its_model_and_the_shared_config_un
     assert choose_model("claude-sonnet-4", routed.plan.usable[1]).model == "a-route"
     assert choose_model("claude-haiku-4", routed.plan.usable[1]).model == "a-route"  # whatever the tier
     assert cfg.providers[0].big_model == "a-big"  # the configured provider is not changed
+    passthrough = config([{"name": "r", "providers": [{"name": "a", "model": "passthrough"}]}], a)
+    assert choose_model("claude-sonnet-4", plan_for(passthrough, request()).plan.usable[0]).model == "claude-sonnet-4"
     small = plan_for(cfg, request("claude-haiku-4-5"))
     assert (small.route, names(small.plan.usable)) == ("default", ["a", "b", "c"])
 
