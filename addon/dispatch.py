@@ -190,7 +190,7 @@ class Dispatcher:
     ) -> RoutedPlan:
         """The request's route and plan (route_plan.py), noted on its record for the log line and the flow."""
         config, providers = self.providers.config, self.providers
-        traits = await counted(traits_of(parsed, body, client_headers, record.client), parsed, route_table(config))
+        traits = await counted(traits_of(parsed, client_headers, record.client), parsed, body, route_table(config))
         routed = self.planner.plan(config, providers.board, providers.settings, traits,
                                    lambda route: self.affinity.provider_for(affinity_on(affinity_key, route)))
         if config.routes:

@@ -3,7 +3,8 @@
 Read once per request from its parsed body, the client's headers and the client key's name. The input token
 estimate is the one thing that costs: the local counter (token_count.py) takes about 100 ms for a 1 MB body. It is
 computed only when a route or provider asks for it (`min_input_tokens`, `max_context`), and not at all when a
-bound read off the body's size already says it is below every threshold (`input_token_bound`).
+bound read off the body's size already says it is below every threshold (`input_token_bound`, itself read only
+when something looks at tokens: route_plan.py).
 
 Subagents: Claude Code writes a billing line as the text of the first system block,
 `x-anthropic-billing-header: cc_version=...; cc_entrypoint=cli;`, and adds `cc_is_subagent=true;` to it in a
@@ -42,6 +43,9 @@ class RequestTraits:
 
     def with_tokens(self, tokens: int) -> RequestTraits:
         return replace(self, input_tokens=tokens)
+
+    def with_bound(self, bound: int) -> RequestTraits:
+        return replace(self, input_bound=bound)
 
     def tokens_at_least(self, threshold: int) -> bool | None:
         """Whether the estimate is at least `threshold` (None: not known; it was neither counted nor bounded)."""
@@ -125,9 +129,8 @@ def input_token_bound(body: bytes) -> int:
     )
 
 
-def traits_of(
-    body: dict[str, Any], raw: bytes, headers: Iterable[tuple[str, str]], client: str | None,
-) -> RequestTraits:
+def traits_of(body: dict[str, Any], headers: Iterable[tuple[str, str]], client: str | None) -> RequestTraits:
+    """Everything but the input tokens (route_plan.py adds what it needs of them)."""
     model = body.get("model")
     model = model if isinstance(model, str) else ""
     tier, _ = tier_of(model)
@@ -137,5 +140,4 @@ def traits_of(
     return RequestTraits(
         model=model, tier=tier, thinking=thinking_on(body), server_tools=server_tool_types(body),
         images=has_images(body), subagent=is_subagent(body), headers=seen, client=client,
-        input_bound=input_token_bound(raw),
     )

@@ -102,7 +102,7 @@ class RouteExplain:
     def explain_now(self, body: dict[str, Any], raw: bytes, headers: list[tuple[str, str]],
                     client: str | None) -> dict[str, Any]:
         """Counts the tokens here, when needed (the command; the endpoint counts in a thread)."""
-        traits = count_if_needed(traits_of(body, raw, headers, client), body, route_table(self.providers.config))
+        traits = count_if_needed(traits_of(body, headers, client), body, raw, route_table(self.providers.config))
         return explanation(self._plan(traits, body, headers), traits)
 
     def explain_flow(self, flow: http.HTTPFlow) -> str:
@@ -140,7 +140,7 @@ class RouteExplain:
         if body is None:
             flow.response = error_response(400, "invalid_request_error", problem)
             return
-        traits = await counted(traits_of(body, raw, headers, client), body, route_table(self.providers.config))
+        traits = await counted(traits_of(body, headers, client), body, raw, route_table(self.providers.config))
         flow.response = json_response(200, explanation(self._plan(traits, body, headers), traits))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from .config import PASSTHROUGH, BalancerConfig, ProviderConfig, Settings
 from .health import HealthBoard
 from .provider_fit import FittedPlan, fit_plan
-from .request_traits import RequestTraits
+from .request_traits import RequestTraits, input_token_bound
 from .route_config import DEFAULT_ROUTE, Route
 from .route_match import RouteMatch, match_route
 from .routing import Plan, Router
@@ -52,22 +52,25 @@ class RouteTable:
         thresholds += [p.max_context for p in config.providers if p.enabled and p.max_context is not None]
         self.count_from: int | None = min(thresholds) if thresholds else None
 
-    def needs_count(self, traits: RequestTraits) -> bool:
-        """Whether the request's input tokens must be counted: something looks at them, and the bound read off the
-        body's size does not already put them below every threshold."""
-        if self.count_from is None or traits.input_tokens is not None:
-            return False
-        return traits.input_bound is None or traits.input_bound >= self.count_from
+    def bounded(self, traits: RequestTraits, raw: bytes) -> tuple[RequestTraits, bool]:
+        """`traits` with the bound of its input tokens read off the body's size, when anything looks at tokens; and
+        whether they must be counted still (the bound does not put them below every threshold)."""
+        if self.count_from is None:
+            return traits, False
+        bound = input_token_bound(raw)
+        return traits.with_bound(bound), bound >= self.count_from
 
 
-def count_if_needed(traits: RequestTraits, body: dict[str, Any], table: RouteTable) -> RequestTraits:
-    return traits.with_tokens(count_input_tokens(body)) if table.needs_count(traits) else traits
+def count_if_needed(traits: RequestTraits, body: dict[str, Any], raw: bytes, table: RouteTable) -> RequestTraits:
+    traits, needed = table.bounded(traits, raw)
+    return traits.with_tokens(count_input_tokens(body)) if needed else traits
 
 
-async def counted(traits: RequestTraits, body: dict[str, Any], table: RouteTable) -> RequestTraits:
+async def counted(traits: RequestTraits, body: dict[str, Any], raw: bytes, table: RouteTable) -> RequestTraits:
     """`traits` with its input tokens when the table needs them: counted in a thread (a megabyte takes ~0.1 s,
     which streams under way must not wait for)."""
-    if not table.needs_count(traits):
+    traits, needed = table.bounded(traits, raw)
+    if not needed:
         return traits
     return traits.with_tokens(await asyncio.to_thread(count_input_tokens, body))
 
@@ -128,7 +131,7 @@ class RoutePlanner:
         preferred: Callable[[str], str | None],
         dry_run: bool = False,
     ) -> RoutedPlan:
-        """`traits` with its input tokens counted when `route_table(config).needs_count` says so. `preferred`: the
+        """`traits` with its input tokens as `counted` gives them. `preferred`: the
         session's provider on a route (by the route's name)."""
         table = route_table(config)
         match = match_route(config.routes, traits)

@@ -26,7 +26,7 @@ def fixture_body(name: str) -> dict[str, Any]:
 
 def traits(body: dict[str, Any], headers: list[tuple[str, str]] | None = None, client: str | None = None,
            tokens: int | None = None) -> RequestTraits:
-    found = traits_of(body, json.dumps(body).encode(), headers or [], client)
+    found = traits_of(body, headers or [], client)
     return found.with_tokens(tokens) if tokens is not None else found
 
 
@@ -135,9 +135,11 @@ def test_a_header_that_holds_a_credential_is_never_shown():
 
 
 def test_min_input_tokens_is_judged_by_the_bound_when_not_counted():
-    small = traits({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-    assert small.input_tokens is None and small.input_bound is not None
+    small = traits({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).with_bound(40)
+    assert small.input_tokens is None
     assert held(route(min_input_tokens=100000), small) == {"min_input_tokens": False}
+    assert held(route(min_input_tokens=30), small) == {"min_input_tokens": False}  # not counted: not known to hold
+    assert check_route(route(min_input_tokens=30), small).conditions[0].actual == "at most 40"
 
 
 # -- the matcher's properties -------------------------------------------------------------------------------------

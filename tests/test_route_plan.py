@@ -114,9 +114,10 @@ def test_tokens_are_counted_only_above_the_smallest_threshold():
                  provider("a"), provider("b", max_context=3000))
     table = route_table(cfg)
     assert table.count_from == 3000
-    assert not table.needs_count(request(input_bound=2999))
-    assert table.needs_count(request(input_bound=3000))
-    assert not route_table(config([], provider("a"))).needs_count(request(input_bound=10**9))
+    small, needed = table.bounded(request(), b"x" * 1000)
+    assert small.input_bound == 1000 and not needed
+    assert table.bounded(request(), b"x" * 3000)[1]
+    assert route_table(config([], provider("a"))).bounded(request(), b"x" * 10**6) == (request(), False)
 
 
 def test_affinity_is_kept_per_route():

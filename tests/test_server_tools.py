@@ -90,7 +90,7 @@ def test_server_tools_put_anthropic_providers_first_keeping_each_types_order_and
     o1, a1, o2, a2 = provider("o1", "openai"), provider("a1", "anthropic"), provider("o2", "openai"), \
         provider("a2", "anthropic")
     o3, a3 = provider("o3", "openai"), provider("a3", "anthropic")
-    traits = traits_of({"model": "claude-sonnet-4", "tools": [WEB_SEARCH]}, b"", [], None)
+    traits = traits_of({"model": "claude-sonnet-4", "tools": [WEB_SEARCH]}, [], None)
     fitted = fit_plan(Plan(usable=[o1, a1, o2, a2], skipped=[], later=[o3, a3]), traits, [o1, a1, o2, a2, o3, a3])
     assert [p.name for p in fitted.plan.usable] == ["a1", "a2", "o1", "o2"]
     assert [p.name for p in fitted.plan.later] == ["a3", "o3"]
