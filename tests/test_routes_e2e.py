@@ -232,3 +232,19 @@ def test_explain_predicts_round_robin_without_moving_it(routes: Setup):
         firsts = {explain(routes, body).json()["order"][0]["provider"] for _ in range(3)}
         assert len(firsts) == 1, firsts  # asking again changes nothing
         assert served(routes.ask(f"pair-{turn}")) == firsts.pop()
+
+
+def test_a_session_keeps_its_provider_per_route(routes: Setup):
+    routes.write([{"name": "pair", "when": {"model": "pair-*"}, "providers": ["big", "sub"]},
+                  {"name": "only-big", "when": {"model": "onlybig-*"}, "providers": ["big"]},
+                  {"name": "only-sub", "when": {"model": "onlysub-*"}, "providers": ["sub"]}],
+                 strategy="round_robin", affinity="session")
+    assert routes.reload().status_code == 200
+    session = {"metadata": {"user_id": json.dumps({"session_id": "routes-session-1"})}}
+    first = served(routes.ask("pair-s1", **session))
+    # The same session on another route, served by the pair's other provider...
+    other = "onlysub-s" if first == "big" else "onlybig-s"
+    assert served(routes.ask(other, **session)) != first
+    # ... does not move the session on the pair's route, whatever the round-robin turn says.
+    for turn in range(3):
+        assert served(routes.ask(f"pair-s{turn + 2}", **session)) == first
