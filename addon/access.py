@@ -18,7 +18,7 @@ from .responses import error_response
 
 log = logging.getLogger("balancer")
 
-ADMIN_PATHS = frozenset({"/providers", "/providers/reload", "/metrics", "/usage"})
+ADMIN_PATHS = frozenset({"/providers", "/providers/reload", "/metrics", "/usage", "/routes/explain"})
 # flow.metadata's field for the name of the client whose key the flow presented (never the key).
 CLIENT_FIELD = "balancer_client"
 

@@ -30,6 +30,7 @@ from addon.own_answers import OwnAnswers  # noqa: E402
 from addon.providers import Providers  # noqa: E402
 from addon.relay_headroom import RelayHeadroom  # noqa: E402
 from addon.request_target import RequestTarget  # noqa: E402
+from addon.route_explain import RouteExplain  # noqa: E402
 from addon.shared_state import SharedState  # noqa: E402
 from addon.usage_api import UsageApi  # noqa: E402
 
@@ -43,6 +44,7 @@ gateway.on_finished.append(metrics.count)
 client_usage = ClientUsage(providers, usage, metrics.registry)
 gateway.on_finished.append(client_usage.count)
 gateway.on_finished.append(providers.keys.request_over)
+explain = RouteExplain(providers, gateway.dispatcher.planner, gateway.affinity)
 addons = [
     OpenFileLimit(),  # first: the limit is raised before anything opens connections
     ListenBacklog(),
@@ -56,12 +58,13 @@ addons = [
     AccessControl(providers),  # before anything that answers or forwards a request
     client_usage,  # right after: a client over a quota is refused before any provider is tried
     AdminApi(providers, gateway.runtime_status),
+    explain,  # POST /routes/explain
     UsageApi(providers, client_usage.book),
     ModelsApi(providers),
     gateway,
     RelayHeadroom(gateway.relay),  # right after the gateway: an answer it parked needs descriptors for the hop
     metrics,
-    BalancerCommands(providers, gateway.runtime_status),
+    BalancerCommands(providers, gateway.runtime_status, explain.explain_flow),
     NotFound(),  # last: whatever nothing above answered
     DeferredAnswers(gateway.relay),  # after every answer: flows already on their way to the relay get it there
     OwnAnswers(),  # the balancer's own answers show its address in mitmweb, not the reverse target's

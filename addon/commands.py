@@ -1,16 +1,17 @@
-"""Commands for mitmproxy's and mitmweb's command prompt: `balancer.status` and `balancer.reload`.
+"""Commands for mitmproxy's and mitmweb's command prompt: `balancer.status`, `balancer.reload` and
+`balancer.explain`.
 
-They show and do what `GET /providers` and `POST /providers/reload` do, for someone watching the traffic
-in mitmproxy or mitmweb rather than calling the balancer's own endpoints.
+They show and do what `GET /providers`, `POST /providers/reload` and `POST /routes/explain` do, for someone
+watching the traffic in mitmproxy or mitmweb rather than calling the balancer's own endpoints.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from mitmproxy import command, exceptions
+from mitmproxy import command, exceptions, flow, http
 
 from .admin import provider_status
 from .config import ConfigError
@@ -40,10 +41,14 @@ def provider_line(status: dict[str, Any]) -> str:
 
 
 class BalancerCommands:
-    def __init__(self, providers: Providers, runtime_status: Callable[[], dict[str, Any]] | None = None):
+    def __init__(
+        self, providers: Providers, runtime_status: Callable[[], dict[str, Any]] | None = None,
+        explain: Callable[[http.HTTPFlow], str] | None = None,
+    ):
         self.providers = providers
         # Extra fields for the first line of `balancer.status` (open streams, sessions, ...).
         self.runtime_status = runtime_status or dict
+        self._explain = explain  # route_explain.RouteExplain.explain_flow
 
     @command.command("balancer.status")
     def status(self) -> str:
@@ -80,3 +85,19 @@ class BalancerCommands:
             count = len(loaded.warnings)
             summary += f"; {count} warning{'s' if count > 1 else ''}: " + "; ".join(loaded.warnings)
         return summary
+
+    @command.command("balancer.explain")
+    def explain(self, flows: Sequence[flow.Flow]) -> str:
+        """Which route the selected flow's request takes now, which conditions held, the providers it would try in
+        order and why others are left out (`balancer.explain @focus`); nothing is sent. Also written to the log."""
+        if self._explain is None:
+            raise exceptions.CommandError("balancer.explain is not available")
+        texts = []
+        for each in flows:
+            if not isinstance(each, http.HTTPFlow) or each.request.path.split("?", 1)[0] != "/v1/messages":
+                texts.append(f"flow {each.id[:8]}: not a POST /v1/messages request")
+                continue
+            texts.append(f"flow {each.id[:8]}:\n{self._explain(each)}")
+        text = "\n".join(texts) or "no flow selected"
+        log.info("%s", text)
+        return text

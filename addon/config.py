@@ -31,6 +31,7 @@ from .client_keys import ClientKey, as_entry, clash, name_by_position
 from .config_checks import Unset, sort_unset, unknown_keys
 from .key_identity import key_identity, key_subject
 from .prices import Price
+from .route_config import Route, route_problems
 
 # A value of "passthrough" in these places means "do not replace": the seed format's spelling.
 PASSTHROUGH = "passthrough"
@@ -100,6 +101,10 @@ class ProviderConfig(_Lenient):
     stream_options: bool = True  # send stream_options.include_usage (some providers reject it)
     reasoning: Literal["none", "reasoning_effort", "openrouter", "deepseek"] = "reasoning_effort"
     merge_system_messages: bool = False  # mid-conversation system messages go into the next user turn
+    # What it can serve: a request with images never goes to a provider with `images: false` while another can
+    # take it; nor one whose estimated input tokens exceed `max_context` (provider_fit.py).
+    images: bool = True
+    max_context: int | None = Field(default=None, gt=0)
     _keys: list[KeyConfig] = PrivateAttr(default_factory=list)
     # How its keys' identities are made: (settings.key_fingerprint_secret, shared state on); set by BalancerConfig.
     _identity_rule: tuple[str | None, bool] = PrivateAttr(default=(None, False))
@@ -352,6 +357,8 @@ class Settings(_Lenient):
 class BalancerConfig(_Lenient):
     providers: list[ProviderConfig] = Field(min_length=1)
     settings: Settings = Field(default_factory=Settings)
+    # Tried in order, the first whose conditions all hold takes the request (route_config.py).
+    routes: list[Route] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _passthrough_needs_open_access(self) -> BalancerConfig:
@@ -501,7 +508,11 @@ def parse_config(text: str, source: str, environ: dict[str, str] | os._Environ =
     except ValidationError as exc:
         problems = format_validation_error(exc, data) + "".join(f"\n{line}" for line in unknown)
         raise ConfigError(f"{source}: invalid configuration:\n{problems}") from None
-    warnings = unknown + warnings + normalise_base_urls(config.providers)
+    client_names = [client.name for client in config.settings.client_keys]
+    route_errors, route_warnings = route_problems(config.routes, config.providers, client_names)
+    if route_errors:
+        raise ConfigError(f"{source}: invalid routes:\n" + "\n".join(route_errors))
+    warnings = unknown + warnings + route_warnings + normalise_base_urls(config.providers)
     return LoadedConfig(config=config, source=source, warnings=warnings)
 
 

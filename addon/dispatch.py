@@ -24,16 +24,16 @@ from .log_text import loggable
 from .model_map import ModelChoice
 from .openai_adapter import OpenAIAdapter
 from .providers import Providers
+from .request_traits import traits_of
 from .responses import error_response
+from .route_plan import RoutedPlan, RoutePlanner, affinity_on, counted, route_table
 from .routing import Router
-from .server_tools import anthropic_first, carries_server_tools
 from .upstream import ClientPool
 from .validation import request_problem
 
 log = logging.getLogger("balancer")
 
 ADAPTERS: dict[str, ProviderAdapter] = {"anthropic": AnthropicAdapter(), "openai": OpenAIAdapter()}
-MESSAGE_TYPES = ("anthropic", "openai")
 
 # Kinds of API request: messages are balanced with failover and health accounting; the rest are forwarded
 # with failover but never count against a provider.
@@ -96,6 +96,7 @@ class Dispatcher:
         self.pool = pool
         self.router = router
         self.affinity = affinity
+        self.planner = RoutePlanner(router)
 
     async def dispatch(self, flow: http.HTTPFlow, record: FlowRecord) -> Reply | Served:
         kind = record.kind
@@ -117,14 +118,19 @@ class Dispatcher:
         client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
         session = session_key(parsed, client_headers)  # also keeps a session on one key of a pool
         affinity_key = session if settings.affinity_in_force == "session" else None
-        # Messages go to every provider type; other endpoints exist only at Anthropic-type providers.
-        plan = self.router.plan(
-            self.providers.config.providers, board, settings,
-            types=MESSAGE_TYPES if kind == MESSAGES else ("anthropic",),
-            preferred=self.affinity.provider_for(affinity_key),
-        )
-        if kind == MESSAGES and carries_server_tools(parsed):
-            plan = anthropic_first(plan)  # where the server tools run; an OpenAI-type provider only without them
+        routed: RoutedPlan | None = None
+        if kind == MESSAGES and parsed is not None:
+            routed = await self._route(record, parsed, body, client_headers, affinity_key)
+            if routed.refusal is not None:
+                return Reply(error_response(400, "invalid_request_error", routed.refusal), routed.refusal)
+            plan = routed.plan
+            affinity_key = affinity_on(affinity_key, routed.route)
+            if routed.hedge_after is not None:
+                settings = settings.model_copy(update={"hedge_after": routed.hedge_after})
+        else:
+            # Other endpoints exist only at Anthropic-type providers.
+            plan = self.router.plan(self.providers.config.providers, board, settings, types=("anthropic",),
+                                    preferred=self.affinity.provider_for(affinity_key))
         penalize = kind == MESSAGES
         if kind == COUNT_TOKENS:
             if counts_before_asking(settings, plan):
@@ -163,6 +169,8 @@ class Dispatcher:
         if isinstance(result, Success) and result.key is not None:
             record.key_subject = result.key.subject  # open until the flow is over
         record.attempts = [AttemptSummary.of(attempt) for attempt in result.attempts]
+        if routed is not None:
+            record.skipped = routed.not_tried({attempt.provider for attempt in result.attempts})
         record.wires = [attempt.wire for attempt in result.attempts]
         if kind == COUNT_TOKENS and counts_after_asking(settings, result):
             if isinstance(result, Success):
@@ -177,6 +185,20 @@ class Dispatcher:
         if penalize:
             self.affinity.remember(affinity_key, result.provider.name)
         return Served(result, choice)
+
+    async def _route(
+        self, record: FlowRecord, parsed: dict[str, Any], body: bytes, client_headers: list[tuple[str, str]],
+        affinity_key: str | None,
+    ) -> RoutedPlan:
+        """The request's route and plan (route_plan.py), noted on its record for the log line and the flow."""
+        config, providers = self.providers.config, self.providers
+        traits = await counted(traits_of(parsed, client_headers, record.client), parsed, body, route_table(config))
+        routed = self.planner.plan(config, providers.board, providers.settings, traits,
+                                   lambda route: self.affinity.provider_for(affinity_on(affinity_key, route)))
+        if config.routes:
+            record.route, record.fell_back = routed.route, routed.fell_back
+        record.skipped = routed.not_tried(set())
+        return routed
 
     def _committed_failure_handler(
         self, flow: http.HTTPFlow, record: FlowRecord, penalize: bool

@@ -54,9 +54,17 @@ def _skipped_kind(name: str, board: HealthBoard) -> str:
     return kind if kind in (AUTH, RATE_LIMITED) else OVERLOADED
 
 
+def _waiting(name: str, board: HealthBoard) -> bool:
+    """Cooling down, or just back and waiting for a probe."""
+    return board.is_cooling_down(name) or board.get(name).cooldowns > 0 or board.is_probing(name)
+
+
 def answer_for(result: Exhausted, board: HealthBoard) -> ExhaustedAnswer:
     kinds = [a.kind for a in result.attempts if a.failed and a.kind]
-    kinds += [_skipped_kind(p.name, board) for p, _ in result.skipped]
+    # Providers left out for what they are (disabled on a route, unable to serve the request: provider_fit.py) say
+    # nothing about when to come back.
+    held_back = [(p, why) for p, why in result.skipped if _waiting(p.name, board)]
+    kinds += [_skipped_kind(p.name, board) for p, _ in held_back]
     status, error_type = status_for(kinds)
     # Per provider: the retry-after it sent with this failure, else the end of its cooldown (0 if not cooling).
     waits: dict[str, tuple[float, bool]] = {}
@@ -65,9 +73,9 @@ def answer_for(result: Exhausted, board: HealthBoard) -> ExhaustedAnswer:
             waits[attempt.provider] = (attempt.retry_after, True)
         else:
             waits[attempt.provider] = (board.cooldown_remaining(attempt.provider), False)
-    for provider, _ in result.skipped:
+    for provider, _ in held_back:
         waits.setdefault(provider.name, (board.cooldown_remaining(provider.name), False))
     out_for_auth = {a.provider for a in result.attempts if a.kind == AUTH}
-    out_for_auth |= {p.name for p, _ in result.skipped if _skipped_kind(p.name, board) == AUTH}
+    out_for_auth |= {p.name for p, _ in held_back if _skipped_kind(p.name, board) == AUTH}
     hopeful = [wait for name, wait in waits.items() if name not in out_for_auth]
     return ExhaustedAnswer(status, error_type, retry_after_for(hopeful or list(waits.values())))

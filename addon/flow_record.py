@@ -73,6 +73,9 @@ class RequestSummary:
     client: str | None = None  # the name of the client key presented (never the key)
     key_subject: str | None = None  # the provider key that served (key_identity.key_subject), never the key
     usage_estimated: bool = False  # the output tokens are estimated from the content (no final usage came)
+    route: str | None = None  # the route whose providers served it (route_plan.py); None: not a routed request
+    fell_back: str | None = None  # why its matched route gave way to the default route
+    skipped: tuple[tuple[str, str], ...] = ()  # providers not tried, with the reason
 
     @property
     def status(self) -> int | str | None:
@@ -107,7 +110,18 @@ class RequestSummary:
             "stop_reason": self.stop_reason,
             "client": self.client,
         } | ({"dropped_tools": list(self.dropped_tools)} if self.dropped_tools else {}) | (
-            {"usage_estimated": True} if self.usage_estimated else {}) | ({"hedged": True} if self.hedged else {})
+            {"usage_estimated": True} if self.usage_estimated else {}) | ({"hedged": True} if self.hedged else {}) | (
+            self._routing())
+
+    def _routing(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.route is not None:
+            out["route"] = self.route
+        if self.fell_back is not None:
+            out["fell_back"] = self.fell_back
+        if self.skipped:
+            out["skipped"] = [{"provider": name, "reason": reason} for name, reason in self.skipped]
+        return out
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,9 @@ class FlowRecord:
     answered_at: float | None = None  # when the balancer answered by itself
     failed_mid_stream: bool = False  # the serving provider failed after its stream was committed
     dropped_tools: tuple[str, ...] = ()  # the client's tools the serving provider was asked without
+    route: str | None = None  # the route whose providers were tried
+    fell_back: str | None = None  # why the matched route gave way to the default route
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # providers not tried, with the reason
 
     def fail_after_commit(self, provider: str, reason: str, kind: str) -> None:
         """The serving provider's attempt failed after all, once its stream had reached the client."""
@@ -187,5 +204,8 @@ class FlowRecord:
             client=self.client,
             key_subject=self.key_subject,
             usage_estimated=bool(watch and watch.estimated),
+            route=self.route,
+            fell_back=self.fell_back,
+            skipped=tuple(self.skipped),
         )
 

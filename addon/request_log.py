@@ -19,7 +19,7 @@ REQUEST_FIELD = "balancer_request"  # the LogRecord attribute that carries a req
 
 def summary_line(request: dict[str, Any]) -> str:
     """`req 1a2b3c4d messages claude-sonnet-4 -> b/model stream 200 | attempts: ... | ttfb 45ms total 1203ms |
-    tokens in 12 out 340 | end_turn | client alice`"""
+    tokens in 12 out 340 | end_turn | client alice | route big skipped c (disabled)`"""
     attempts = ", ".join(
         f"{a['provider']}{a.get('key') or ''} {_field(a['outcome'])} {a['ms']:.0f}ms"
         for a in request.get("attempts") or []
@@ -53,7 +53,20 @@ def summary_line(request: dict[str, Any]) -> str:
         parts.append("dropped tools: " + _field(", ".join(request["dropped_tools"])))
     if request.get("client"):
         parts.append(f"client {_field(request['client'])}")
+    if request.get("route") or request.get("skipped"):
+        parts.append(_route(request))
     return loggable(" | ".join(parts), limit=None)
+
+
+def _route(request: dict[str, Any]) -> str:
+    """`route background (fell back: ...) skipped o1 (cannot run server tools ...), o2 (disabled)`"""
+    text = f"route {_field(request['route'])}" if request.get("route") else ""
+    if request.get("fell_back"):
+        text += f" (fell back: {_field(request['fell_back'])})"
+    skipped = request.get("skipped") or []
+    if skipped:
+        text += " skipped " + ", ".join(f"{s['provider']} ({_field(s['reason'])})" for s in skipped)
+    return text.strip()
 
 
 def _field(value: Any) -> str:

@@ -125,18 +125,24 @@ class Router:
         settings: Settings,
         types: tuple[str, ...] | None = None,
         preferred: str | None = None,
+        dry_run: bool = False,
     ) -> Plan:
+        """`dry_run`: the plan the next request would get, with nothing moved (the round-robin turn, the random
+        generator, the keys' skip counts): for an explanation, not for sending."""
         turn = self.turn
-        self.turn += 1
+        rng = random.Random() if dry_run else self.rng
+        if not dry_run:
+            self.turn += 1
         keys = self.keys
         if keys is None:
-            return plan_attempts(providers, board, types, settings, preferred, self.rng, turn)
+            return plan_attempts(providers, board, types, settings, preferred, rng, turn)
         readiness = {p.name: key_turns(p, board, keys, ordered=False) for p in providers if p.enabled and p.keys}
         plan = plan_attempts(
-            providers, board, types, settings, preferred, self.rng, turn,
+            providers, board, types, settings, preferred, rng, turn,
             ready=lambda p: is_ready(readiness.get(p.name, ())),
         )
-        count_skips(plan, readiness, keys)
+        if not dry_run:
+            count_skips(plan, readiness, keys)
         return plan
 
 

@@ -1,7 +1,7 @@
 """Anthropic server tools: tools that Anthropic runs itself (web search, web fetch, code execution, ...), which an
 OpenAI-type provider cannot run (pure, no I/O).
 
-A request that carries one goes to the Anthropic-type providers first (`anthropic_first`); an OpenAI-type provider
+A request that carries one goes to the Anthropic-type providers first (provider_fit.py); an OpenAI-type provider
 gets it only when none of those is usable, translated without the tools (openai_request.py drops them), and the
 answer then says which tools were dropped (`dropped_tools`, `DROPPED_TOOLS_HEADER`).
 
@@ -16,7 +16,6 @@ import re
 from typing import Any
 
 from .openai_request import ToolNames
-from .routing import Plan
 
 SERVER_TOOL_PREFIXES = ("web_search_", "web_fetch_", "code_execution_", "advisor_", "tool_search_tool_")
 SERVER_TOOL_TYPES = frozenset({"mcp_toolset"})
@@ -36,16 +35,6 @@ def is_server_tool(tool: Any) -> bool:
 def carries_server_tools(body: dict[str, Any] | None) -> bool:
     tools = body.get("tools") if body else None
     return isinstance(tools, list) and any(is_server_tool(tool) for tool in tools)
-
-
-def anthropic_first(plan: Plan) -> Plan:
-    """The same plan with the Anthropic-type providers before the others, in the order each list had: the usable
-    ones first, then those cooling down (the OpenAI-type ones after each)."""
-
-    def ordered(providers: list[Any]) -> list[Any]:
-        return sorted(providers, key=lambda p: p.type != "anthropic")  # stable: the plan's order within a type
-
-    return Plan(usable=ordered(plan.usable), skipped=plan.skipped, later=ordered(plan.later))
 
 
 def tool_label(tool: dict[str, Any]) -> str:

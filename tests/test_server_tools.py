@@ -11,8 +11,10 @@ import pytest
 
 from addon.config import ProviderConfig
 from addon.openai_request import OpenAIOptions, to_openai_request
+from addon.provider_fit import fit_plan
+from addon.request_traits import traits_of
 from addon.routing import Plan
-from addon.server_tools import DROPPED_TOOLS_HEADER, anthropic_first, carries_server_tools, dropped_tools
+from addon.server_tools import DROPPED_TOOLS_HEADER, carries_server_tools, dropped_tools
 from fakes import FakeProvider, Message, Raw, Status, openai_json
 from helpers import MESSAGES, anthropic_provider, free_port, openai_provider, openai_sse, wait_until
 
@@ -84,13 +86,15 @@ def provider(name: str, kind: str) -> ProviderConfig:
     return ProviderConfig(name=name, type=kind, base_url="http://127.0.0.1:9", auth_value="k")  # type: ignore[arg-type]
 
 
-def test_anthropic_first_keeps_each_types_order_and_cooling_providers_stay_later():
+def test_server_tools_put_anthropic_providers_first_keeping_each_types_order_and_cooling_providers_stay_later():
     o1, a1, o2, a2 = provider("o1", "openai"), provider("a1", "anthropic"), provider("o2", "openai"), \
         provider("a2", "anthropic")
     o3, a3 = provider("o3", "openai"), provider("a3", "anthropic")
-    plan = anthropic_first(Plan(usable=[o1, a1, o2, a2], skipped=[], later=[o3, a3]))
-    assert [p.name for p in plan.usable] == ["a1", "a2", "o1", "o2"]
-    assert [p.name for p in plan.later] == ["a3", "o3"]
+    traits = traits_of({"model": "claude-sonnet-4", "tools": [WEB_SEARCH]}, [], None)
+    fitted = fit_plan(Plan(usable=[o1, a1, o2, a2], skipped=[], later=[o3, a3]), traits, [o1, a1, o2, a2, o3, a3])
+    assert [p.name for p in fitted.plan.usable] == ["a1", "a2", "o1", "o2"]
+    assert [p.name for p in fitted.plan.later] == ["a3", "o3"]
+    assert set(fitted.last_resort) == {"o1", "o2", "o3"} and fitted.serves_now and fitted.refusal is None
 
 
 @pytest.mark.parametrize(("tool", "server"), [
