@@ -8,7 +8,7 @@ when something looks at tokens: route_plan.py).
 
 Subagents: Claude Code writes a billing line as the text of the first system block,
 `x-anthropic-billing-header: cc_version=...; cc_entrypoint=cli;`, and adds `cc_is_subagent=true;` to it in a
-subagent's requests (seen in 2.1.2xx; the 2.1.197 captures in tests/fixtures have no subagent request). Only that
+subagent's requests (tests/fixtures/claude-code-subagent.request.json, captured from 2.1.197). Only that
 field of that line counts: the same words anywhere else (a user's message, a later system block, a file read) do
 not make a request a subagent's.
 """

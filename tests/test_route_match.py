@@ -40,6 +40,9 @@ def test_claude_codes_captured_requests():
     assert title.thinking is False  # {type: disabled}
     budget = traits(fixture_body("budget-tool-result"))
     assert budget.thinking is True and budget.subagent is False  # {type: enabled, budget_tokens}
+    # A subagent's request as the CLI sent it: the same model and headers as the main agent's, only the marker.
+    subagent = traits(fixture_body("subagent"))
+    assert (subagent.subagent, subagent.model) == (True, first.model)
 
 
 def test_the_subagent_marker_counts_only_in_the_billing_line_of_the_first_system_block():
