@@ -205,6 +205,16 @@ def test_fallback_also_when_the_routes_providers_fail_the_request(routes: Setup)
     assert dies.json()["error"]["message"] == "all providers of route 'dies' failed: dead2: connection refused"
 
 
+def test_the_running_routes_are_listed_in_the_reload_summary_and_providers(routes: Setup):
+    routes.write([*ROUTES, {"name": "keyed", "when": {"header": {"x-api-key": "team-a-*"}}, "providers": ["big"]}])
+    reloaded = routes.reload().json()
+    assert reloaded["summary"].endswith("; routes: " + ", ".join(r["name"] for r in ROUTES) + ", keyed (then default)")
+    listed = httpx.get(routes.balancer.url + "/providers", headers=ADMIN, timeout=10).json()["routes"]
+    assert [r["name"] for r in listed] == [*(r["name"] for r in ROUTES), "keyed"]
+    assert listed[0] == {"name": "long", "when": {"min_input_tokens": 20000}, "providers": [{"name": "sub"}]}
+    assert listed[-1]["when"] == {"header": {"x-api-key": "(hidden)"}}  # a glob on a credential is not shown
+
+
 def test_a_reload_with_invalid_routes_keeps_the_running_ones(routes: Setup):
     routes.write([{"name": "team", "when": {"header": {"x-team": "*"}}, "providers": ["nobody"]}])
     refused = routes.reload()
