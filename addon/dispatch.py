@@ -185,7 +185,7 @@ class Dispatcher:
             record.key_subject = result.key.subject  # open until the flow is over
         record.attempts = [AttemptSummary.of(attempt) for attempt in result.attempts]
         if routed is not None:
-            record.skipped = routed.not_tried({attempt.provider for attempt in result.attempts})
+            record.skipped = routed.not_tried({attempt.provider for attempt in result.attempts}, board)
         record.wires = [attempt.wire for attempt in result.attempts]
         if kind == COUNT_TOKENS and counts_after_asking(settings, result):
             if isinstance(result, Success):

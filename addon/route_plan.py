@@ -21,7 +21,7 @@ from .provider_fit import FittedPlan, fit_plan
 from .request_traits import RequestTraits, input_token_bound
 from .route_config import DEFAULT_ROUTE, Route
 from .route_match import RouteMatch, match_route
-from .routing import Plan, Router
+from .routing import Plan, Router, skip_reason
 from .token_count import count_input_tokens
 
 MESSAGE_TYPES = ("anthropic", "openai")
@@ -105,11 +105,16 @@ class RoutedPlan:
     last_resort: dict[str, str] = field(default_factory=dict)  # provider -> why it is tried only after the others
     traits: RequestTraits | None = None  # what the request is, as it was planned
 
-    def not_tried(self, tried: set[str]) -> list[tuple[str, str]]:
-        """The providers left out, and those kept as a last resort that were not needed, each with the reason."""
+    def not_tried(self, tried: set[str], board: HealthBoard | None = None) -> list[tuple[str, str]]:
+        """The providers left out, those kept as a last resort, and (with `board`) those cooling down that were not
+        needed, each with the reason."""
         out = [(p.name, reason) for p, reason in self.plan.skipped]
-        return out + [(name, f"{reason} (a last resort, not needed)")
-                      for name, reason in self.last_resort.items() if name not in tried]
+        out += [(name, f"{reason} (a last resort, not needed)")
+                for name, reason in self.last_resort.items() if name not in tried]
+        if board is not None:
+            out += [(p.name, f"{skip_reason(p, board)} (not needed)") for p in self.plan.later
+                    if p.name not in tried and p.name not in self.last_resort]
+        return out
 
 
 def _unusable(fitted: FittedPlan, route: str) -> str:

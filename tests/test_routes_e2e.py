@@ -203,6 +203,12 @@ def test_fallback_also_when_the_routes_providers_fail_the_request(routes: Setup)
     dies = routes.ask("dies-1")
     assert dies.status_code in (502, 503), dies.text
     assert dies.json()["error"]["message"] == "all providers of route 'dies' failed: dead2: connection refused"
+    # Both are cooling down now: a request they were not needed for names them, and why they were left out.
+    assert served(routes.ask("claude-sonnet-4-after-dead")) == "big"
+    skipped = {s["provider"]: s["reason"] for s in routes.entry("claude-sonnet-4-after-dead")["skipped"]}
+    assert skipped.keys() == {"dead1", "dead2"}
+    assert all(r.startswith("cooling down for ") and r.endswith("after connection refused (not needed)")
+               for r in skipped.values()), skipped
 
 
 def test_the_running_routes_are_listed_in_the_reload_summary_and_providers(routes: Setup):
