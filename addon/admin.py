@@ -16,6 +16,8 @@ from .key_book import KeyBook
 from .key_status import key_statuses
 from .providers import Providers, describe
 from .responses import error_response, json_response
+from .route_config import Route
+from .upstream import is_secret_header
 
 log = logging.getLogger("balancer")
 
@@ -125,6 +127,8 @@ class AdminApi:
                 **self._shared_state(),
                 "providers": [provider_status(p, board, capabilities, self.providers.keys)
                               for p in self.providers.config.providers],
+                # In the order they are tried; a request none takes goes to every provider.
+                "routes": [shown_route(route) for route in self.providers.config.routes],
             },
         )
 
@@ -148,3 +152,13 @@ class AdminApi:
                 "warnings": loaded.warnings,
             },
         )
+
+
+def shown_route(route: Route) -> dict[str, Any]:
+    """A route as the file gives it, but a glob on a credential header (`x-api-key: "sk-team-a-*"`) shown hidden."""
+    shown = route.model_dump(exclude_defaults=True)
+    header = shown.get("when", {}).get("header")
+    if header:
+        shown["when"]["header"] = {name: "(hidden)" if is_secret_header(name) else glob
+                                   for name, glob in header.items()}
+    return shown

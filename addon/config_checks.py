@@ -76,10 +76,16 @@ def unknown_keys(data: Any, top: Iterable[str], settings: Iterable[str], provide
     top_known, settings_known, provider_known = set(top), set(settings), set(provider)
     out = [f"unknown top-level key {key!r} ignored" for key in data if key not in top_known]
     if isinstance(data.get("settings"), dict):
-        out += [f"settings: unknown key {key!r} ignored" for key in data["settings"] if key not in settings_known]
+        out += [f"settings: unknown key {key!r} ignored" + _belongs_at_top(key, top_known)
+                for key in data["settings"] if key not in settings_known]
     if isinstance(data.get("providers"), list):
         for position, entry in enumerate(data["providers"]):
             if isinstance(entry, dict):
                 out += [f"providers[{position}] ({_entry_name(entry)}): unknown key {key!r} ignored"
                         for key in entry if key not in provider_known]
     return out
+
+
+def _belongs_at_top(key: Any, top: set[str]) -> str:
+    """A top-level section written under `settings` (indented one level too deep) is said to be one."""
+    return f" ({key!r} belongs at the top level of the file, not under settings)" if key in top else ""

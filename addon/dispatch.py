@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,9 @@ from .openai_adapter import OpenAIAdapter
 from .providers import Providers
 from .request_traits import traits_of
 from .responses import error_response
+from .route_config import DEFAULT_ROUTE
 from .route_plan import RoutedPlan, RoutePlanner, affinity_on, counted, route_table
-from .routing import Router
+from .routing import Plan, Router
 from .upstream import ClientPool
 from .validation import request_problem
 
@@ -160,24 +161,38 @@ class Dispatcher:
 
         if kind != MESSAGES and settings.hedge_after is not None:
             settings = settings.model_copy(update={"hedge_after": None})  # a count or a file is never worth two
-        result = await attempt_in_turn(
-            plan, build, self.pool, board, settings, open_answer, penalize,
-            redact=self.providers.redact, client_gone=lambda: client_gone(flow),
-            capture=settings.attempt_body_limit if record.attempt_flows != "none" else None,
-            keys=self.providers.keys, session=session,
-        )
+        def attempts_of(plan: Plan) -> Awaitable[Success | Exhausted]:
+            return attempt_in_turn(
+                plan, build, self.pool, board, settings, open_answer, penalize,
+                redact=self.providers.redact, client_gone=lambda: client_gone(flow),
+                capture=settings.attempt_body_limit if record.attempt_flows != "none" else None,
+                keys=self.providers.keys, session=session,
+            )
+
+        result = await attempts_of(plan)
+        if isinstance(result, Exhausted) and not result.client_gone and routed is not None:
+            again = self.planner.after_failure(
+                routed, self.providers.config, board, self.providers.settings,
+                lambda route: self.affinity.provider_for(affinity_on(affinity_key, route)),
+                {attempt.provider for attempt in result.attempts}, result.summary(routed.route),
+            )
+            if again is not None:  # the route's providers all failed: the default route's turn (fallback: true)
+                routed, before = again, result
+                record.route, record.fell_back = again.route, again.fell_back
+                result = await attempts_of(again.plan)
+                result.attempts[:0] = before.attempts
         if isinstance(result, Success) and result.key is not None:
             record.key_subject = result.key.subject  # open until the flow is over
         record.attempts = [AttemptSummary.of(attempt) for attempt in result.attempts]
         if routed is not None:
-            record.skipped = routed.not_tried({attempt.provider for attempt in result.attempts})
+            record.skipped = routed.not_tried({attempt.provider for attempt in result.attempts}, board)
         record.wires = [attempt.wire for attempt in result.attempts]
         if kind == COUNT_TOKENS and counts_after_asking(settings, result):
             if isinstance(result, Success):
                 await result.response.aclose()
             return await self._count_locally(record, parsed)
         if isinstance(result, Exhausted):
-            return self._exhausted(result)
+            return self._exhausted(result, routed.route if routed is not None else None)
         choice = calls[result.provider.name].choice
         if choice is not None and not choice.tier_known and choice.model != requested:
             log.warning("model '%s' matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
@@ -223,14 +238,14 @@ class Dispatcher:
         record.provider = LOCAL_PROVIDER
         return Reply(response)
 
-    def _exhausted(self, result: Exhausted) -> Reply:
+    def _exhausted(self, result: Exhausted, route: str | None = None) -> Reply:
         if result.client_gone:
             # Nobody will read it; it only keeps the flow from going on to mitmproxy's reverse target.
             return Reply(error_response(503, "api_error", "the client left before an answer"),
                          "the client left while providers were tried")
         answer = exhaustion.answer_for(result, self.providers.board)
+        summary = result.summary(route if route != DEFAULT_ROUTE else None)
         return Reply(
-            error_response(answer.status, answer.error_type, result.summary(),
-                           **{"retry-after": str(answer.retry_after)}),
-            result.summary(),
+            error_response(answer.status, answer.error_type, summary, **{"retry-after": str(answer.retry_after)}),
+            summary,
         )

@@ -78,12 +78,15 @@ class Exhausted:
     skipped: list[tuple[ProviderConfig, str]] = field(default_factory=list)
     client_gone: bool = False  # stopped because nobody waits for the answer any more
 
-    def summary(self) -> str:
+    def summary(self, route: str | None = None) -> str:
+        """What the client is told; `route`: the route whose providers were all that was tried (None: every
+        provider's turn came)."""
         parts = [f"{a.provider}{a.key or ''}: {a.outcome}" for a in self.attempts]
         parts += [f"{p.name}: {reason}" for p, reason in self.skipped]
         if not parts:
             return "no enabled provider can serve this request"
-        return "all providers failed: " + "; ".join(parts)
+        whose = f"all providers of route {route!r}" if route is not None else "all providers"
+        return f"{whose} failed: " + "; ".join(parts)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -202,7 +202,9 @@ def _file_state(path: str) -> tuple[int, int, int] | None:
 def describe(loaded: LoadedConfig) -> str:
     providers: Sequence = loaded.config.providers
     enabled = [p.name for p in providers if p.enabled]
+    routes = [route.name for route in loaded.config.routes]
     return (
         f"providers from {loaded.source}: {len(enabled)} of {len(providers)} enabled"
         + (f" ({', '.join(enabled)})" if enabled else "")
+        + (f"; routes: {', '.join(routes)} (then default)" if routes else "")
     )

@@ -11,7 +11,9 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from .server_tools import SERVER_TOOL_PREFIXES, SERVER_TOOL_TYPES
 
 if TYPE_CHECKING:
     from .config import ProviderConfig
@@ -26,6 +28,17 @@ CONDITIONS = (
     "model_tier", "model", "thinking", "min_input_tokens", "server_tools", "images", "subagent", "header", "client",
 )
 ROUTE_KEYS = ("name", "when", "providers", "fallback", "hedge_after")
+
+
+# The server tool types a route may name: a family (each of its dated versions) or one version of it.
+SERVER_TOOL_FAMILIES = tuple(prefix.rstrip("_") for prefix in SERVER_TOOL_PREFIXES) + tuple(sorted(SERVER_TOOL_TYPES))
+
+
+def known_server_tool(kind: str) -> bool:
+    """A family, one of its versions, or a glob (taken as written: it may name versions not yet released)."""
+    if any(char in kind for char in "*?["):
+        return True
+    return kind in SERVER_TOOL_FAMILIES or kind.startswith(SERVER_TOOL_PREFIXES)
 
 
 def _unknown(value: Any, known: Sequence[str], what: str) -> Any:
@@ -44,11 +57,12 @@ class RouteWhen(BaseModel):
 
     model_tier: Literal["big", "small"] | None = None  # model_map.tier_of: haiku small, the rest big
     model: str | None = Field(default=None, min_length=1)  # a glob on the requested model, any letter case
-    thinking: bool | None = None  # the request asks for thinking (enabled or adaptive)
+    # Strict: a quoted "yes" or "false" is a mistake to name, not a truth value to guess.
+    thinking: StrictBool | None = None  # the request asks for thinking (enabled or adaptive)
     min_input_tokens: int | None = Field(default=None, gt=0)  # the local estimate (token_count.py)
-    server_tools: bool | list[str] | None = None  # true: any server tool; a list: one of these types (globs)
-    images: bool | None = None  # an image block anywhere in the messages (tool results too)
-    subagent: bool | None = None  # Claude Code's subagent marker (request_traits.py)
+    server_tools: StrictBool | list[str] | None = None  # true: any server tool; a list: one of these types (globs)
+    images: StrictBool | None = None  # an image block anywhere in the messages (tool results too)
+    subagent: StrictBool | None = None  # Claude Code's subagent marker (request_traits.py)
     header: dict[str, str] | None = None  # client header name (any case) -> glob on its value
     client: str | None = Field(default=None, min_length=1)  # the name of the client key presented
 
@@ -67,6 +81,11 @@ class RouteWhen(BaseModel):
     def _some_types(cls, value: bool | list[str] | None) -> bool | list[str] | None:
         if isinstance(value, list) and not value:
             raise ValueError("an empty list matches nothing: list tool types (web_search, ...) or write true")
+        if isinstance(value, list):
+            unknown = [kind for kind in value if not known_server_tool(kind)]
+            if unknown:
+                raise ValueError(f"unknown server tool type {unknown[0]!r}; known: {', '.join(SERVER_TOOL_FAMILIES)} "
+                                 "(a family takes each of its versions, e.g. web_search_20250305)")
         return value
 
     def conditions(self) -> list[tuple[str, Any]]:
@@ -91,7 +110,7 @@ class Route(BaseModel):
     providers: list[RouteProvider]
     # When every provider of the route is unusable (cooling down, disabled, unable to serve the request), the
     # request takes the default route instead of failing.
-    fallback: bool = False
+    fallback: StrictBool = False
     # Seconds before the next provider is also asked while the first has sent no content (failover.py).
     hedge_after: float | None = Field(default=None, gt=0)
 
@@ -137,7 +156,11 @@ def route_problems(
     warnings: list[str] = []
     by_name = {provider.name: provider for provider in providers}
     seen: set[str] = set()
-    for route in routes:
+    for position, route in enumerate(routes):
+        later = [r.name for r in routes[position + 1:]]
+        if not route.when.conditions() and later:
+            warnings.append(f"route {route.name!r} has no conditions: it takes every request, so the routes after it "
+                            f"({', '.join(later)}) never match; move it last or give it a `when`")
         where = f"route {route.name!r}"
         if route.name in seen:
             errors.append(f"{where}: the name is used twice; route names must be unique")

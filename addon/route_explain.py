@@ -107,6 +107,8 @@ class RouteExplain:
 
     def explain_flow(self, flow: http.HTTPFlow) -> str:
         """`balancer.explain`: the flow's request as the balancer would route it now."""
+        if is_attempt_flow(flow):  # what a provider received: its model is already the mapped one
+            return "cannot explain this flow: it is an attempt (what a provider received); explain its client's flow"
         body, problem = _messages_body(flow.request.get_content(strict=False) or b"")
         if body is None:
             return f"cannot explain this flow: {problem}"

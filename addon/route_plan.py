@@ -21,7 +21,7 @@ from .provider_fit import FittedPlan, fit_plan
 from .request_traits import RequestTraits, input_token_bound
 from .route_config import DEFAULT_ROUTE, Route
 from .route_match import RouteMatch, match_route
-from .routing import Plan, Router
+from .routing import Plan, Router, skip_reason
 from .token_count import count_input_tokens
 
 MESSAGE_TYPES = ("anthropic", "openai")
@@ -103,12 +103,18 @@ class RoutedPlan:
     refusal: str | None = None  # no provider can serve the request at all: the client gets a 400 saying why
     hedge_after: float | None = None  # the route's own (None: the settings')
     last_resort: dict[str, str] = field(default_factory=dict)  # provider -> why it is tried only after the others
+    traits: RequestTraits | None = None  # what the request is, as it was planned
 
-    def not_tried(self, tried: set[str]) -> list[tuple[str, str]]:
-        """The providers left out, and those kept as a last resort that were not needed, each with the reason."""
+    def not_tried(self, tried: set[str], board: HealthBoard | None = None) -> list[tuple[str, str]]:
+        """The providers left out, those kept as a last resort, and (with `board`) those cooling down that were not
+        needed, each with the reason."""
         out = [(p.name, reason) for p, reason in self.plan.skipped]
-        return out + [(name, f"{reason} (a last resort, not needed)")
-                      for name, reason in self.last_resort.items() if name not in tried]
+        out += [(name, f"{reason} (a last resort, not needed)")
+                for name, reason in self.last_resort.items() if name not in tried]
+        if board is not None:
+            out += [(p.name, f"{skip_reason(p, board)} (not needed)") for p in self.plan.later
+                    if p.name not in tried and p.name not in self.last_resort]
+        return out
 
 
 def _unusable(fitted: FittedPlan, route: str) -> str:
@@ -144,12 +150,35 @@ class RoutePlanner:
             if refusal is not None and route is not None:
                 refusal += f" (route {route.name!r}, fallback off)"
             return RoutedPlan(match, match.name, fitted.plan, refusal=refusal, hedge_after=hedge_after,
-                              last_resort=fitted.last_resort)
+                              last_resort=fitted.last_resort, traits=traits)
         fell_back = _unusable(fitted, route.name)
         default = self._fitted(table.providers[DEFAULT_ROUTE], board, settings, traits, preferred(DEFAULT_ROUTE),
                                dry_run)
         return RoutedPlan(match, DEFAULT_ROUTE, default.plan, fell_back=fell_back, refusal=default.refusal,
-                          last_resort=default.last_resort)
+                          last_resort=default.last_resort, traits=traits)
+
+    def after_failure(
+        self,
+        routed: RoutedPlan,
+        config: BalancerConfig,
+        board: HealthBoard,
+        settings: Settings,
+        preferred: Callable[[str], str | None],
+        tried: set[str],
+        why: str,
+    ) -> RoutedPlan | None:
+        """When every provider of a route with `fallback: true` failed this request: the default route's providers
+        it has not tried yet (None: the route has no fallback, or nothing is left to try)."""
+        route = routed.match.route
+        if route is None or not route.fallback or routed.route == DEFAULT_ROUTE or routed.traits is None:
+            return None
+        rest = [p for p in route_table(config).providers[DEFAULT_ROUTE] if p.name not in tried]
+        default = self._fitted(rest, board, settings, routed.traits, preferred(DEFAULT_ROUTE), dry_run=False)
+        if default.refusal is not None or not (default.plan.usable or default.plan.later):
+            return None
+        return RoutedPlan(routed.match, DEFAULT_ROUTE, default.plan,
+                          fell_back=f"every provider of route {route.name!r} failed ({why})",
+                          last_resort=default.last_resort, traits=routed.traits)
 
     def _fitted(
         self, providers: Sequence[ProviderConfig], board: HealthBoard, settings: Settings, traits: RequestTraits,

@@ -53,7 +53,7 @@ def order_providers(
     return ordered
 
 
-def _skip_reason(provider: ProviderConfig, board: HealthBoard) -> str:
+def skip_reason(provider: ProviderConfig, board: HealthBoard) -> str:
     health = board.get(provider.name)
     remaining = board.cooldown_remaining(provider.name)
     if remaining > 0:
@@ -95,7 +95,7 @@ def plan_attempts(
         # (a credential that was refused will not come back by trying).
         later = soonest_back_first([p for p in waiting if not out_for_auth(p, board)], board)
     tried_later = {p.name for p in later}
-    skipped = [(p, _skip_reason(p, board)) for p in waiting if p.name not in tried_later]
+    skipped = [(p, skip_reason(p, board)) for p in waiting if p.name not in tried_later]
     return Plan(usable=usable, skipped=skipped, later=later)
 
 

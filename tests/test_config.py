@@ -370,6 +370,13 @@ def test_unknown_keys_are_warnings_not_errors(tmp_path: Path) -> None:
     assert "'extra_section'" in joined
 
 
+def test_a_top_level_section_under_settings_is_said_to_belong_at_the_top(tmp_path: Path) -> None:
+    # Indented one level too deep, routes would be ignored and routing would quietly stop.
+    text = PROVIDER + "settings:\n  routes:\n    - {name: r, providers: [x]}\n"
+    assert load_text(tmp_path, text).warnings == [
+        "settings: unknown key 'routes' ignored ('routes' belongs at the top level of the file, not under settings)"]
+
+
 def test_known_keys_give_no_warnings(tmp_path: Path) -> None:
     assert load_text(tmp_path, PROVIDER).warnings == []
 

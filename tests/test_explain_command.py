@@ -9,6 +9,7 @@ import yaml
 from mitmproxy.test import taddons, tflow
 
 from addon.affinity import SessionAffinity
+from addon.attempt_marker import ATTEMPT
 from addon.commands import BalancerCommands
 from addon.providers import Providers
 from addon.route_explain import RouteExplain
@@ -46,6 +47,9 @@ def test_explain_names_the_route_the_conditions_and_the_order_and_moves_nothing(
         text = tctx.master.commands.call("balancer.explain", [flow])
         again = tctx.master.commands.call("balancer.explain", [flow])
         other = tctx.master.commands.call("balancer.explain", [messages_flow({}, path="/providers")])
+        attempt = messages_flow({"model": "b-small", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]})
+        attempt.metadata[ATTEMPT] = {"provider": "b"}  # what provider b received, with its mapped model
+        of_attempt = tctx.master.commands.call("balancer.explain", [attempt])
     lines = text.splitlines()
     assert lines[:3] == [
         f"flow {flow.id[:8]}:",
@@ -58,3 +62,4 @@ def test_explain_names_the_route_the_conditions_and_the_order_and_moves_nothing(
     assert again == text and router.turn == 0  # the round-robin turn did not move
     assert providers.board.get("a").requests == 0 and providers.board.get("b").requests == 0
     assert "not a POST /v1/messages request" in other
+    assert "it is an attempt (what a provider received); explain its client's flow" in of_attempt

@@ -87,6 +87,15 @@ def test_providers_gain_images_and_max_context():
      "routes[0] (name 'default').name: 'default' is the name of the route of requests no route takes"),
     ("- {name: r1, when: {model_tier: medium}, providers: [main]}\n",
      "routes[0] (name 'r1').when.model_tier: Input should be 'big' or 'small'"),
+    # A misspelt type would never match: the route would stay silent for ever.
+    ("- {name: r1, when: {server_tools: [web_serch]}, providers: [main]}\n",
+     "routes[0] (name 'r1').when.server_tools: unknown server tool type 'web_serch'; known: "
+     "web_search, web_fetch, code_execution, advisor, tool_search_tool, mcp_toolset"),
+    # A quoted word is not a truth value to guess at.
+    ("- {name: r1, when: {subagent: 'yes'}, providers: [main]}\n",
+     "routes[0] (name 'r1').when.subagent: Input should be a valid boolean"),
+    ("- {name: r1, fallback: 'false', providers: [main]}\n",
+     "routes[0] (name 'r1').fallback: Input should be a valid boolean"),
 ])
 def test_each_mistake_is_one_line_naming_the_route(routes, expected):
     message = error_of(routes)
@@ -103,3 +112,20 @@ def test_a_route_of_disabled_providers_only_is_a_warning_not_an_error():
 def test_every_mistake_of_the_file_is_reported_at_once():
     message = error_of("- {name: r1, providers: [nobody]}\n- {name: r2, when: {images: true}, providers: [cheap]}\n")
     assert "route 'r1': unknown provider 'nobody'" in message and "route 'r2': takes requests with images" in message
+
+
+def test_server_tool_types_may_be_a_family_a_version_or_a_glob():
+    config, _ = load("- {name: r1, when: {server_tools: [web_search, web_fetch_20250910, 'code_*', mcp_toolset]}, "
+                     "providers: [main]}\n")
+    assert config.routes[0].when.server_tools == [  # type: ignore[attr-defined]
+        "web_search", "web_fetch_20250910", "code_*", "mcp_toolset"]
+
+
+def test_a_route_without_conditions_before_others_is_named_in_a_warning():
+    _, warnings = load("- {name: all, providers: [main]}\n- {name: small, when: {model_tier: small}, "
+                       "providers: [cheap]}\n")
+    assert warnings == ["route 'all' has no conditions: it takes every request, so the routes after it (small) never "
+                        "match; move it last or give it a `when`"]
+    _, warnings = load("- {name: small, when: {model_tier: small}, providers: [cheap]}\n- {name: all, "
+                       "providers: [main]}\n")
+    assert warnings == []  # last, it is a named default

@@ -14,7 +14,7 @@ import yaml
 
 from balancer_proc import BalancerProcess
 from fakes import FakeProvider, openai_json
-from helpers import anthropic_provider, openai_provider, wait_until
+from helpers import anthropic_provider, free_port, openai_provider, wait_until
 
 ALICE, BOB, ADMIN = {"x-api-key": "alice-key"}, {"x-api-key": "bob-key"}, {"x-api-key": "admin-key"}
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-big",
@@ -38,12 +38,15 @@ ROUTES: list[dict[str, Any]] = [
     {"name": "roomy", "when": {"model": "roomy-*"}, "providers": ["big", "sub"]},
     {"name": "spill", "when": {"model": "spill-*"}, "providers": ["off"], "fallback": True},
     {"name": "stuck", "when": {"model": "stuck-*"}, "providers": ["off"]},
+    {"name": "falls", "when": {"model": "falls-*"}, "providers": ["dead1"], "fallback": True},
+    {"name": "dies", "when": {"model": "dies-*"}, "providers": ["dead2"]},
 ]
 
 
 class Setup:
     def __init__(self, balancer: BalancerProcess, fakes: dict[str, FakeProvider], log_file: Path):
         self.balancer, self.fakes, self.log_file = balancer, fakes, log_file
+        self.closed_port = free_port()
 
     def providers(self) -> list[dict[str, Any]]:
         return [
@@ -52,6 +55,9 @@ class Setup:
             openai_provider("oai", self.fakes["oai"].url),
             anthropic_provider("sub", self.fakes["sub"].url),
             anthropic_provider("off", "http://127.0.0.1:9", enabled=False),
+            # Nothing listens there: each refuses the connection (last, so the default route never needs them).
+            anthropic_provider("dead1", f"http://127.0.0.1:{self.closed_port}"),
+            anthropic_provider("dead2", f"http://127.0.0.1:{self.closed_port}"),
         ]
 
     def write(self, routes: list[dict[str, Any]], **settings: Any) -> None:
@@ -185,6 +191,36 @@ def test_fallback_on_and_off(routes: Setup):
     assert routes.entry("stuck-1")["route"] == "stuck"
 
 
+def test_fallback_also_when_the_routes_providers_fail_the_request(routes: Setup):
+    # The route's provider looked usable when the request was planned, then refused the connection.
+    assert served(routes.ask("falls-1")) == "big"
+    entry = routes.entry("falls-1")
+    assert entry["route"] == "default"
+    assert entry["fell_back"].startswith("every provider of route 'falls' failed (all providers of route 'falls' "
+                                         "failed: dead1: connection refused")
+    assert [a["provider"] for a in entry["attempts"]] == ["dead1", "big"]
+    # Without fallback the client is told that only the route's providers were tried.
+    dies = routes.ask("dies-1")
+    assert dies.status_code in (502, 503), dies.text
+    assert dies.json()["error"]["message"] == "all providers of route 'dies' failed: dead2: connection refused"
+    # Both are cooling down now: a request they were not needed for names them, and why they were left out.
+    assert served(routes.ask("claude-sonnet-4-after-dead")) == "big"
+    skipped = {s["provider"]: s["reason"] for s in routes.entry("claude-sonnet-4-after-dead")["skipped"]}
+    assert skipped.keys() == {"dead1", "dead2"}
+    assert all(r.startswith("cooling down for ") and r.endswith("after connection refused (not needed)")
+               for r in skipped.values()), skipped
+
+
+def test_the_running_routes_are_listed_in_the_reload_summary_and_providers(routes: Setup):
+    routes.write([*ROUTES, {"name": "keyed", "when": {"header": {"x-api-key": "team-a-*"}}, "providers": ["big"]}])
+    reloaded = routes.reload().json()
+    assert reloaded["summary"].endswith("; routes: " + ", ".join(r["name"] for r in ROUTES) + ", keyed (then default)")
+    listed = httpx.get(routes.balancer.url + "/providers", headers=ADMIN, timeout=10).json()["routes"]
+    assert [r["name"] for r in listed] == [*(r["name"] for r in ROUTES), "keyed"]
+    assert listed[0] == {"name": "long", "when": {"min_input_tokens": 20000}, "providers": [{"name": "sub"}]}
+    assert listed[-1]["when"] == {"header": {"x-api-key": "(hidden)"}}  # a glob on a credential is not shown
+
+
 def test_a_reload_with_invalid_routes_keeps_the_running_ones(routes: Setup):
     routes.write([{"name": "team", "when": {"header": {"x-team": "*"}}, "providers": ["nobody"]}])
     refused = routes.reload()
@@ -217,7 +253,7 @@ def test_explain_says_why_and_sends_nothing(routes: Setup):
     plain = explain(routes, {"model": "claude-sonnet-4", "max_tokens": 8,
                              "messages": [{"role": "user", "content": "Hi"}]}).json()
     assert plain["route"] == "default"
-    assert [e["provider"] for e in plain["order"]] == ["big", "cheap", "oai", "sub"]
+    assert [e["provider"] for e in plain["order"]] == ["big", "cheap", "oai", "sub", "dead1", "dead2"]
     assert {name: len(fake.requests) for name, fake in routes.fakes.items()} == sent
     # An admin endpoint: a client key is not enough.
     assert explain(routes, body, key=ALICE).status_code == 401
