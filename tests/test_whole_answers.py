@@ -27,7 +27,8 @@ def test_a_json_answer_is_served_without_the_relay_and_counted_like_a_relayed_on
         balancer = BalancerProcess(tmp_path, extra_args=("-w", str(flows_file)))
         balancer.write_providers(
             [anthropic_provider("a", bad.url), anthropic_provider("b", good.url, big_model="provider-big")],
-            client_keys=[{"name": "alice", "key": CLIENT_KEY, "tokens_per_day": 1000}], admin_keys=[ADMIN_KEY], attempt_flows="all",
+            client_keys=[{"name": "alice", "key": CLIENT_KEY, "tokens_per_day": 1000}], admin_keys=[ADMIN_KEY],
+            attempt_flows="all",
         )
         with balancer, anthropic.Anthropic(base_url=balancer.url, api_key=CLIENT_KEY, max_retries=0) as client:
             raw = client.messages.with_raw_response.create(
