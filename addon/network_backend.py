@@ -14,7 +14,6 @@ the socket's attributes, a getpeername() system call included.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import select
 import socket
 import ssl
@@ -70,9 +69,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
+        # Not waiting for the close: that would raise again the error the connection broke with, and raising it
+        # again while the request's error is being handled unlinks it from that error (the reason is lost).
         self._writer.close()
-        with contextlib.suppress(OSError):  # the peer is gone already (ssl.SSLError included)
-            await self._writer.wait_closed()
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
@@ -121,8 +120,15 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(str(exc) or "connect timeout") from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        _set_options(writer, socket_options)  # asyncio turned Nagle's algorithm off already
-        return AsyncioStream(reader, writer)
+        except UnicodeError as exc:  # a name the resolver cannot even be asked about (a label over 63 characters)
+            unresolvable = socket.gaierror(socket.EAI_NONAME, f"invalid host name: {exc}")
+        else:
+            _set_options(writer, socket_options)  # asyncio turned Nagle's algorithm off already
+            return AsyncioStream(reader, writer)
+        # Raised outside the handler, linked as its context: httpcore's pool drops the cause of what it re-raises.
+        error = httpcore.ConnectError(str(unresolvable))
+        error.__context__ = unresolvable
+        raise error
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[SocketOption] | None = None

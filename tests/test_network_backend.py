@@ -69,6 +69,9 @@ def test_errors_are_httpcores_and_name_the_reason() -> None:
             with pytest.raises(httpcore.ConnectError) as refused:
                 await backend.connect_tcp("127.0.0.1", port, timeout=5)
         assert describe_exception(refused.value) == "connection refused"
+        with pytest.raises(httpcore.ConnectError) as unresolvable:  # a label too long to ask any resolver about
+            await backend.connect_tcp("x" * 64 + ".invalid", 80, timeout=5)
+        assert describe_exception(unresolvable.value).startswith("DNS error: invalid host name")
 
         # A server that says nothing: the read times out; then it closes: the read ends with b"".
         release = asyncio.Event()
