@@ -106,3 +106,39 @@ def test_https_through_the_backend_verifies_the_certificate(tmp_path) -> None:
         with pytest.raises(httpx.ConnectError) as refused:
             asyncio.run(scenario(ssl.create_default_context()))  # the test CA is not trusted there
         assert describe_exception(refused.value).startswith("TLS error")
+
+
+def test_https_through_a_connect_proxy(tmp_path) -> None:
+    """A provider's `proxy`: the tunnel is opened in the clear, then TLS starts on the same connection."""
+    with FakeProvider(tls=self_signed_server_context(tmp_path)) as fake:
+        async def scenario() -> tuple[httpx.Response, list[bytes]]:
+            tunnels: list[bytes] = []
+
+            async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await reader.read(65536):
+                        writer.write(data)
+                        await writer.drain()
+                finally:
+                    writer.close()
+
+            async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                head = await reader.readuntil(b"\r\n\r\n")
+                tunnels.append(head.split(b"\r\n", 1)[0])
+                upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", fake.port)
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+            server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+            pool = ClientPool(verify=ssl.create_default_context(cafile=str(tmp_path / "cert.pem")))
+            try:
+                client = pool.get(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+                answer = await client.post(fake.url + "/v1/messages", json={"model": "m", "max_tokens": 1})
+            finally:
+                await pool.aclose()
+                server.close()
+            return answer, tunnels
+
+        answer, tunnels = asyncio.run(scenario())
+    assert answer.status_code == 200 and answer.json()["model"] == "m"
+    assert tunnels == [f"CONNECT 127.0.0.1:{fake.port} HTTP/1.1".encode()]
