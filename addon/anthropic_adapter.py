@@ -65,7 +65,8 @@ class AnthropicCall:
             exchange.stream and is_sse
         )
         # An error answer is read whole too, whatever content type it claims: it is redacted and bounded.
-        if must_be_message or response.status_code >= 400 or (not is_sse and exchange.parsed is not None):
+        whole = must_be_message or response.status_code >= 400 or (not is_sse and exchange.parsed is not None)
+        if whole:
             # A whole JSON answer is read here, so that one breaking off can still fail over (mitmproxy would
             # buffer it anyway): never a truncated body, never mitmproxy's own 502. Errors of the other endpoints
             # too: they are redacted and bounded like any other.
@@ -79,7 +80,7 @@ class AnthropicCall:
             if response.status_code >= 400:
                 chunks = one_chunk(bounded_error_body(exchange.redact_body(body)))
                 await self._retry_if_fixable(response, body, Answer(
-                    response.status_code, answer_headers(response, exchange.redact), chunks, is_sse
+                    response.status_code, answer_headers(response, exchange.redact), chunks, is_sse, whole=True
                 ))
             else:
                 chunks = one_chunk(body)
@@ -103,7 +104,7 @@ class AnthropicCall:
                 chunks = echo_model_in_stream(chunks, echoed)
             elif content_type.startswith("application/json"):
                 chunks = echo_model_in_body(chunks, echoed)
-        return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse)
+        return Answer(response.status_code, answer_headers(response, exchange.redact), chunks, is_sse, whole=whole)
 
     async def _retry_if_fixable(self, response: httpx.Response, body: bytes, answer: Answer) -> None:
         """Raises RetryWithout when the provider refused a beta flag, a body field or the conversation's thinking

@@ -198,7 +198,7 @@ class AttemptFlows:
                 continue
             if not wanted(record.attempt_flows, attempt):
                 continue
-            served = record.handoff is not None and position == len(record.attempts)
+            served = record.served and position == len(record.attempts)
             link = AttemptLink(client.id, record.request_id, position, len(record.attempts), served, ended)
             try:
                 if len(wire.body) <= _INLINE_BODY:

@@ -91,6 +91,8 @@ class Answer:
     keepalive: float = 0.0
     # The client's tools the provider was asked without (server tools at an OpenAI-type provider).
     dropped_tools: tuple[str, ...] = ()
+    # The body was read whole (reading `body` waits for nothing): the client can get it in one piece at once.
+    whole: bool = False
 
 
 class RetryWithout(Exception):

@@ -151,6 +151,7 @@ class FlowRecord:
     provider: str | None = None
     model: str | None = None
     attempts: list[AttemptSummary] = field(default_factory=list)
+    served: bool = False  # a provider's answer goes to the client (whole, or through the relay)
     handoff: HandOff | None = None  # where the relay holds the provider's answer
     client_request: ClientRequest | None = None  # what the flow showed before it was pointed at the relay
     attempt_flows: str = "none"  # which attempts get a flow of their own: all, failed or none

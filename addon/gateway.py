@@ -92,7 +92,7 @@ class Gateway:
                 self._answer(flow, record, outcome)
             else:
                 await hand_off(self.relay, flow, record, outcome)
-            await self.attempt_flows.attempts_over(flow, record, serving=record.handoff is not None)
+            await self.attempt_flows.attempts_over(flow, record, serving=record.served)
         except Exception:
             # A bug must never let the request fall through to mitmproxy's reverse target with the client's key.
             log.exception("req %s: internal error", record.request_id)

@@ -120,7 +120,8 @@ class OpenAICall:
             raw = await _read_all(response, exchange, deadline)
             status, body = to_anthropic_error(response.status_code, raw)
             body = exchange.redact_body(body)
-            answer = Answer(status, _headers(response, "application/json", exchange.redact), one_chunk(body), False)
+            answer = Answer(status, _headers(response, "application/json", exchange.redact), one_chunk(body), False,
+                            whole=True)
             sent = sent_openai(json.loads(self.request.content))
             fixes = await recognised(openai_fixes, response.status_code, raw, sent)
             if fixes:  # a parameter the balancer added, refused: the request goes again without it
@@ -137,10 +138,10 @@ class OpenAICall:
                     if status >= 500 or status == 429:
                         raise StreamFailure(f"error in a 200 answer: HTTP {status}", OVERLOADED) from None
                     return Answer(status, _headers(response, "application/json", exchange.redact),
-                                  one_chunk(exchange.redact_body(body)), is_sse=False)
+                                  one_chunk(exchange.redact_body(body)), is_sse=False, whole=True)
                 raise StreamFailure("the answer is not JSON", STREAM_ERROR) from None
             return Answer(200, _headers(response, "application/json", exchange.redact),
-                          one_chunk(json.dumps(message).encode()), False)
+                          one_chunk(json.dumps(message).encode()), False, whole=True)
         # The translation is the stream's source of events: the same guard, observers and end as an Anthropic
         # provider's stream (the model is the requested one already).
         chunks = response.aiter_bytes()

@@ -30,7 +30,8 @@ from .open_files import EXHAUSTION_ERRNOS, DescriptorReserve
 log = logging.getLogger("balancer.relay")
 
 PATH_PREFIX = "/relay/"
-# flow.metadata key set on flows whose answer comes from the relay (no other addon answers them).
+# flow.metadata key set on flows a provider's answer serves, through the relay or whole (no other addon answers
+# them).
 RELAYED = "balancer_relayed"
 # flow.metadata key of a flow that was sent to the relay before its answer was known (a chunked request body is
 # streamed there as it arrives): its answer is parked under this token once the request hooks have run.

@@ -1,16 +1,18 @@
-"""A provider's answer handed to the relay, and the flow made to show what happened.
+"""A provider's answer handed to the client, and the flow made to show what happened.
 
-In the `request` hook the answer is parked in the relay and the flow pointed at it (mitmproxy collects the answer
-there and streams it to the client); in `responseheaders` the flow gets the relay's stream callable, and from
-then on shows the request as the client sent it again, not the hop to the relay. What each provider received
-is its attempt's own flow (attempt_flows.py).
+An answer the adapter read whole (a JSON message, an error) becomes the flow's response in the `request` hook:
+mitmproxy sends it in one piece, with no hop to the relay. Any other is parked in the relay and the flow pointed at
+it (mitmproxy collects the answer there and streams it to the client); in `responseheaders` the flow gets the
+relay's stream callable, and from then on shows the request as the client sent it again, not the hop to the
+relay. What each provider received is its attempt's own flow (attempt_flows.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 from mitmproxy import http
 
 from .dispatch import Served, client_gone
@@ -52,7 +54,9 @@ def show_client_request(flow: http.HTTPFlow, record: FlowRecord) -> None:
 
 
 async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, served: Served) -> None:
-    """Park the provider's answer in the relay and point the flow at it."""
+    """The provider's answer becomes the flow's response when it was read whole; otherwise it is parked in the
+    relay and the flow pointed at it. A deferred flow (its request already on its way to the relay) always gets
+    its answer there."""
     result = served.result
     if not flow.live or flow.error or client_gone(flow):  # the client left while providers were tried
         await result.response.aclose()
@@ -66,7 +70,14 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
     headers = [*answer.headers, (PROVIDER_HEADER, result.provider.name)]
     if answer.dropped_tools:
         headers.append((DROPPED_TOOLS_HEADER, ", ".join(answer.dropped_tools)))
+    record.served = True
     deferred = flow.metadata.get(DEFERRED)
+    if answer.whole and not deferred:
+        flow.response = await whole_response(answer.status, headers, body, result.response.aclose)
+        flow.metadata[RELAYED] = True  # a provider's answer: no other addon answers the flow
+        flow.comment = served_comment(result.provider.name, result.attempts)
+        _log_sent(record, result.request)
+        return
     try:
         record.handoff = await relay.hand_off(
             answer.status, headers,
@@ -77,10 +88,7 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
     except BaseException:
         await result.response.aclose()
         raise
-    sent = result.request
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("req %s sent to %s %s: %s", record.request_id, sent.method, loggable(str(sent.url)),
-                  loggable(sent.content[:DEBUG_PAYLOAD_LIMIT].decode("utf-8", errors="replace"), limit=None))
+    _log_sent(record, result.request)
     record.client_request = client_request(flow.request)
     flow.request.scheme, flow.request.host, flow.request.port = "http", "127.0.0.1", record.handoff.port
     flow.request.path = record.handoff.path
@@ -92,6 +100,24 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
         for name in ("content-encoding", "transfer-encoding"):
             flow.request.headers.pop(name, None)
     flow.comment = served_comment(result.provider.name, result.attempts)
+
+
+async def whole_response(status: int, headers: list[tuple[str, str]], body: AsyncIterator[bytes],
+                         close: Callable[[], Awaitable[None]]) -> http.Response:
+    """The response of an answer read whole (its body iterator waits for nothing); the provider's connection is
+    released."""
+    try:
+        content = b"".join([chunk async for chunk in body])
+    finally:
+        await close()
+    fields = [(name.encode("latin-1", "replace"), value.encode("latin-1", "replace")) for name, value in headers]
+    return http.Response.make(status, content, http.Headers(fields))  # with its content-length
+
+
+def _log_sent(record: FlowRecord, sent: httpx.Request) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("req %s sent to %s %s: %s", record.request_id, sent.method, loggable(str(sent.url)),
+                  loggable(sent.content[:DEBUG_PAYLOAD_LIMIT].decode("utf-8", errors="replace"), limit=None))
 
 
 def served_comment(provider: str, attempts: list[AttemptRecord]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import select
 import socket
 import ssl
 from collections.abc import Callable, Iterable
@@ -16,6 +15,7 @@ import httpcore
 import httpx
 
 from .config import ProviderConfig
+from .network_backend import AsyncioBackend
 from .open_files import is_descriptor_exhaustion
 
 # Never forwarded in either direction (RFC 9110 7.6.1 plus what the client library recomputes).
@@ -178,63 +178,6 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _is_readable(sock: socket.socket | None) -> bool:
-    """httpcore's test of an idle connection: readable means the server closed it (or sent what it should
-    not have); a socket that is gone counts as readable."""
-    fd = sock.fileno() if sock is not None else -1
-    if fd < 0:
-        return True
-    if not hasattr(select, "poll"):  # Windows
-        return bool(select.select([fd], [], [], 0)[0])
-    poll = select.poll()
-    poll.register(fd, select.POLLIN)
-    return bool(poll.poll(0))
-
-
-class _SocketKnowingStream(httpcore.AsyncNetworkStream):
-    """httpcore's anyio stream, with the connection's socket looked up once instead of at every question.
-
-    Before each request and after each response the connection pool asks every idle connection whether its
-    socket is readable (the server closed it); anyio answers each time by building all of the socket's
-    attributes, a getpeername() system call included. With tens of pooled connections that was a fifth of the
-    balancer's time at concurrency 32. Reading and writing are left to the anyio stream as they were."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream):
-        self._inner = inner
-        self._socket = inner.get_extra_info("socket")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        return _SocketKnowingStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            return _is_readable(self._socket)
-        if info == "socket":
-            return self._socket
-        return self._inner.get_extra_info(info)
-
-
-class _NetworkBackend(httpcore.AnyIOBackend):
-    """httpcore's own backend on asyncio (anyio), its streams wrapped in _SocketKnowingStream."""
-
-    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        return _SocketKnowingStream(await super().connect_tcp(*args, **kwargs))
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        return _SocketKnowingStream(await super().connect_unix_socket(*args, **kwargs))
-
-
 def _use_network_backend(client: httpx.AsyncClient) -> None:
     """httpx has no parameter for the network backend: set it on the connection pools of the client's transports
     (the proxy's, when there is one), which hand it to every connection they open. Left as it is if httpx's
@@ -243,7 +186,7 @@ def _use_network_backend(client: httpx.AsyncClient) -> None:
     for transport in transports:
         pool = getattr(transport, "_pool", None)
         if pool is not None and isinstance(getattr(pool, "_network_backend", None), httpcore.AsyncNetworkBackend):
-            pool._network_backend = _NetworkBackend()
+            pool._network_backend = AsyncioBackend()
 
 
 # mitmproxy's options for its own upstream TLS; the provider connections follow them.
