@@ -1,0 +1,70 @@
+"""A request's JSON body read once, and where its top-level `model` value lies in the bytes (so that mapping the
+model rewrites those bytes only, model_field.py).
+
+Claude Code writes `model` first: `{"model":"claude-...","messages":[...],...}`. For such a body the first member
+is read on its own and the rest of the object as `{` + the rest: one reading of the bytes, which also tells
+whether `model` comes again further on (JSON readers keep the last one); only when it does not is the first
+value's place handed on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+from mitmproxy import http
+
+from . import json_codec
+
+# The first member when it is `"model": "<string>"` followed by a comma; group 1 is the value.
+_MODEL_FIRST = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"model"[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\[\s\S])*")[ \t\n\r]*,')
+
+_INTEGER_LIMIT = 2**63  # orjson reads integers up to 2**64 - 1 and down to -2**63 exactly
+
+
+class RequestBody(NamedTuple):
+    parsed: dict[str, Any] | None
+    body: bytes
+    problem: str | None  # why the body is refused, in words for the client
+    model_span: tuple[int, int] | None = None  # where the top-level model's value (the only one) is in `body`
+
+
+def parse_json_object(flow: http.HTTPFlow) -> RequestBody:
+    try:
+        body = flow.request.get_content(strict=True) or b""
+    except ValueError:
+        return RequestBody(None, b"", "the request body's content-encoding could not be decoded")
+    try:
+        parsed, span = read_object(body)
+    except (ValueError, RecursionError):
+        return RequestBody(None, body, "the request body is not valid JSON (or nested too deeply)")
+    if not isinstance(parsed, dict):
+        return RequestBody(None, body, "the request body must be a JSON object")
+    return RequestBody(parsed, body, None, span)
+
+
+def read_object(body: bytes) -> tuple[Any, tuple[int, int] | None]:
+    """What `json.loads(body)` gives, and the span of the top-level model's value when it is the first member and
+    the only `model`. Raises ValueError or RecursionError."""
+    first = _MODEL_FIRST.match(body)
+    if first is None:
+        return _checked(body, json_codec.loads(body)), None
+    value = json_codec.loads(body[first.start(1):first.end(1)])
+    rest = bytearray(memoryview(body)[first.end() - 1:])  # the one copy of the body this reading makes
+    rest[0] = ord("{")  # the comma after the first member: the rest reads as an object of its own
+    others = json_codec.loads(rest)
+    if not isinstance(others, dict) or not others:  # `{"model":"x",}` is not JSON: the whole body says why
+        return _checked(body, json_codec.loads(body)), None
+    parsed = {"model": value, **others}
+    return _checked(body, parsed), (None if "model" in others else first.span(1))
+
+
+def _checked(body: bytes, parsed: Any) -> Any:
+    """`parsed`, or the standard library's reading when a top-level number may have been an integer beyond 64
+    bits (the checks read top-level numbers such as max_tokens; nested ones matter only to a body written out
+    again, see json_codec.exact)."""
+    if isinstance(parsed, dict) and any(
+        type(v) is float and not -_INTEGER_LIMIT <= v < _INTEGER_LIMIT for v in parsed.values()
+    ):
+        return json_codec.exact(body, parsed)
+    return parsed
