@@ -22,7 +22,7 @@ def with_model(body: bytes, parsed: dict[str, Any], model: str, span: tuple[int,
         spans = top_level_value_spans(body, "model")
         span = spans[-1] if spans else None  # a JSON reader keeps the last of a repeated key
     if span is None:  # no model in the body, or not UTF-8 (a JSON reader also takes UTF-16 and -32)
-        return json_codec.dumps({**parsed, "model": model})
+        return json_codec.dumps({**json_codec.exact(body, parsed), "model": model})
     start, end = span
     view = memoryview(body)
     return b"".join((view[:start], json_codec.dumps(model), view[end:]))

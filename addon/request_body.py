@@ -44,7 +44,8 @@ def parse_json_object(flow: http.HTTPFlow) -> RequestBody:
 
 
 def read_object(body: bytes) -> tuple[Any, tuple[int, int] | None]:
-    """What `json.loads(body)` gives, and the span of the top-level model's value when it is the first member and
+    """What `json.loads(body)` gives (but for integers beyond 64 bits below the top level, see json_codec.exact),
+    and the span of the top-level model's value when it is the first member and
     the only `model`. Raises ValueError or RecursionError."""
     first = _MODEL_FIRST.match(body)
     if first is None:
@@ -64,7 +65,7 @@ def _checked(body: bytes, parsed: Any) -> Any:
     bits (the checks read top-level numbers such as max_tokens; nested ones matter only to a body written out
     again, see json_codec.exact)."""
     if isinstance(parsed, dict) and any(
-        type(v) is float and not -_INTEGER_LIMIT <= v < _INTEGER_LIMIT for v in parsed.values()
+        type(v) is float and not -_INTEGER_LIMIT < v < _INTEGER_LIMIT for v in parsed.values()
     ):
         return json_codec.exact(body, parsed)
     return parsed
