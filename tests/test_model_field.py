@@ -177,3 +177,10 @@ def test_a_body_in_utf16_or_without_a_model_is_written_again():
     parsed = {"model": "a", "max_tokens": 1}
     assert json.loads(with_model(json.dumps(parsed).encode("utf-16"), parsed, "m")) == {**parsed, "model": "m"}
     assert json.loads(with_model(b'{"max_tokens": 5}', {"max_tokens": 5}, "m")) == {"max_tokens": 5, "model": "m"}
+
+
+def test_a_top_level_integer_beyond_64_bits_is_read_exactly():
+    for body in (b'{"model": "m", "max_tokens": 123456789012345678901234567890}',
+                 b'{"max_tokens": -9223372036854775809, "model": "m"}'):
+        parsed, _ = read_object(body)
+        assert parsed == json.loads(body) and type(parsed["max_tokens"]) is int
