@@ -18,7 +18,8 @@ HEADERS = {"content-type": "application/json", "x-api-key": "client-key"}
 # an earlier tool call, and at the top level.
 TROUBLES = {
     "lone surrogate": (b'"cut \\ud83d"', b'"temperature": 0.5'),
-    "integer beyond 64 bits": (b'"fine"', b'"max_tokens": ' + BIG.encode() + b', "temperature": 0.5'),
+    "integer beyond 64 bits": (b'"fine"', b'"temperature": 0.5'),
+    "max_tokens beyond 64 bits": (b'"fine"', b'"max_tokens": ' + BIG.encode() + b', "temperature": 0.5'),
     "NaN": (b'"fine"', b'"temperature": NaN'),
 }
 
@@ -26,7 +27,7 @@ TROUBLES = {
 def body(trouble: str, model_first: bool) -> bytes:
     """Claude Code's shape (the model first) or the SDK's (the model after the conversation)."""
     text, top = TROUBLES[trouble]
-    number = BIG.encode() if trouble == "integer beyond 64 bits" else b"NaN" if trouble == "NaN" else b"1"
+    number = {"integer beyond 64 bits": BIG.encode(), "NaN": b"NaN"}.get(trouble, b"1")
     messages = (b'"messages": [{"role": "user", "content": "count"}, {"role": "assistant", "content": [{"type": '
                 b'"tool_use", "id": "t1", "name": "count", "input": {"n": ' + number + b'}}]}, {"role": "user", '
                 b'"content": [{"type": "tool_result", "tool_use_id": "t1", "content": ' + text + b'}]}]')
@@ -66,5 +67,7 @@ def test_an_openai_provider_gets_the_values_as_the_client_wrote_them(balancer, u
         assert sent_json["messages"][2]["content"] == "cut \ud83d"
     elif trouble == "NaN":
         assert b'"temperature":NaN' in sent and "NaN" in arguments  # not null
+    elif trouble == "integer beyond 64 bits":
+        assert BIG in arguments  # not 1.2345678901234568e+29
     else:
-        assert b'"max_tokens":' + BIG.encode() in sent and BIG in arguments  # not 1.2345678901234568e+29
+        assert b'"max_tokens":' + BIG.encode() in sent  # not refused as not an integer
