@@ -90,7 +90,7 @@ class Dispatcher:
         requested: str | None = None
         model_span: tuple[int, int] | None = None
         if kind != OTHER_API:
-            parsed, body, problem, model_span = parse_json_object(flow)
+            parsed, body, problem, model_span = await parse_json_object(flow)
             if problem is None and parsed is not None:
                 problem = request_problem(kind, parsed)
             if problem or parsed is None:

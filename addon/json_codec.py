@@ -47,6 +47,11 @@ def standard_loads(data: bytes | bytearray | str) -> Any:
     return _standard_decoder.decode(data)
 
 
+def standard_value_at(text: str, index: int) -> tuple[Any, int]:
+    """The standard library's reading of the JSON value that starts at `text[index]`, and where it ends."""
+    return _standard_decoder.raw_decode(text, index)
+
+
 def loads(data: bytes | bytearray) -> Any:
     """What `json.loads(data)` gives (integers beyond 64 bits aside: see `exact`). Raises ValueError or
     RecursionError."""

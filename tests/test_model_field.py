@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from addon import json_codec
 from addon.model_field import top_level_value_spans, with_model
-from addon.request_body import read_object
+from addon.request_body import read_object, read_object_in_slices
 
 # -- bodies written by hand: whitespace, escapes, key order and repeated keys chosen by hypothesis ---------------
 
@@ -108,7 +111,7 @@ def test_the_edited_bytes_read_as_the_original_with_the_model_replaced(case, mod
 
     edited = with_model(body, parsed, model, span)
 
-    assert json.loads(edited) == {**parsed, "model": model}
+    assert json.loads(edited) == {**json.loads(body), "model": model}
     assert list(json.loads(edited)) == list(parsed)
     if parsed["model"] == model:
         assert edited is body
@@ -184,3 +187,53 @@ def test_a_top_level_integer_beyond_64_bits_is_read_exactly():
                  b'{"max_tokens": -9223372036854775809, "model": "m"}'):
         parsed, _ = read_object(body)
         assert parsed == json.loads(body) and type(parsed["max_tokens"]) is int
+
+
+@given(bodies(), TEXT, st.integers(1, 64))
+@settings(max_examples=150, deadline=None)
+def test_a_body_read_in_slices_reads_as_the_standard_library_does_and_its_edit_too(case, model, slice_characters):
+    body, spans = case
+    parsed, span = asyncio.run(read_object_in_slices(body, slice_characters))
+    assert parsed == json.loads(body) and list(parsed) == list(json.loads(body))
+    assert span == spans[-1]  # the last model, the one a JSON reader keeps
+    edited = with_model(body, parsed, model, span)
+    assert json.loads(edited) == {**parsed, "model": model}
+    if parsed["model"] != model:
+        assert edited == body[:span[0]] + json_codec.dumps(model) + body[span[1]:]
+
+
+def test_a_body_read_in_slices_lets_the_event_loop_turn_between_slices():
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 100}] * 50}).encode()
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    async def main() -> Any:
+        counter = asyncio.create_task(count_turns())
+        parsed, _ = await read_object_in_slices(body, slice_characters=1000)
+        counter.cancel()
+        return parsed
+
+    assert asyncio.run(main()) == json.loads(body)
+    assert turns >= 5  # 50 messages of about 130 characters, a turn every 1000 characters
+
+
+@pytest.mark.parametrize("body", [b'{"model": "x",}', b'{"model": "x", "m": [1,]}', b'{"m": [1 2]}',
+                                  b'{"model": "x"} 1', b'{"a": 1', b'[1, 2]',
+                                  b'{"a": NaN, "b": [Infinity], "model": "\\ud83d"}',
+                                  '{"a": "é"}'.encode("utf-16"), b'\xef\xbb\xbf{"a": [1]}'])
+def test_a_body_read_in_slices_is_refused_or_read_as_the_standard_library_does(body):
+    try:
+        expected = json.loads(body)
+    except ValueError:
+        with pytest.raises(ValueError):
+            asyncio.run(read_object_in_slices(body, 1))
+        return
+    parsed, _ = asyncio.run(read_object_in_slices(body, 1))
+    assert json.dumps(parsed) == json.dumps(expected)  # NaN compared as written
+    if isinstance(parsed, dict) and "a" in parsed and isinstance(parsed["a"], float):
+        assert math.isnan(parsed["a"])
