@@ -37,7 +37,14 @@ async def parse_json_object(flow: http.HTTPFlow) -> RequestBody:
     except ValueError:
         return RequestBody(None, b"", "the request body's content-encoding could not be decoded")
     try:
-        parsed, span = await read_object_in_slices(body) if len(body) > SLICED_ABOVE else read_object(body)
+        if len(body) > SLICED_ABOVE:
+            # A turn of the event loop before and after too: mitmproxy's collecting of the body and what the
+            # gateway does next are blocks of their own.
+            await asyncio.sleep(0)
+            parsed, span = await read_object_in_slices(body)
+            await asyncio.sleep(0)
+        else:
+            parsed, span = read_object(body)
     except (ValueError, RecursionError):
         return RequestBody(None, body, "the request body is not valid JSON (or nested too deeply)")
     if not isinstance(parsed, dict):
