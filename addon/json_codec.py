@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import orjson
@@ -50,6 +51,20 @@ def standard_loads(data: bytes | bytearray | str) -> Any:
 def standard_value_at(text: str, index: int) -> tuple[Any, int]:
     """The standard library's reading of the JSON value that starts at `text[index]`, and where it ends."""
     return _standard_decoder.raw_decode(text, index)
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's
+
+
+def skip_whitespace(text: str, index: int) -> int:
+    """Where the JSON whitespace starting at `text[index]` ends."""
+    match = _WHITESPACE.match(text, index)
+    return match.end() if match else index
+
+
+def byte_offset(text: str, index: int) -> int:
+    """Where `text[index]` is in the UTF-8 bytes `text` was decoded from (with surrogatepass, as JSON readers do)."""
+    return len(text[:index].encode("utf-8", "surrogatepass"))
 
 
 def loads(data: bytes | bytearray) -> Any:

@@ -4,12 +4,11 @@ exactly as the client wrote it (no encoding of the whole body again)."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from . import json_codec
+from .json_codec import byte_offset, skip_whitespace
 
-_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 _decoder = json.JSONDecoder()
 
 
@@ -44,24 +43,15 @@ def top_level_value_spans(body: bytes, key: str) -> list[tuple[int, int]] | None
         return spans
     if body.isascii():
         return [(start + skipped, end + skipped) for start, end in spans]
-    return [(_byte_offset(text, start) + skipped, _byte_offset(text, end) + skipped) for start, end in spans]
-
-
-def _byte_offset(text: str, index: int) -> int:
-    return len(text[:index].encode("utf-8", "surrogatepass"))
-
-
-def _skip_whitespace(text: str, index: int) -> int:
-    match = _WHITESPACE.match(text, index)
-    return match.end() if match else index
+    return [(byte_offset(text, start) + skipped, byte_offset(text, end) + skipped) for start, end in spans]
 
 
 def _member_spans(text: str, key: str) -> list[tuple[int, int]] | None:
     """Character spans of the top-level values named `key`; None when `text` is not a JSON object."""
-    i = _skip_whitespace(text, 0)
+    i = skip_whitespace(text, 0)
     if text[i:i + 1] != "{":
         return None
-    i = _skip_whitespace(text, i + 1)
+    i = skip_whitespace(text, i + 1)
     spans: list[tuple[int, int]] = []
     if text[i:i + 1] == "}":
         return spans
@@ -69,16 +59,16 @@ def _member_spans(text: str, key: str) -> list[tuple[int, int]] | None:
         if text[i:i + 1] != '"':
             return None
         name, i = _decoder.raw_decode(text, i)  # a string: the key
-        i = _skip_whitespace(text, i)
+        i = skip_whitespace(text, i)
         if text[i:i + 1] != ":":
             return None
-        start = _skip_whitespace(text, i + 1)
+        start = skip_whitespace(text, i + 1)
         _, i = _decoder.raw_decode(text, start)
         if name == key:
             spans.append((start, i))
-        i = _skip_whitespace(text, i)
+        i = skip_whitespace(text, i)
         if text[i:i + 1] == "}":
             return spans
         if text[i:i + 1] != ",":
             return None
-        i = _skip_whitespace(text, i + 1)
+        i = skip_whitespace(text, i + 1)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from mitmproxy import http
 
 from . import json_codec
+from .json_codec import byte_offset, skip_whitespace
 
 # The first member when it is `"model": "<string>"` followed by a comma; group 1 is the value.
 _MODEL_FIRST = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"model"[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\[\s\S])*")[ \t\n\r]*,')
@@ -96,23 +97,23 @@ async def read_object_in_slices(
     if json.detect_encoding(body) != "utf-8":  # a byte order mark, UTF-16: rare, read in one piece
         return read_object(body)
     text = body.decode("utf-8", "surrogatepass")
-    i = _skip(text, 0)
+    i = skip_whitespace(text, 0)
     if text[i:i + 1] != "{":
         return read_object(body)  # not an object: the reading in one piece says what it is, or why not JSON
     parsed: dict[str, Any] = {}
     span: tuple[int, int] | None = None
-    i = _skip(text, i + 1)
+    i = skip_whitespace(text, i + 1)
     if text[i:i + 1] == "}":
-        i = _skip(text, i + 1)
+        i = skip_whitespace(text, i + 1)
     else:
         while True:
             if text[i:i + 1] != '"':
                 raise ValueError(f"a key expected at character {i}")
             key, i = json_codec.standard_value_at(text, i)
-            i = _skip(text, i)
+            i = skip_whitespace(text, i)
             if text[i:i + 1] != ":":
                 raise ValueError(f"':' expected at character {i}")
-            start = _skip(text, i + 1)
+            start = skip_whitespace(text, i + 1)
             if text[start:start + 1] == "[":
                 value, i = await _array_in_slices(text, start, slice_characters)
             else:
@@ -120,47 +121,35 @@ async def read_object_in_slices(
             parsed[key] = value  # a repeated key keeps its first place and its last value, as in json.loads
             if key == "model":
                 span = (start, i)
-            i = _skip(text, i)
+            i = skip_whitespace(text, i)
             if text[i:i + 1] == "}":
-                i = _skip(text, i + 1)
+                i = skip_whitespace(text, i + 1)
                 break
             if text[i:i + 1] != ",":
                 raise ValueError(f"',' or '}}' expected at character {i}")
-            i = _skip(text, i + 1)
+            i = skip_whitespace(text, i + 1)
     if i != len(text):
         raise ValueError(f"extra data at character {i}")
     if span is not None and not body.isascii():
-        span = (_byte_offset(text, span[0]), _byte_offset(text, span[1]))
+        span = (byte_offset(text, span[0]), byte_offset(text, span[1]))
     return parsed, span
 
 
 async def _array_in_slices(text: str, start: int, slice_characters: int) -> tuple[list[Any], int]:
     items: list[Any] = []
-    i = _skip(text, start + 1)
+    i = skip_whitespace(text, start + 1)
     if text[i:i + 1] == "]":
         return items, i + 1
     mark = i
     while True:
         item, i = json_codec.standard_value_at(text, i)
         items.append(item)
-        i = _skip(text, i)
+        i = skip_whitespace(text, i)
         if text[i:i + 1] == "]":
             return items, i + 1
         if text[i:i + 1] != ",":
             raise ValueError(f"',' or ']' expected at character {i}")
-        i = _skip(text, i + 1)
+        i = skip_whitespace(text, i + 1)
         if i - mark >= slice_characters:
             await asyncio.sleep(0)
             mark = i
-
-
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _skip(text: str, index: int) -> int:
-    match = _WHITESPACE.match(text, index)
-    return match.end() if match else index
-
-
-def _byte_offset(text: str, index: int) -> int:
-    return len(text[:index].encode("utf-8", "surrogatepass"))
