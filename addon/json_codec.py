@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-# Every integer orjson cannot hold (beyond 64 bits) has at least this many digits.
-_LONG_INTEGER_DIGITS = 19
-_DIGITS_AS_ZERO = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # digits -> "0", the rest -> " "
+# orjson holds integers from -2**63 to 2**64 - 1: any other has 20 digits or more, or is negative with 19.
+_DIGITS_AS_ZERO = bytes(48 if 48 <= i <= 57 else i if i == 45 else 32 for i in range(256))  # digits -> "0", "-" kept
+_LONG_POSITIVE, _LONG_NEGATIVE = b"0" * 20, b"-" + b"0" * 19
 
 
 class NonFinite(float):
@@ -77,8 +77,10 @@ def loads(data: bytes | bytearray) -> Any:
 
 
 def may_hold_long_integer(data: bytes) -> bool:
-    """False means: no integer in `data` that orjson read as a float (a run of 19 digits or more)."""
-    return b"0" * _LONG_INTEGER_DIGITS in data.translate(_DIGITS_AS_ZERO)
+    """False means: no integer in `data` that orjson read as a float (a run of 20 digits or more, or of 19 after a
+    minus sign; a timestamp in nanoseconds has 19)."""
+    digits = data.translate(_DIGITS_AS_ZERO)
+    return _LONG_POSITIVE in digits or _LONG_NEGATIVE in digits
 
 
 def exact(data: bytes, parsed: Any) -> Any:

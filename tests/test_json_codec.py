@@ -44,6 +44,9 @@ def test_integers_beyond_64_bits_are_read_exactly_when_asked_and_written_exactly
     small = b'{"a": 922337203685477580, "text": "call 1234567890"}'
     assert json_codec.exact(small, json_codec.loads(small)) == json.loads(small)
     assert not json_codec.may_hold_long_integer(small)
+    for number, long in ((b"18446744073709551615", True), (b"1733100000000000000", False),
+                         (b"-9223372036854775809", True), (b"-922337203685477580", False)):
+        assert json_codec.may_hold_long_integer(b'{"ns": ' + number + b"}") is long
 
 
 def test_a_lone_surrogate_is_written_escaped_and_other_text_as_utf8():
