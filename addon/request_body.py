@@ -19,8 +19,11 @@ from mitmproxy import http
 from . import json_codec
 from .json_codec import byte_offset, skip_whitespace
 
-# The first member when it is `"model": "<string>"` followed by a comma; group 1 is the value.
-_MODEL_FIRST = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"model"[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\[\s\S])*")[ \t\n\r]*,')
+# The first member when it is `"model": "<string>"` followed by a comma; group 1 is the value. A model name is
+# short: the bound keeps the regular expression from walking a client's megabytes character by character.
+_MODEL_FIRST = re.compile(
+    rb'[ \t\n\r]*\{[ \t\n\r]*"model"[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\[\s\S]){0,1024}")[ \t\n\r]*,'
+)
 
 _INTEGER_LIMIT = 2**63  # orjson reads integers up to 2**64 - 1 and down to -2**63 exactly
 

@@ -237,3 +237,12 @@ def test_a_body_read_in_slices_is_refused_or_read_as_the_standard_library_does(b
     assert json.dumps(parsed) == json.dumps(expected)  # NaN compared as written
     if isinstance(parsed, dict) and "a" in parsed and isinstance(parsed["a"], float):
         assert math.isnan(parsed["a"])
+
+
+def test_a_long_model_value_is_found_by_the_slower_reading():
+    # The reading's quick look at the first member stops after 1024 characters of model name.
+    long_name = "m" * 2000
+    body = json.dumps({"model": long_name, "max_tokens": 1}).encode()
+    parsed, span = read_object(body)
+    assert parsed == {"model": long_name, "max_tokens": 1} and span is None
+    assert with_model(body, parsed, "big", span) == b'{"model": "big", "max_tokens": 1}'
