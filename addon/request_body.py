@@ -143,7 +143,7 @@ async def _array_in_slices(text: str, start: int, slice_characters: int) -> tupl
     i = skip_whitespace(text, start + 1)
     if text[i:i + 1] == "]":
         return items, i + 1
-    mark = i
+    mark, marked_items = i, 0
     while True:
         item, i = json_codec.standard_value_at(text, i)
         items.append(item)
@@ -154,5 +154,20 @@ async def _array_in_slices(text: str, start: int, slice_characters: int) -> tupl
             raise ValueError(f"',' or ']' expected at character {i}")
         i = skip_whitespace(text, i + 1)
         if i - mark >= slice_characters:
+            if len(items) - marked_items > slice_characters // TINY_ITEM_CHARACTERS:
+                return _rest_in_one_piece(text, i, items)
             await asyncio.sleep(0)
-            mark = i
+            mark, marked_items = i, len(items)
+
+
+# Items shorter than this on average (a long list of numbers) cost more to read one by one than the whole list
+# costs to read in one piece: the rest of such a list is read in one piece, as before the slices.
+TINY_ITEM_CHARACTERS = 64
+
+
+def _rest_in_one_piece(text: str, index: int, items: list[Any]) -> tuple[list[Any], int]:
+    """`items` and the rest of the array, whose next item starts at `text[index]` (after a comma)."""
+    if text[index:index + 1] == "]":
+        raise ValueError(f"a value expected at character {index}")  # `[1, ]`: "[" + "]" would read as empty
+    rest, end = json_codec.standard_value_at("[" + text[index:], 0)
+    return items + rest, index + end - 1
