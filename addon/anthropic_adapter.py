@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from . import json_codec
 from .answer_body import one_chunk, read_answer
 from .capabilities import Fix, describe_fixes
 from .capability_errors import FIXABLE_STATUSES, anthropic_fixes, recognised, sent_anthropic
@@ -16,12 +17,13 @@ from .errors import bounded_error_body
 from .exchange import Answer, Exchange, RetryWithout
 from .message_shape import message_problem
 from .model_echo import ModelEcho, echo_model_in_body, echo_model_in_stream
+from .model_field import with_model
 from .model_map import ModelChoice, choose_model
 from .request_fixes import anthropic_body_with, headers_without_betas
 from .stream_events import Observers
 from .stream_guard import StreamFailure, guarded, hold_until_content
 from .translated_thinking import may_hold_translated_thinking, without_translated_thinking
-from .upstream import answer_headers, parsed_url, to_wire, upstream_headers, upstream_url, with_model
+from .upstream import answer_headers, parsed_url, to_wire, upstream_headers, upstream_url
 from .usage_watch import UsageWatch
 
 
@@ -32,11 +34,12 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
         choice = choose_model(exchange.requested_model, provider)
         fixes = exchange.fixes_for(provider, choice.model)
         translated = may_hold_translated_thinking(exchange.body)
-        if fixes or translated:
-            parsed = without_translated_thinking(exchange.parsed) if translated else exchange.parsed
-            content = with_model(b"", anthropic_body_with(parsed, fixes), choice.model, force=True)
+        if fixes or translated:  # rare: the body is written out again
+            parsed = json_codec.exact(exchange.body, exchange.parsed)
+            parsed = without_translated_thinking(parsed) if translated else parsed
+            content = json_codec.dumps({**anthropic_body_with(parsed, fixes), "model": choice.model})
         else:
-            content = with_model(exchange.body, exchange.parsed, choice.model)
+            content = with_model(exchange.body, exchange.parsed, choice.model, exchange.model_span)
     header_list = upstream_headers(exchange.client_headers, provider, exchange.stream)
     headers = to_wire(headers_without_betas(header_list, fixes) if fixes else header_list)
     request = httpx.Request(

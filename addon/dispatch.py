@@ -3,7 +3,6 @@ their adapters, and what came of it -- an answer the balancer gives by itself, o
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from .log_text import loggable
 from .model_map import ModelChoice
 from .openai_adapter import OpenAIAdapter
 from .providers import Providers
+from .request_body import parse_json_object
 from .request_traits import traits_of
 from .responses import error_response
 from .route_config import DEFAULT_ROUTE
@@ -61,20 +61,6 @@ def client_gone(flow: http.HTTPFlow) -> bool:
     return flow.client_conn.timestamp_end is not None
 
 
-def _parse_json_object(flow: http.HTTPFlow) -> tuple[dict[str, Any] | None, bytes, str | None]:
-    try:
-        body = flow.request.get_content(strict=True) or b""
-    except ValueError:
-        return None, b"", "the request body's content-encoding could not be decoded"
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        return None, body, "the request body is not valid JSON (or nested too deeply)"
-    if not isinstance(parsed, dict):
-        return None, body, "the request body must be a JSON object"
-    return parsed, body, None
-
-
 @dataclass(frozen=True)
 class Reply:
     """The balancer answers by itself: a request it refuses, a local count, no provider that served it."""
@@ -104,8 +90,9 @@ class Dispatcher:
         parsed: dict[str, Any] | None = None
         body = flow.request.get_content(strict=False) or b""
         requested: str | None = None
+        model_span: tuple[int, int] | None = None
         if kind != OTHER_API:
-            parsed, body, problem = _parse_json_object(flow)
+            parsed, body, problem, model_span = await parse_json_object(flow)
             if problem is None and parsed is not None:
                 problem = request_problem(kind, parsed)
             if problem or parsed is None:
@@ -145,7 +132,7 @@ class Dispatcher:
             body=body, parsed=parsed, requested_model=requested, stream=stream,
             idle_timeout=settings.stream_idle_timeout, keepalive=settings.stream_keepalive,
             on_committed_failure=self._committed_failure_handler(flow, record, penalize),
-            redact=self.providers.redact, capabilities=self.providers.capabilities,
+            redact=self.providers.redact, capabilities=self.providers.capabilities, model_span=model_span,
         )
         calls: dict[str, ProviderCall] = {}  # per provider: the call its adapter prepared
 

@@ -45,6 +45,8 @@ class Exchange:
     unconfirmed: dict[str, tuple[str | None, frozenset[Fix]]] = field(default_factory=dict)
     # Seconds of silence in a committed stream before the client gets a `ping` event (0: never).
     keepalive: float = 0.0
+    # Where the top-level model's value is in `body` when the reading found it (request_body.py).
+    model_span: tuple[int, int] | None = None
 
     def redact_body(self, body: bytes) -> bytes:
         return self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")

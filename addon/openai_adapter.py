@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from . import json_codec
 from .answer_body import one_chunk, read_answer
 from .capabilities import describe_fixes
 from .capability_errors import openai_fixes, recognised, sent_openai
@@ -24,7 +25,7 @@ from .request_fixes import openai_body_with
 from .server_tools import dropped_tools
 from .stream_events import Observers
 from .stream_guard import StreamFailure, guarded, hold_until_content
-from .upstream import json_bytes, to_wire
+from .upstream import to_wire
 from .usage_watch import UsageWatch
 
 # Response headers of an OpenAI-type provider worth passing on to an Anthropic client.
@@ -63,7 +64,8 @@ class Translation:
 def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.Request, Translation]:
     assert exchange.parsed is not None and exchange.requested_model is not None
     choice = choose_model(exchange.requested_model, provider)
-    body, names = to_openai_request(exchange.parsed, choice.model, options_for(provider))
+    parsed = json_codec.exact(exchange.body, exchange.parsed)
+    body, names = to_openai_request(parsed, choice.model, options_for(provider))
     fixes = exchange.fixes_for(provider, choice.model)
     if fixes:
         body = openai_body_with(body, fixes)
@@ -76,7 +78,7 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
     if bearer:
         headers["authorization"] = bearer
     headers.update(provider.extra_headers)
-    content = json_bytes(body)
+    content = json_codec.dumps(body)
     request = httpx.Request(
         "POST", provider.base_url + "/chat/completions", headers=to_wire(headers.items()), content=content
     )

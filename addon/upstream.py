@@ -4,7 +4,6 @@ their TLS settings."""
 from __future__ import annotations
 
 import functools
-import json
 import socket
 import ssl
 from collections.abc import Callable, Iterable
@@ -117,23 +116,6 @@ def answer_headers(response: httpx.Response, redact: Callable[[str], str] = str)
         for k, v in response.headers.multi_items()
         if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-encoding", "x-balancer-provider")
     ]
-
-
-def with_model(body: bytes, parsed: dict[str, Any], model: str, force: bool = False) -> bytes:
-    """The body with `model` replaced; the original bytes when it already names that model (unless `force`:
-    `parsed` was changed and must be serialized)."""
-    if parsed.get("model") == model and not force:
-        return body
-    return json_bytes({**parsed, "model": model})
-
-
-def json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON; text with a lone surrogate (a client cut an emoji in half) is escaped instead, as the
-    client itself sent it."""
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
