@@ -242,34 +242,66 @@ async def attempt_in_turn(
     async def call_off(reason: str) -> None:
         for other in await race.call_off(reason):
             if isinstance(other.outcome, Success):
-                attempts.extend(await _set_aside(other.outcome, other.hedge, reason, keys))
+                for record in other.outcome.attempts:
+                    record.hedge = other.hedge
+                attempts.extend(await _set_aside(other.outcome, f"cancelled: {reason}", keys))
             else:
                 failed(other.label, other.outcome, other.hedge)
+
+    # An error answer (a 400, say) that came while another attempt was still under way: the other may yet serve,
+    # so this one is the answer only when the other fails or errors too (no further provider is started for it).
+    held: Success | None = None
+
+    async def serve(success: Success) -> Success:
+        nonlocal held
+        if held is not None and held is not success:
+            attempts.extend(await _set_aside(held, f"{held.answer.status}, not used: "
+                                                   f"{success.provider.name} served", keys))
+        held = None
+        success.attempts[:0] = attempts
+        return success
 
     start_next_provider()
     try:
         while race.in_flight:
             event = await race.next()
             if isinstance(event, HedgeDue):
-                start_next_provider()  # beside the slow one
+                if held is None:
+                    start_next_provider()  # beside the slow one
                 continue
             lane, outcome = event.label, event.outcome
             if isinstance(outcome, Success):
                 for record in outcome.attempts:
                     record.hedge = event.hedge
+                if outcome.answer.status >= 400 and (held is not None or race.in_flight):
+                    if held is None:
+                        held = outcome  # the other attempt may still serve
+                        continue
+                    attempts.extend(await _set_aside(outcome, f"{outcome.answer.status}, not used: "
+                                                              f"{held.provider.name} answered first", keys))
+                    return await serve(held)
                 await call_off(f"hedge lost to {lane.provider.name}")
-                outcome.attempts[:0] = attempts
-                return outcome
+                return await serve(outcome)
             if outcome.client_gone:
                 failed(lane, outcome, event.hedge)
                 await call_off(CLIENT_GONE)
+                if held is not None:
+                    attempts.extend(await _set_aside(held, CLIENT_GONE, keys))
+                    held = None
                 return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
-            if failed(lane, outcome, event.hedge) and start(lane):
+            retry_key = failed(lane, outcome, event.hedge)
+            if held is not None:
+                if not race.in_flight:
+                    return await serve(held)
+                continue
+            if retry_key and start(lane):
                 continue
             if not race.in_flight:
                 start_next_provider()
     except BaseException:
         race.abandon()
+        if held is not None:
+            _drop(held, keys)
         raise
     return Exhausted(attempts=attempts, skipped=skipped, client_gone=gone())
 
@@ -284,15 +316,21 @@ class _Lane:
     turn: KeyTurn | None = None  # the key of the attempt under way
 
 
-async def _set_aside(success: Success, hedge: bool, reason: str, keys: KeyBook | None) -> list[AttemptRecord]:
-    """An attempt that served just as another did, too late: its answer is closed unread and its key released."""
+async def _set_aside(success: Success, outcome: str, keys: KeyBook | None) -> list[AttemptRecord]:
+    """An answer the client does not get (another attempt's serves): closed unread, its key released; its records,
+    the last saying `outcome`."""
     await success.response.aclose()
     if keys is not None and success.key is not None:
         keys.ended(success.key.subject)
-    for record in success.attempts:
-        record.hedge = hedge
-    success.attempts[-1].outcome = f"cancelled: {reason}"
+    success.attempts[-1].outcome = outcome
     return success.attempts
+
+
+def _drop(success: Success, keys: KeyBook | None) -> None:
+    """`_set_aside` without waiting (the request is going away): the answer closed in the background."""
+    if keys is not None and success.key is not None:
+        keys.ended(success.key.subject)
+    asyncio.ensure_future(success.response.aclose()).add_done_callback(retrieve_exception)
 
 
 async def _attempt_key(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,98 @@ def test_a_provider_on_probation_that_loses_a_hedge_is_no_longer_probing(balance
                    what="the hedged request's log line")
         status = balancer.provider_status(a)
         assert (status["probing"], status["failures"]) == (False, 1)
+
+
+@dataclass
+class After(Behavior):
+    """Answers as `then` once `event` is set (or after LONG): a provider slow to its first content until told."""
+
+    event: threading.Event
+    then: Behavior
+    # Then this long still: for the balancer to have read the answer that set `event` (it passes either way).
+    grace: float = 0.0
+
+    def run(self, handler, request, fake):
+        if self.event.wait(LONG):
+            time.sleep(self.grace)
+        self.then.run(handler, request, fake)
+
+
+@dataclass
+class Signalling(Behavior):
+    """Sets `before` on receiving the request, answers as `then`, then sets `after`."""
+
+    then: Behavior
+    before: threading.Event = field(default_factory=threading.Event)
+    after: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, handler, request, fake):
+        self.before.set()
+        try:
+            self.then.run(handler, request, fake)
+        finally:
+            self.after.set()
+
+
+def post_messages(balancer: BalancerProcess, stream: bool) -> httpx.Response:
+    with httpx.Client(timeout=LONG) as http:
+        return http.post(balancer.url + "/v1/messages", json={**BODY, "stream": stream},
+                         headers={"x-api-key": "client-own-key", "anthropic-version": "2023-06-01"})
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("erring", ["hedge", "first"])
+def test_an_error_answer_does_not_beat_the_other_attempts_content(balancer, client, unique, stream, erring):
+    """A 400 from one attempt while the other is still under way is held: the other's content is the answer."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    if erring == "hedge":  # a is slow; b, asked beside it, answers 400 at once; then a serves
+        refusing = Signalling(Status(400))
+        first_behavior: Behavior = After(refusing.after, Message("from a"), grace=0.5)
+        second_behavior: Behavior = refusing
+        winner, loser, text = a, b, "from a"
+    else:  # a answers 400 only once b was asked beside it; b serves after that
+        asked = Signalling(Message("from b"))
+        refusing = Signalling(After(asked.before, Status(400)))
+        asked.then = After(refusing.after, Message("from b"), grace=0.5)
+        first_behavior, second_behavior = refusing, asked
+        winner, loser, text = b, a, "from b"
+    with FakeProvider(first_behavior) as first, FakeProvider(second_behavior) as second:
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=LONG, first_content_timeout=LONG)
+
+        assert served_by(client, stream) == (winner, text)
+        assert len(first.message_requests) == len(second.message_requests) == 1
+        wait_until(lambda: request_line(balancer, winner) is not None, what="the request's log line")
+        line = request_line(balancer, winner)
+        # Held, then set aside; or, when both had finished by the time the balancer looked, the earlier started
+        # one taken and the other called off.
+        assert re.search(rf"{loser} (400, not used: {winner} served|cancelled: hedge lost to {winner}) ", line), line
+        assert f" -> {winner}/" in line
+        assert_blameless(balancer, loser)
+        assert metric(balancer, "balancer_hedge_wins_total", provider=a) == 0
+        assert metric(balancer, "balancer_hedge_wins_total", provider=b) == (1 if winner == b else 0)
+        with httpx.Client(timeout=10) as http:
+            assert http.get(balancer.url + "/providers").json()["open_streams"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_held_error_answer_is_the_answer_when_the_other_attempt_fails(balancer, unique, stream):
+    """The hedge's 400 is held while the slow first provider is under way; that one then fails: the client gets
+    the 400 (as it would have without hedging), and no third provider is asked for it."""
+    a, b, c = f"a-{unique}", f"b-{unique}", f"c-{unique}"
+    refusing = Signalling(Status(400))
+    with FakeProvider(After(refusing.after, Status(529))) as first, FakeProvider(refusing) as second, \
+            FakeProvider(Message("from c")) as third:
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url),
+                      anthropic_provider(c, third.url)], hedge_after=HEDGE_AFTER, request_timeout=LONG,
+                     first_content_timeout=LONG)
+
+        answer = post_messages(balancer, stream)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == {"type": "invalid_request_error", "message": "fake 400"}
+        assert answer.headers["x-balancer-provider"] == b
+        assert third.requests == []
+        wait_until(lambda: request_line(balancer, b) is not None, what="the request's log line")
+        line = request_line(balancer, b)
+        assert f"{a} HTTP 529 overloaded_error" in line, line
+        assert balancer.provider_status(a)["failures_by_class"] == {"overloaded": 1}
