@@ -117,6 +117,8 @@ def test_tokens_are_counted_only_above_the_smallest_threshold():
     small, needed = table.bounded(request(), b"x" * 1000)
     assert small.input_bound == 1000 and not needed
     assert table.bounded(request(), b"x" * 3000)[1]
+    # A body at least as long as the threshold is counted without reading its bound (a scan of all its bytes).
+    assert table.bounded(request(), b"x" * 10**6) == (request(), True)
     assert route_table(config([], provider("a"))).bounded(request(), b"x" * 10**6) == (request(), False)
 
 
