@@ -60,6 +60,8 @@ class RouteWhen(BaseModel):
     @field_validator("header")
     @classmethod
     def _lower_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value and not all(name.strip() for name in value):
+            raise ValueError("a header name is empty")
         return {name.strip().lower(): glob for name, glob in value.items()} if value else None
 
     @field_validator("server_tools")
@@ -93,12 +95,17 @@ class Route(BaseModel):
     # request takes the default route instead of failing.
     fallback: bool = False
     # Seconds before the next provider is also asked while the first has sent no content (failover.py).
-    hedge_after: float | None = Field(default=None, gt=0)
+    hedge_after: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, value: Any) -> Any:
         return _unknown(value, ROUTE_KEYS, "key")
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _empty_when(cls, value: Any) -> Any:
+        return {} if value is None else value  # `when:` with every condition commented out: none
 
     @field_validator("name")
     @classmethod

@@ -87,6 +87,10 @@ def test_providers_gain_images_and_max_context():
      "routes[0] (name 'default').name: 'default' is the name of the route of requests no route takes"),
     ("- {name: r1, when: {model_tier: medium}, providers: [main]}\n",
      "routes[0] (name 'r1').when.model_tier: Input should be 'big' or 'small'"),
+    ("- {name: r1, hedge_after: .inf, providers: [main]}\n",
+     "routes[0] (name 'r1').hedge_after: Input should be a finite number"),
+    ("- {name: r1, when: {header: {'': '*'}}, providers: [main]}\n",
+     "routes[0] (name 'r1').when.header: a header name is empty"),
 ])
 def test_each_mistake_is_one_line_naming_the_route(routes, expected):
     message = error_of(routes)
@@ -103,3 +107,9 @@ def test_a_route_of_disabled_providers_only_is_a_warning_not_an_error():
 def test_every_mistake_of_the_file_is_reported_at_once():
     message = error_of("- {name: r1, providers: [nobody]}\n- {name: r2, when: {images: true}, providers: [cheap]}\n")
     assert "route 'r1': unknown provider 'nobody'" in message and "route 'r2': takes requests with images" in message
+
+
+def test_a_when_left_empty_is_no_condition():
+    """`when:` with every condition commented out is YAML's null: the route takes every request, as without it."""
+    config, _ = load("- name: r1\n  when:\n    # model_tier: small\n  providers: [main]\n")
+    assert config.routes[0].when.conditions() == []  # type: ignore[attr-defined]
