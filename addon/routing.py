@@ -129,6 +129,15 @@ class Router:
     ) -> Plan:
         """`dry_run`: the plan the next request would get, with nothing moved (the round-robin turn, the random
         generator, the keys' skip counts): for an explanation, not for sending."""
+        if dry_run:
+            with board.peeking():  # no probe's claim asked for either
+                return self._plan(providers, board, settings, types, preferred, dry_run)
+        return self._plan(providers, board, settings, types, preferred, dry_run)
+
+    def _plan(
+        self, providers: Sequence[ProviderConfig], board: HealthBoard, settings: Settings,
+        types: tuple[str, ...] | None, preferred: str | None, dry_run: bool,
+    ) -> Plan:
         turn = self.turn
         rng = random.Random() if dry_run else self.rng
         if not dry_run:
