@@ -139,7 +139,10 @@ class Router:
         types: tuple[str, ...] | None, preferred: str | None, dry_run: bool,
     ) -> Plan:
         turn = self.turn
-        rng = random.Random() if dry_run else self.rng
+        rng = self.rng
+        if dry_run:  # the draws the next request will make, from a copy of the generator
+            rng = random.Random()
+            rng.setstate(self.rng.getstate())
         if not dry_run:
             self.turn += 1
         keys = self.keys
