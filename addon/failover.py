@@ -178,7 +178,7 @@ async def attempt_in_turn(
     deferred: list[ProviderConfig] = []
     try_all = settings.all_cooling == "try_soonest"
 
-    def providers() -> Iterable[ProviderConfig]:
+    def usable() -> Iterable[ProviderConfig]:
         for position, provider in enumerate(plan.usable):
             if position > 0 and penalize and not board.is_available(provider.name):
                 # It failed for another request while this one waited on an earlier provider.
@@ -188,9 +188,11 @@ async def attempt_in_turn(
                     skipped.append((provider, "failed meanwhile for another request"))
                 continue
             yield provider
+
+    def later() -> Iterable[ProviderConfig]:
         yield from soonest_back_first([*plan.later, *deferred], board)
 
-    upcoming = iter(providers())
+    first, rest = iter(usable()), iter(later())
     race: Race[_Lane, Success | _Failed] = Race(settings.hedge_after)
 
     def gone() -> bool:
@@ -208,8 +210,22 @@ async def attempt_in_turn(
         ))
         return True
 
-    def start_next_provider() -> None:
-        for provider in upcoming:
+    hold_back: list[ProviderConfig] = []  # last resorts a hedge passed over, in order: next when no hedge is
+
+    def start_next_provider(hedge: bool = False) -> None:
+        """The next planned provider under way. A hedge goes only to a usable provider that can serve the request
+        well: one cooling down (its retry-after not over, say) or a last resort is asked once the others failed."""
+        while True:
+            provider = next(first, None)
+            if provider is not None and hedge and provider.name in plan.last_resort:
+                hold_back.append(provider)
+                continue
+            if provider is None:
+                if hedge:
+                    return
+                provider = hold_back.pop(0) if hold_back else next(rest, None)
+                if provider is None:
+                    return
             turns: list[KeyTurn | None] = []
             if keys is not None:
                 turns += keys_to_try(key_turns(provider, board, keys, session), board)
@@ -267,7 +283,7 @@ async def attempt_in_turn(
             event = await race.next()
             if isinstance(event, HedgeDue):
                 if held is None:
-                    start_next_provider()  # beside the slow one
+                    start_next_provider(hedge=True)  # beside the slow one
                 continue
             lane, outcome = event.label, event.outcome
             if isinstance(outcome, Success):

@@ -76,8 +76,8 @@ def fit_plan(plan: Plan, traits: RequestTraits, candidates: Sequence[ProviderCon
                 last_resort[provider.name] = why.reason
         return [p for p in providers if p.name not in unfit] + rest
 
-    fitted = Plan(usable=ordered(list(plan.usable)), skipped=skipped, later=ordered(list(plan.later))) if unfit \
-        else plan
+    fitted = Plan(usable=ordered(list(plan.usable)), skipped=skipped, later=ordered(list(plan.later)),
+                  last_resort=frozenset(last_resort)) if unfit else plan
     enabled = [p for p in candidates if p.enabled]
     refusal = None
     if enabled and all((why := unfit_for(p, traits)) is not None and why.hard for p in enabled):

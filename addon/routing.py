@@ -20,6 +20,9 @@ class Plan:
     skipped: list[tuple[ProviderConfig, str]]  # enabled but not to be tried, with the reason
     # Cooling down or being probed: tried after `usable`, soonest back first (empty under all_cooling: refuse).
     later: list[ProviderConfig] = field(default_factory=list)
+    # Providers of `usable` and `later` that cannot serve the request well, put after those that can
+    # (provider_fit.py): never asked beside another as a hedge.
+    last_resort: frozenset[str] = frozenset()
 
 
 def _ordered_tier(

@@ -16,8 +16,16 @@ import pytest
 
 import helpers
 from balancer_proc import BalancerProcess
-from fakes import Behavior, FakeProvider, Message, RawStream, Status, Stream, wait_for_peer_close
-from helpers import FIRST_DELTA, anthropic_provider, raw_request, served_by, stream_events, wait_until
+from fakes import Behavior, FakeProvider, Message, RawStream, Status, Stream, openai_json, wait_for_peer_close
+from helpers import (
+    FIRST_DELTA,
+    anthropic_provider,
+    openai_provider,
+    raw_request,
+    served_by,
+    stream_events,
+    wait_until,
+)
 
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
 # How long an attempt goes without content before the next provider is asked beside it.
@@ -342,3 +350,52 @@ def test_a_held_error_answer_is_the_answer_when_the_other_attempt_fails(balancer
         line = request_line(balancer, b)
         assert f"{a} HTTP 529 overloaded_error" in line, line
         assert balancer.provider_status(a)["failures_by_class"] == {"overloaded": 1}
+
+
+def test_a_provider_cooling_down_is_not_asked_as_a_hedge(balancer, client, unique):
+    """Under all_cooling: try_soonest a provider cooling down is still tried, but only once the others failed: a
+    slow first provider is waited for (its retry-after, say, is not cut short by a hedge)."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    behind = slow(stream=True)
+    with FakeProvider(behind) as first, FakeProvider(Message("from b")) as second:
+        first.then(Message("from a"))
+        second.then(Status(529))
+        cooling = {"all_cooling": "try_soonest", "failure_rate": 0, "failure_cooldown": LONG}
+        balancer.use([anthropic_provider(b, second.url), anthropic_provider(a, first.url)], **cooling)
+        assert served_by(client, stream=True) == (a, "from a")  # b's 529: b cools down
+        assert balancer.provider_status(b)["cooldown_remaining"] > 0
+        wait_until(lambda: request_line(balancer, b) is not None, what="the first request's log line")
+        earlier = request_line(balancer, b)
+
+        # a, first now, sends no content within its 3 s; b is asked only after that.
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=3, first_content_timeout=3, **cooling)
+        assert served_by(client, stream=True) == (b, "from b")
+        wait_until(lambda: request_line(balancer, b) != earlier, what="the second request's log line")
+        line = request_line(balancer, b)
+        assert "hedged" not in line, line
+        assert f"attempts: {a} " in line and "hedge lost" not in line
+        assert metric(balancer, "balancer_hedges_total", provider=b) == 0
+
+
+def test_a_last_resort_is_not_asked_as_a_hedge(balancer, unique):
+    """A request with a server tool goes to an OpenAI-type provider (asked without the tool) only once every
+    Anthropic-type one failed: not beside a slow one, where its lesser answer could win the race."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    completion = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-big",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "from b"},
+                               "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+    with FakeProvider(Silent()) as first, FakeProvider(openai_json(completion)) as second:
+        balancer.use([anthropic_provider(a, first.url), openai_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=3)
+        with httpx.Client(timeout=LONG) as http:
+            answer = http.post(balancer.url + "/v1/messages", json={
+                **BODY, "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+                headers={"x-api-key": "client-own-key", "anthropic-version": "2023-06-01"})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-balancer-provider"] == b
+        wait_until(lambda: request_line(balancer, b) is not None, what="the request's log line")
+        line = request_line(balancer, b)
+        assert f"attempts: {a} no response headers within 3s" in line, line
+        assert "hedged" not in line
