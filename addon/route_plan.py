@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .config import PASSTHROUGH, BalancerConfig, ProviderConfig, Settings
 from .health import HealthBoard
@@ -103,7 +103,7 @@ class RoutedPlan:
     # Why the matched route's providers gave way to the default route's (None: they did not).
     fell_back: str | None = None
     refusal: str | None = None  # no provider can serve the request at all: the client gets a 400 saying why
-    hedge_after: float | None = None  # the route's own (None: the settings')
+    hedge_after: float | Literal[False] | None = None  # the route's own (None: the settings'; False: none)
     last_resort: dict[str, str] = field(default_factory=dict)  # provider -> why it is tried only after the others
 
     def not_tried(self, tried: set[str]) -> list[tuple[str, str]]:

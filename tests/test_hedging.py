@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 import helpers
 from balancer_proc import BalancerProcess
@@ -399,3 +400,26 @@ def test_a_last_resort_is_not_asked_as_a_hedge(balancer, unique):
         line = request_line(balancer, b)
         assert f"attempts: {a} no response headers within 3s" in line, line
         assert "hedged" not in line
+
+
+def test_a_route_with_hedge_after_false_is_never_hedged(balancer, unique):
+    """hedge_after set for everything, `false` on one route (long contexts: slow to their first token, and a hedge
+    bills them twice): that route's requests wait for their provider; the others are hedged."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    with FakeProvider(slow(stream=True)) as first, FakeProvider(Message("from b")) as second:
+        document = {
+            "providers": [anthropic_provider(a, first.url), anthropic_provider(b, second.url)],
+            "routes": [{"name": "long", "when": {"model": "long-*"}, "providers": [a, b], "hedge_after": False}],
+            "settings": {"hedge_after": HEDGE_AFTER, "request_timeout": 3, "first_content_timeout": 3},
+        }
+        balancer.providers_file.write_text(yaml.safe_dump(document, sort_keys=False))
+        assert balancer.reload().status_code == 200
+
+        with httpx.Client(timeout=LONG) as http:
+            answer = http.post(balancer.url + "/v1/messages", json={**BODY, "model": "long-1", "stream": True},
+                               headers={"x-api-key": "client-own-key", "anthropic-version": "2023-06-01"})
+        assert answer.headers["x-balancer-provider"] == b
+        wait_until(lambda: request_line(balancer, b) is not None, what="the request's log line")
+        line = request_line(balancer, b)
+        assert f"attempts: {a} " in line and "hedge" not in line, line
+        assert metric(balancer, "balancer_hedges_total", provider=b) == 0

@@ -88,7 +88,11 @@ def test_providers_gain_images_and_max_context():
     ("- {name: r1, when: {model_tier: medium}, providers: [main]}\n",
      "routes[0] (name 'r1').when.model_tier: Input should be 'big' or 'small'"),
     ("- {name: r1, hedge_after: .inf, providers: [main]}\n",
-     "routes[0] (name 'r1').hedge_after: Input should be a finite number"),
+     "routes[0] (name 'r1').hedge_after: a number of seconds above 0 (finite), or false"),
+    ("- {name: r1, hedge_after: 0, providers: [main]}\n",
+     "routes[0] (name 'r1').hedge_after: a number of seconds above 0 (finite), or false"),
+    ("- {name: r1, hedge_after: true, providers: [main]}\n",
+     "routes[0] (name 'r1').hedge_after: a number of seconds above 0 (finite), or false"),
     ("- {name: r1, when: {header: {'': '*'}}, providers: [main]}\n",
      "routes[0] (name 'r1').when.header: a header name is empty"),
 ])
