@@ -423,3 +423,24 @@ def test_a_route_with_hedge_after_false_is_never_hedged(balancer, unique):
         line = request_line(balancer, b)
         assert f"attempts: {a} " in line and "hedge" not in line, line
         assert metric(balancer, "balancer_hedges_total", provider=b) == 0
+
+
+def test_a_client_leaving_while_an_error_answer_is_held_closes_both(balancer, unique):
+    a, b = f"a-{unique}", f"b-{unique}"
+    first_silent = Silent()
+    refusing = Signalling(Status(400))
+    with FakeProvider(first_silent) as first, FakeProvider(refusing) as second:
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=LONG, first_content_timeout=LONG)
+        sock = raw_request(balancer.port, {**BODY, "stream": True})
+        try:
+            assert refusing.after.wait(DEADLINE), "the hedge to b"
+        finally:
+            sock.close()
+        assert first_silent.peer_closed.wait(DEADLINE), "a's connection was held after the client left"
+        wait_until(lambda: request_line(balancer, b) is not None, what="the request's log line")
+        line = request_line(balancer, b)
+        assert " client gone | attempts: " in line, line
+        assert f"{a} client gone " in line and f"{b} client gone " in line
+        assert_blameless(balancer, a)
+        assert_blameless(balancer, b)
