@@ -113,8 +113,8 @@ class Dispatcher:
                 return Reply(error_response(400, "invalid_request_error", routed.refusal), routed.refusal)
             plan = routed.plan
             affinity_key = affinity_on(affinity_key, routed.route)
-            if routed.hedge_after is not None:
-                settings = settings.model_copy(update={"hedge_after": routed.hedge_after})
+            if routed.hedge_after is not None:  # the route's own (False: no hedging)
+                settings = settings.model_copy(update={"hedge_after": routed.hedge_after or None})
         else:
             # Other endpoints exist only at Anthropic-type providers.
             plan = self.router.plan(self.providers.config.providers, board, settings, types=("anthropic",),

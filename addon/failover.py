@@ -181,7 +181,7 @@ async def attempt_in_turn(
     deferred: list[ProviderConfig] = []
     try_all = settings.all_cooling == "try_soonest"
 
-    def providers() -> Iterable[ProviderConfig]:
+    def usable() -> Iterable[ProviderConfig]:
         for position, provider in enumerate(plan.usable):
             if position > 0 and penalize and not board.is_available(provider.name):
                 # It failed for another request while this one waited on an earlier provider.
@@ -191,9 +191,11 @@ async def attempt_in_turn(
                     skipped.append((provider, "failed meanwhile for another request"))
                 continue
             yield provider
+
+    def later() -> Iterable[ProviderConfig]:
         yield from soonest_back_first([*plan.later, *deferred], board)
 
-    upcoming = iter(providers())
+    first, rest = iter(usable()), iter(later())
     race: Race[_Lane, Success | _Failed] = Race(settings.hedge_after)
 
     def gone() -> bool:
@@ -211,8 +213,22 @@ async def attempt_in_turn(
         ))
         return True
 
-    def start_next_provider() -> None:
-        for provider in upcoming:
+    hold_back: list[ProviderConfig] = []  # last resorts a hedge passed over, in order: next when no hedge is
+
+    def start_next_provider(hedge: bool = False) -> None:
+        """The next planned provider under way. A hedge goes only to a usable provider that can serve the request
+        well: one cooling down (its retry-after not over, say) or a last resort is asked once the others failed."""
+        while True:
+            provider = next(first, None)
+            if provider is not None and hedge and provider.name in plan.last_resort:
+                hold_back.append(provider)
+                continue
+            if provider is None:
+                if hedge:
+                    return
+                provider = hold_back.pop(0) if hold_back else next(rest, None)
+                if provider is None:
+                    return
             turns: list[KeyTurn | None] = []
             if keys is not None:
                 turns += keys_to_try(key_turns(provider, board, keys, session), board)
@@ -245,34 +261,66 @@ async def attempt_in_turn(
     async def call_off(reason: str) -> None:
         for other in await race.call_off(reason):
             if isinstance(other.outcome, Success):
-                attempts.extend(await _set_aside(other.outcome, other.hedge, reason, keys))
+                for record in other.outcome.attempts:
+                    record.hedge = other.hedge
+                attempts.extend(await _set_aside(other.outcome, f"cancelled: {reason}", keys))
             else:
                 failed(other.label, other.outcome, other.hedge)
+
+    # An error answer (a 400, say) that came while another attempt was still under way: the other may yet serve,
+    # so this one is the answer only when the other fails or errors too (no further provider is started for it).
+    held: Success | None = None
+
+    async def serve(success: Success) -> Success:
+        nonlocal held
+        if held is not None and held is not success:
+            attempts.extend(await _set_aside(held, f"{held.answer.status}, not used: "
+                                                   f"{success.provider.name} served", keys))
+        held = None
+        success.attempts[:0] = attempts
+        return success
 
     start_next_provider()
     try:
         while race.in_flight:
             event = await race.next()
             if isinstance(event, HedgeDue):
-                start_next_provider()  # beside the slow one
+                if held is None:
+                    start_next_provider(hedge=True)  # beside the slow one
                 continue
             lane, outcome = event.label, event.outcome
             if isinstance(outcome, Success):
                 for record in outcome.attempts:
                     record.hedge = event.hedge
+                if outcome.answer.status >= 400 and (held is not None or race.in_flight):
+                    if held is None:
+                        held = outcome  # the other attempt may still serve
+                        continue
+                    attempts.extend(await _set_aside(outcome, f"{outcome.answer.status}, not used: "
+                                                              f"{held.provider.name} answered first", keys))
+                    return await serve(held)
                 await call_off(f"hedge lost to {lane.provider.name}")
-                outcome.attempts[:0] = attempts
-                return outcome
+                return await serve(outcome)
             if outcome.client_gone:
                 failed(lane, outcome, event.hedge)
                 await call_off(CLIENT_GONE)
+                if held is not None:
+                    attempts.extend(await _set_aside(held, CLIENT_GONE, keys))
+                    held = None
                 return Exhausted(attempts=attempts, skipped=skipped, client_gone=True)
-            if failed(lane, outcome, event.hedge) and start(lane):
+            retry_key = failed(lane, outcome, event.hedge)
+            if held is not None:
+                if not race.in_flight:
+                    return await serve(held)
+                continue
+            if retry_key and start(lane):
                 continue
             if not race.in_flight:
                 start_next_provider()
     except BaseException:
         race.abandon()
+        if held is not None:
+            _drop(held, keys)
         raise
     return Exhausted(attempts=attempts, skipped=skipped, client_gone=gone())
 
@@ -287,15 +335,21 @@ class _Lane:
     turn: KeyTurn | None = None  # the key of the attempt under way
 
 
-async def _set_aside(success: Success, hedge: bool, reason: str, keys: KeyBook | None) -> list[AttemptRecord]:
-    """An attempt that served just as another did, too late: its answer is closed unread and its key released."""
+async def _set_aside(success: Success, outcome: str, keys: KeyBook | None) -> list[AttemptRecord]:
+    """An answer the client does not get (another attempt's serves): closed unread, its key released; its records,
+    the last saying `outcome`."""
     await success.response.aclose()
     if keys is not None and success.key is not None:
         keys.ended(success.key.subject)
-    for record in success.attempts:
-        record.hedge = hedge
-    success.attempts[-1].outcome = f"cancelled: {reason}"
+    success.attempts[-1].outcome = outcome
     return success.attempts
+
+
+def _drop(success: Success, keys: KeyBook | None) -> None:
+    """`_set_aside` without waiting (the request is going away): the answer closed in the background."""
+    if keys is not None and success.key is not None:
+        keys.ended(success.key.subject)
+    asyncio.ensure_future(success.response.aclose()).add_done_callback(retrieve_exception)
 
 
 async def _attempt_key(

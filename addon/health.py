@@ -7,9 +7,10 @@ each change this instance makes (and shares it), changes other instances made ar
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -100,6 +101,9 @@ class HealthBoard:
         self.listener: HealthListener | None = None
         # Whether this instance may probe a provider whose cooldown ended (None: always; shared state sets it).
         self.probe_gate: Callable[[str], bool] | None = None
+        # The same answer, asking nobody: for a plan that is only looked at (`peeking`).
+        self.probe_peek: Callable[[str], bool] | None = None
+        self._peeking = False
         # Whether another instance is probing a provider right now (set by shared state).
         self.probing_elsewhere: Callable[[str], bool] | None = None
         self.origin = ""  # this instance, in generations it starts
@@ -127,7 +131,20 @@ class HealthBoard:
         health = self.get(name)
         if health.probing:
             return False
-        return health.cooldowns == 0 or self.probe_gate is None or self.probe_gate(name)
+        if health.cooldowns == 0 or self.probe_gate is None:
+            return True
+        if self._peeking:
+            return self.probe_peek(name) if self.probe_peek is not None else False
+        return self.probe_gate(name)
+
+    @contextlib.contextmanager
+    def peeking(self) -> Iterator[None]:
+        """Within it, `is_available` asks no other instance for a probe's claim (an explanation moves nothing)."""
+        self._peeking = True
+        try:
+            yield
+        finally:
+            self._peeking = False
 
     def is_probing(self, name: str) -> bool:
         """A probe is under way here, or at another instance."""

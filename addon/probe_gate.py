@@ -43,6 +43,13 @@ class ProbeGate:
         self._ask(name)
         return False
 
+    def peek(self, name: str) -> bool:
+        """What `allow` would say now, without asking for a claim (a dry run's plan): no claim is not allowed yet."""
+        if not self.active:
+            return True
+        claim = self._claims.get(name)
+        return claim is not None and claim.until > self._clock() and claim.state == MINE
+
     def elsewhere(self, name: str) -> bool:
         """Another instance holds the claim (nothing is asked)."""
         claim = self._claims.get(name)

@@ -33,12 +33,21 @@ def unfit_for(provider: ProviderConfig, traits: RequestTraits) -> Unfit | None:
     if traits.images and not provider.images:
         return Unfit("has images: false and the request carries images", hard=True)
     if traits.server_tools and provider.type != "anthropic":
-        return Unfit(f"cannot run server tools ({', '.join(traits.server_tools)}): not an Anthropic-type provider",
+        return Unfit(f"cannot run server tools ({_named(traits.server_tools)}): not an Anthropic-type provider",
                      hard=False)
     tokens, limit = traits.input_tokens, provider.max_context
     if tokens is not None and limit is not None and tokens > limit:
         return Unfit(f"the request's estimated {tokens} input tokens exceed its max_context {limit}", hard=False)
     return None
+
+
+# Tool types are the client's words: a reason names a few, each cut short, however many it sent.
+NAMED_TYPES, TYPE_CHARS = 3, 64
+
+
+def _named(types: Sequence[str]) -> str:
+    named = ", ".join(kind[:TYPE_CHARS] for kind in types[:NAMED_TYPES])
+    return named + (f" and {len(types) - NAMED_TYPES} more" if len(types) > NAMED_TYPES else "")
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,8 @@ def fit_plan(plan: Plan, traits: RequestTraits, candidates: Sequence[ProviderCon
                 last_resort[provider.name] = why.reason
         return [p for p in providers if p.name not in unfit] + rest
 
-    fitted = Plan(usable=ordered(list(plan.usable)), skipped=skipped, later=ordered(list(plan.later))) if unfit \
-        else plan
+    fitted = Plan(usable=ordered(list(plan.usable)), skipped=skipped, later=ordered(list(plan.later)),
+                  last_resort=frozenset(last_resort)) if unfit else plan
     enabled = [p for p in candidates if p.enabled]
     refusal = None
     if enabled and all((why := unfit_for(p, traits)) is not None and why.hard for p in enabled):

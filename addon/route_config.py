@@ -7,6 +7,7 @@ matches wins (route_match.py); a request no route takes goes to every provider, 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,6 +75,8 @@ class RouteWhen(BaseModel):
     @field_validator("header")
     @classmethod
     def _lower_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value and not all(name.strip() for name in value):
+            raise ValueError("a header name is empty")
         return {name.strip().lower(): glob for name, glob in value.items()} if value else None
 
     @field_validator("server_tools")
@@ -111,13 +114,32 @@ class Route(BaseModel):
     # When every provider of the route is unusable (cooling down, disabled, unable to serve the request), the
     # request takes the default route instead of failing.
     fallback: StrictBool = False
-    # Seconds before the next provider is also asked while the first has sent no content (failover.py).
-    hedge_after: float | None = Field(default=None, gt=0)
+    # Seconds before the next provider is also asked while the first has sent no content (failover.py); false: never
+    # for this route whatever the setting (a long context's first token is slow, and a hedge bills it twice).
+    hedge_after: Literal[False] | float | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, value: Any) -> Any:
         return _unknown(value, ROUTE_KEYS, "key")
+
+    @field_validator("hedge_after", mode="before")
+    @classmethod
+    def _seconds_or_off(cls, value: Any) -> Any:
+        if value is None or value is False:
+            return value
+        try:
+            seconds = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError("a number of seconds above 0 (finite), or false: no hedging on this route")
+        return seconds
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _empty_when(cls, value: Any) -> Any:
+        return {} if value is None else value  # `when:` with every condition commented out: none
 
     @field_validator("name")
     @classmethod

@@ -133,17 +133,45 @@ class RouteExplain:
         except (ValueError, RecursionError):
             outer = None
         if isinstance(outer, dict) and "request" in outer:  # a request as another client would send it
-            if isinstance(outer.get("headers"), dict):
-                headers = [(str(k), str(v)) for k, v in outer["headers"].items()]
-            if "client" in outer:
-                client = outer["client"] if isinstance(outer["client"], str) else None
-            raw = json.dumps(outer["request"]).encode()
+            names = [key.name for key in self.providers.settings.client_keys]
+            wrapped = as_another_client(outer, headers, client, names)
+            if isinstance(wrapped, str):
+                flow.response = error_response(400, "invalid_request_error", wrapped)
+                return
+            raw, headers, client = wrapped
         body, problem = _messages_body(raw)
         if body is None:
             flow.response = error_response(400, "invalid_request_error", problem)
             return
         traits = await counted(traits_of(body, headers, client), body, raw, route_table(self.providers.config))
         flow.response = json_response(200, explanation(self._plan(traits, body, headers), traits))
+
+
+WRAPPER_KEYS = ("request", "headers", "client")
+
+
+def as_another_client(
+    outer: dict[str, Any], headers: list[tuple[str, str]], client: str | None, client_names: list[str]
+) -> tuple[bytes, list[tuple[str, str]], str | None] | str:
+    """The request of `{"request": ..., "headers": {...}, "client": "<name>"}`, the headers and the client to judge it
+    with (the caller's where the wrapper gives none); or what is wrong with the wrapper. A mistake in it is said,
+    not passed over: an explanation for the wrong headers or client would mislead."""
+    unknown = [str(key) for key in outer if key not in WRAPPER_KEYS]
+    if unknown:
+        return f"unknown key {unknown[0]!r} beside 'request' (the keys: {', '.join(WRAPPER_KEYS)})"
+    if not isinstance(outer["request"], dict):
+        return "request: a Messages request (a JSON object) is required"
+    if "headers" in outer:
+        given = outer["headers"]
+        if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+            return "headers: an object of header names to string values is required"
+        headers = list(given.items())
+    if "client" in outer:
+        client = outer["client"]
+        if client is not None and (not isinstance(client, str) or client not in client_names):
+            known = ", ".join(client_names) or "none: settings.client_keys is empty"
+            return f"client: {json.dumps(client)[:80]} is not a client key's name (the names: {known})"
+    return json.dumps(outer["request"]).encode(), headers, client
 
 
 def _messages_body(raw: bytes) -> tuple[dict[str, Any] | None, str]:

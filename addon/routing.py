@@ -20,6 +20,9 @@ class Plan:
     skipped: list[tuple[ProviderConfig, str]]  # enabled but not to be tried, with the reason
     # Cooling down or being probed: tried after `usable`, soonest back first (empty under all_cooling: refuse).
     later: list[ProviderConfig] = field(default_factory=list)
+    # Providers of `usable` and `later` that cannot serve the request well, put after those that can
+    # (provider_fit.py): never asked beside another as a hedge.
+    last_resort: frozenset[str] = frozenset()
 
 
 def _ordered_tier(
@@ -129,8 +132,20 @@ class Router:
     ) -> Plan:
         """`dry_run`: the plan the next request would get, with nothing moved (the round-robin turn, the random
         generator, the keys' skip counts): for an explanation, not for sending."""
+        if dry_run:
+            with board.peeking():  # no probe's claim asked for either
+                return self._plan(providers, board, settings, types, preferred, dry_run)
+        return self._plan(providers, board, settings, types, preferred, dry_run)
+
+    def _plan(
+        self, providers: Sequence[ProviderConfig], board: HealthBoard, settings: Settings,
+        types: tuple[str, ...] | None, preferred: str | None, dry_run: bool,
+    ) -> Plan:
         turn = self.turn
-        rng = random.Random() if dry_run else self.rng
+        rng = self.rng
+        if dry_run:  # the draws the next request will make, from a copy of the generator
+            rng = random.Random()
+            rng.setstate(self.rng.getstate())
         if not dry_run:
             self.turn += 1
         keys = self.keys

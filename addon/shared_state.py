@@ -213,7 +213,7 @@ class SharedState:
         self._connection_changed(False)  # decide alone until the new link is up
         board = self.providers.board
         if self._wanted is None:
-            board.listener = board.probe_gate = None
+            board.listener = board.probe_gate = board.probe_peek = None
             self.affinity.listener = None
             self.affinity.share(None)
             self._link = None
@@ -223,6 +223,7 @@ class SharedState:
         self._usage_sync = UsageSync(self.keys, self.origin)
         board.listener = self
         board.probe_gate = self.gate.allow
+        board.probe_peek = self.gate.peek
         board.origin = self.origin
         self.affinity.share(session_digest)
         self.affinity.listener = self._pinned

@@ -6,17 +6,27 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 import helpers
 from balancer_proc import BalancerProcess
-from fakes import Behavior, FakeProvider, Message, RawStream, Status, Stream, wait_for_peer_close
-from helpers import FIRST_DELTA, anthropic_provider, raw_request, served_by, stream_events, wait_until
+from fakes import Behavior, FakeProvider, Message, RawStream, Status, Stream, openai_json, wait_for_peer_close
+from helpers import (
+    FIRST_DELTA,
+    anthropic_provider,
+    openai_provider,
+    raw_request,
+    served_by,
+    stream_events,
+    wait_until,
+)
 
 BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
 # How long an attempt goes without content before the next provider is asked beside it.
@@ -246,3 +256,191 @@ def test_a_provider_on_probation_that_loses_a_hedge_is_no_longer_probing(balance
                    what="the hedged request's log line")
         status = balancer.provider_status(a)
         assert (status["probing"], status["failures"]) == (False, 1)
+
+
+@dataclass
+class After(Behavior):
+    """Answers as `then` once `event` is set (or after LONG): a provider slow to its first content until told."""
+
+    event: threading.Event
+    then: Behavior
+    # Then this long still: for the balancer to have read the answer that set `event` (it passes either way).
+    grace: float = 0.0
+
+    def run(self, handler, request, fake):
+        if self.event.wait(LONG):
+            time.sleep(self.grace)
+        self.then.run(handler, request, fake)
+
+
+@dataclass
+class Signalling(Behavior):
+    """Sets `before` on receiving the request, answers as `then`, then sets `after`."""
+
+    then: Behavior
+    before: threading.Event = field(default_factory=threading.Event)
+    after: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, handler, request, fake):
+        self.before.set()
+        try:
+            self.then.run(handler, request, fake)
+        finally:
+            self.after.set()
+
+
+def post_messages(balancer: BalancerProcess, stream: bool) -> httpx.Response:
+    with httpx.Client(timeout=LONG) as http:
+        return http.post(balancer.url + "/v1/messages", json={**BODY, "stream": stream},
+                         headers={"x-api-key": "client-own-key", "anthropic-version": "2023-06-01"})
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("erring", ["hedge", "first"])
+def test_an_error_answer_does_not_beat_the_other_attempts_content(balancer, client, unique, stream, erring):
+    """A 400 from one attempt while the other is still under way is held: the other's content is the answer."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    if erring == "hedge":  # a is slow; b, asked beside it, answers 400 at once; then a serves
+        refusing = Signalling(Status(400))
+        first_behavior: Behavior = After(refusing.after, Message("from a"), grace=0.5)
+        second_behavior: Behavior = refusing
+        winner, loser, text = a, b, "from a"
+    else:  # a answers 400 only once b was asked beside it; b serves after that
+        asked = Signalling(Message("from b"))
+        refusing = Signalling(After(asked.before, Status(400)))
+        asked.then = After(refusing.after, Message("from b"), grace=0.5)
+        first_behavior, second_behavior = refusing, asked
+        winner, loser, text = b, a, "from b"
+    with FakeProvider(first_behavior) as first, FakeProvider(second_behavior) as second:
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=LONG, first_content_timeout=LONG)
+
+        assert served_by(client, stream) == (winner, text)
+        assert len(first.message_requests) == len(second.message_requests) == 1
+        wait_until(lambda: request_line(balancer, winner) is not None, what="the request's log line")
+        line = request_line(balancer, winner)
+        # Held, then set aside; or, when both had finished by the time the balancer looked, the earlier started
+        # one taken and the other called off.
+        assert re.search(rf"{loser} (400, not used: {winner} served|cancelled: hedge lost to {winner}) ", line), line
+        assert f" -> {winner}/" in line
+        assert_blameless(balancer, loser)
+        assert metric(balancer, "balancer_hedge_wins_total", provider=a) == 0
+        assert metric(balancer, "balancer_hedge_wins_total", provider=b) == (1 if winner == b else 0)
+        with httpx.Client(timeout=10) as http:
+            assert http.get(balancer.url + "/providers").json()["open_streams"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_held_error_answer_is_the_answer_when_the_other_attempt_fails(balancer, unique, stream):
+    """The hedge's 400 is held while the slow first provider is under way; that one then fails: the client gets
+    the 400 (as it would have without hedging), and no third provider is asked for it."""
+    a, b, c = f"a-{unique}", f"b-{unique}", f"c-{unique}"
+    refusing = Signalling(Status(400))
+    with FakeProvider(After(refusing.after, Status(529))) as first, FakeProvider(refusing) as second, \
+            FakeProvider(Message("from c")) as third:
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url),
+                      anthropic_provider(c, third.url)], hedge_after=HEDGE_AFTER, request_timeout=LONG,
+                     first_content_timeout=LONG)
+
+        answer = post_messages(balancer, stream)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == {"type": "invalid_request_error", "message": "fake 400"}
+        assert answer.headers["x-balancer-provider"] == b
+        assert third.requests == []
+        wait_until(lambda: request_line(balancer, b) is not None, what="the request's log line")
+        line = request_line(balancer, b)
+        assert f"{a} HTTP 529 overloaded_error" in line, line
+        assert balancer.provider_status(a)["failures_by_class"] == {"overloaded": 1}
+
+
+def test_a_provider_cooling_down_is_not_asked_as_a_hedge(balancer, client, unique):
+    """Under all_cooling: try_soonest a provider cooling down is still tried, but only once the others failed: a
+    slow first provider is waited for (its retry-after, say, is not cut short by a hedge)."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    behind = slow(stream=True)
+    with FakeProvider(behind) as first, FakeProvider(Message("from b")) as second:
+        first.then(Message("from a"))
+        second.then(Status(529))
+        cooling = {"all_cooling": "try_soonest", "failure_rate": 0, "failure_cooldown": LONG}
+        balancer.use([anthropic_provider(b, second.url), anthropic_provider(a, first.url)], **cooling)
+        assert served_by(client, stream=True) == (a, "from a")  # b's 529: b cools down
+        assert balancer.provider_status(b)["cooldown_remaining"] > 0
+        wait_until(lambda: request_line(balancer, b) is not None, what="the first request's log line")
+        earlier = request_line(balancer, b)
+
+        # a, first now, sends no content within its 3 s; b is asked only after that.
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=3, first_content_timeout=3, **cooling)
+        assert served_by(client, stream=True) == (b, "from b")
+        wait_until(lambda: request_line(balancer, b) != earlier, what="the second request's log line")
+        line = request_line(balancer, b)
+        assert "hedged" not in line, line
+        assert f"attempts: {a} " in line and "hedge lost" not in line
+        assert metric(balancer, "balancer_hedges_total", provider=b) == 0
+
+
+def test_a_last_resort_is_not_asked_as_a_hedge(balancer, unique):
+    """A request with a server tool goes to an OpenAI-type provider (asked without the tool) only once every
+    Anthropic-type one failed: not beside a slow one, where its lesser answer could win the race."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    completion = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-big",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "from b"},
+                               "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+    with FakeProvider(Silent()) as first, FakeProvider(openai_json(completion)) as second:
+        balancer.use([anthropic_provider(a, first.url), openai_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=3)
+        with httpx.Client(timeout=LONG) as http:
+            answer = http.post(balancer.url + "/v1/messages", json={
+                **BODY, "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
+                headers={"x-api-key": "client-own-key", "anthropic-version": "2023-06-01"})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-balancer-provider"] == b
+        wait_until(lambda: request_line(balancer, b) is not None, what="the request's log line")
+        line = request_line(balancer, b)
+        assert f"attempts: {a} no response headers within 3s" in line, line
+        assert "hedged" not in line
+
+
+def test_a_route_with_hedge_after_false_is_never_hedged(balancer, unique):
+    """hedge_after set for everything, `false` on one route (long contexts: slow to their first token, and a hedge
+    bills them twice): that route's requests wait for their provider; the others are hedged."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    with FakeProvider(slow(stream=True)) as first, FakeProvider(Message("from b")) as second:
+        document = {
+            "providers": [anthropic_provider(a, first.url), anthropic_provider(b, second.url)],
+            "routes": [{"name": "long", "when": {"model": "long-*"}, "providers": [a, b], "hedge_after": False}],
+            "settings": {"hedge_after": HEDGE_AFTER, "request_timeout": 3, "first_content_timeout": 3},
+        }
+        balancer.providers_file.write_text(yaml.safe_dump(document, sort_keys=False))
+        assert balancer.reload().status_code == 200
+
+        with httpx.Client(timeout=LONG) as http:
+            answer = http.post(balancer.url + "/v1/messages", json={**BODY, "model": "long-1", "stream": True},
+                               headers={"x-api-key": "client-own-key", "anthropic-version": "2023-06-01"})
+        assert answer.headers["x-balancer-provider"] == b
+        wait_until(lambda: request_line(balancer, b) is not None, what="the request's log line")
+        line = request_line(balancer, b)
+        assert f"attempts: {a} " in line and "hedge" not in line, line
+        assert metric(balancer, "balancer_hedges_total", provider=b) == 0
+
+
+def test_a_client_leaving_while_an_error_answer_is_held_closes_both(balancer, unique):
+    a, b = f"a-{unique}", f"b-{unique}"
+    first_silent = Silent()
+    refusing = Signalling(Status(400))
+    with FakeProvider(first_silent) as first, FakeProvider(refusing) as second:
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], hedge_after=HEDGE_AFTER,
+                     request_timeout=LONG, first_content_timeout=LONG)
+        sock = raw_request(balancer.port, {**BODY, "stream": True})
+        try:
+            assert refusing.after.wait(DEADLINE), "the hedge to b"
+        finally:
+            sock.close()
+        assert first_silent.peer_closed.wait(DEADLINE), "a's connection was held after the client left"
+        wait_until(lambda: request_line(balancer, b) is not None, what="the request's log line")
+        line = request_line(balancer, b)
+        assert " client gone | attempts: " in line, line
+        assert f"{a} client gone " in line and f"{b} client gone " in line
+        assert_blameless(balancer, a)
+        assert_blameless(balancer, b)

@@ -96,6 +96,14 @@ def test_providers_gain_images_and_max_context():
      "routes[0] (name 'r1').when.subagent: Input should be a valid boolean"),
     ("- {name: r1, fallback: 'false', providers: [main]}\n",
      "routes[0] (name 'r1').fallback: Input should be a valid boolean"),
+    ("- {name: r1, hedge_after: .inf, providers: [main]}\n",
+     "routes[0] (name 'r1').hedge_after: a number of seconds above 0 (finite), or false"),
+    ("- {name: r1, hedge_after: 0, providers: [main]}\n",
+     "routes[0] (name 'r1').hedge_after: a number of seconds above 0 (finite), or false"),
+    ("- {name: r1, hedge_after: true, providers: [main]}\n",
+     "routes[0] (name 'r1').hedge_after: a number of seconds above 0 (finite), or false"),
+    ("- {name: r1, when: {header: {'': '*'}}, providers: [main]}\n",
+     "routes[0] (name 'r1').when.header: a header name is empty"),
 ])
 def test_each_mistake_is_one_line_naming_the_route(routes, expected):
     message = error_of(routes)
@@ -129,3 +137,9 @@ def test_a_route_without_conditions_before_others_is_named_in_a_warning():
     _, warnings = load("- {name: small, when: {model_tier: small}, providers: [cheap]}\n- {name: all, "
                        "providers: [main]}\n")
     assert warnings == []  # last, it is a named default
+
+
+def test_a_when_left_empty_is_no_condition():
+    """`when:` with every condition commented out is YAML's null: the route takes every request, as without it."""
+    config, _ = load("- name: r1\n  when:\n    # model_tier: small\n  providers: [main]\n")
+    assert config.routes[0].when.conditions() == []  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from typing import Any
 from addon.config import BalancerConfig, ProviderConfig
 from addon.health import HealthBoard
 from addon.model_map import choose_model
-from addon.provider_fit import fit_plan
+from addon.provider_fit import fit_plan, unfit_for
 from addon.request_traits import RequestTraits
 from addon.route_plan import RoutePlanner, affinity_on, route_table
 from addon.routing import Plan, Router
@@ -52,6 +52,19 @@ def test_a_provider_without_images_is_skipped_with_its_reason_and_none_that_can_
     assert fitted.refusal is None
     alone = fit_plan(Plan([blind], []), request(images=True), [blind])
     assert alone.plan.usable == [] and alone.refusal is not None and "images: false" in alone.refusal
+
+
+def test_a_server_tools_reason_names_a_few_of_the_clients_types_each_cut_short():
+    """The reason goes into the log, the flow and the JSON log: a client's thousand tool types are not copied."""
+    many = tuple(f"web_search_{i:04d}" + "x" * 1000 for i in range(1000))
+    unfit = unfit_for(provider("o", "openai"), request(server_tools=many))
+    assert unfit is not None and not unfit.hard
+    assert unfit.reason.startswith("cannot run server tools (web_search_0000xxx")
+    assert unfit.reason.endswith(" and 997 more): not an Anthropic-type provider")
+    assert len(unfit.reason) < 300
+    one = unfit_for(provider("o", "openai"), request(server_tools=("web_search_20250305",)))
+    assert one is not None
+    assert one.reason == "cannot run server tools (web_search_20250305): not an Anthropic-type provider"
 
 
 def test_a_context_above_max_context_goes_last_and_only_when_counted():
@@ -117,6 +130,8 @@ def test_tokens_are_counted_only_above_the_smallest_threshold():
     small, needed = table.bounded(request(), b"x" * 1000)
     assert small.input_bound == 1000 and not needed
     assert table.bounded(request(), b"x" * 3000)[1]
+    # A body at least as long as the threshold is counted without reading its bound (a scan of all its bytes).
+    assert table.bounded(request(), b"x" * 10**6) == (request(), True)
     assert route_table(config([], provider("a"))).bounded(request(), b"x" * 10**6) == (request(), False)
 
 

@@ -259,6 +259,25 @@ def test_explain_says_why_and_sends_nothing(routes: Setup):
     assert explain(routes, body, key=ALICE).status_code == 401
 
 
+@pytest.mark.parametrize(("wrapper", "said"), [
+    ({"headers": [["x-team", "red-1"]]}, "headers: an object of header names to string values"),
+    ({"headers": {"x-team": ["red-1"]}}, "headers: an object of header names to string values"),
+    ({"client": "nobody"}, 'client: "nobody" is not a client key\'s name (the names: alice, bob)'),
+    ({"client": 5}, "client: 5 is not a client key's name"),
+    ({"header": {"x-team": "red-1"}}, "unknown key 'header' beside 'request'"),
+    ({"request": "claude-sonnet-4"}, "request: a Messages request (a JSON object) is required"),
+])
+def test_explain_says_what_is_wrong_with_its_wrapper(routes: Setup, wrapper: dict[str, Any], said: str):
+    """A wrapper's headers or client that cannot be used are said, not passed over for the caller's own (which
+    would explain the request as some other client sends it)."""
+    body = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
+    answer = explain(routes, {"request": body, **wrapper})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert said in answer.json()["error"]["message"]
+    assert explain(routes, {"request": body, "client": None, "headers": {"x-team": "red-1"}}).json()["route"] == "team"
+
+
 def test_explain_predicts_round_robin_without_moving_it(routes: Setup):
     routes.write([{"name": "pair", "when": {"model": "pair-*"}, "providers": ["big", "sub"]}],
                  strategy="round_robin", affinity="none")

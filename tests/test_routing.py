@@ -347,3 +347,15 @@ def test_affinity_does_not_override_a_better_priority_tier(board: HealthBoard) -
     assert names(plan_attempts([main, other, backup], board, preferred="other").usable) == ["other", "main", "backup"]
     board.record_failure("main", "HTTP 500", cooldown=60)
     assert names(plan_attempts([main, backup], board, preferred="backup").usable) == ["backup"]
+
+
+@pytest.mark.parametrize("strategy", ["random", "weighted", "round_robin"])
+def test_a_dry_run_shows_the_order_the_next_request_gets_and_moves_nothing(strategy):
+    """What `POST /routes/explain` shows is the next request's order, however often it is asked."""
+    providers = [ProviderConfig(name=f"p{i}", base_url="https://x.example", auth_value="k", weight=i + 1)
+                 for i in range(6)]
+    router, board, settings = Router(seed=7), HealthBoard(), Settings(strategy=strategy)
+    for _ in range(3):
+        looked = [[p.name for p in router.plan(providers, board, settings, dry_run=True).usable] for _ in range(3)]
+        assert looked[0] == looked[1] == looked[2]
+        assert [p.name for p in router.plan(providers, board, settings).usable] == looked[0]

@@ -410,6 +410,28 @@ def test_the_board_asks_the_gate_only_for_a_provider_whose_cooldown_ended(
     assert board.is_probing("p")
 
 
+def test_a_dry_run_plan_asks_for_no_probe_claim(clock: ManualClock, wall: ManualClock) -> None:
+    """`POST /routes/explain` plans as a dry run: a provider whose cooldown ended is shown as a request would find
+    it, but no claim is asked for (asking would make this instance the prober, and others wait on it)."""
+    board = board_with(clock, wall)
+    asked = Asked()
+    gate = ProbeGate(asked, clock)
+    gate.active = True
+    board.probe_gate, board.probe_peek = gate.allow, gate.peek
+    board.record_failure("p", "refused", cooldown=10)
+    clock.advance(10.001)
+    providers = [provider("p"), provider("q")]
+    router = Router()
+
+    looked = router.plan(providers, board, Settings(), dry_run=True)
+    assert [p.name for p in looked.usable] == ["q"] and asked.names == []
+    gate.granted("p", 5)
+    assert [p.name for p in router.plan(providers, board, Settings(), dry_run=True).usable] == ["p", "q"]
+    gate.forget("p")
+    router.plan(providers, board, Settings())
+    assert asked.names == ["p"]  # a request's plan asks
+
+
 # =====================================================================================================
 # what the board, the session map and the router tell
 # =====================================================================================================
