@@ -92,8 +92,15 @@ def test_no_path_escapes_and_no_credential_is_kept(setup, method, path, headers)
 
 
 def test_the_log_and_the_saved_flows_hold_no_seeded_credential(setup):
-    """Runs after the property above (same module fixture): everything it sent is in the log and the flows."""
+    """Sends requests of its own carrying every seeded credential in every place (so that it holds whichever worker
+    runs it, and whether the property above ran first or not), then reads the log and the saved flows."""
     process, _, flows = setup
+    for path in ("/v1/messages", "/v1/messages?beta=true", "/providers", "/v1/models", "/nowhere"):
+        for key in (CLIENT_KEY, ADMIN_KEY, WRONG_KEY):
+            for header in ("x-api-key", "authorization"):
+                value = f"Bearer {key}" if header == "authorization" else key
+                send(process.port, "POST" if "messages" in path else "GET", path,
+                     [(header, value), ("x-title", PROVIDER_KEY), ("x-admin", f"prefix {ADMIN_KEY} suffix")])
     for secret in SECRETS:
         assert secret not in process.log
     process.stop()  # flushes the saved flows
