@@ -97,7 +97,7 @@ class AccessControl:
             flow.metadata[CLIENT_FIELD] = settings.client_keys[position].name
         if keys and position is None:
             log.info("refused %s %s from %s: no valid %s", loggable(flow.request.method), loggable(path),
-                     flow.client_conn.peername[0] if flow.client_conn.peername else "?", what.removeprefix("a "))
+                     flow.client_conn.peername[0] if flow.client_conn.peername else "?", what.split(" ", 1)[1])
             problem = "the key sent is not one of its keys" if presented else "no key was sent"
             flow.response = error_response(
                 401, "authentication_error",

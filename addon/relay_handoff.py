@@ -121,9 +121,16 @@ def _log_sent(record: FlowRecord, sent: httpx.Request) -> None:
 
 
 def served_comment(provider: str, attempts: list[AttemptRecord]) -> str:
-    """`served by b (attempt 2 of 2) after a: HTTP 529 ...`; with one attempt, `served by a`."""
+    """`served by b (attempt 2 of 2) after a: HTTP 529 ...`; `served by b (a hedge: a called off)` when it won a race
+    (hedging.py); with one attempt, `served by a`."""
     failed = [a for a in attempts if a.failed]
-    which = f" (attempt {len(attempts)} of {len(attempts)})" if len(attempts) > 1 else ""
+    raced = any(a.hedge for a in attempts)
+    # In a race, another provider's attempt that did not fail was called off (providers are never asked twice).
+    set_aside = [a for a in attempts[:-1] if raced and not a.failed and a.provider != provider]
+    if set_aside:
+        which = f" (a hedge: {', '.join(dict.fromkeys(a.provider for a in set_aside))} called off)"
+    else:
+        which = f" (attempt {len(attempts)} of {len(attempts)})" if len(attempts) > 1 else ""
     return f"served by {provider}{which}" + (
         " after " + "; ".join(f"{a.provider}: {a.outcome}" for a in failed) if failed else ""
     )

@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from addon.failover import AttemptRecord
 from addon.hedging import HEDGE_DUE, MAX_IN_FLIGHT, Finished, Race, Stop
+from addon.relay_handoff import served_comment
 
 # Short, since nothing here asserts on time: a hedge only ever becomes due after it.
 SOON = 0.01
@@ -159,3 +161,16 @@ def test_abandoning_the_race_cancels_every_attempt() -> None:
         return [race.in_flight == 0, *(flag.is_set() for flag in cancelled)]
 
     assert asyncio.run(run()) == [True, True, True]
+
+
+def test_the_flow_comment_of_a_hedge_win_names_the_attempt_called_off_not_an_attempt_count():
+    a_lost = AttemptRecord("a", "cancelled: hedge lost to b", 510.0, failed=False)
+    b_won = AttemptRecord("b", "200", 20.0, failed=False, hedge=True)
+    assert served_comment("b", [a_lost, b_won]) == "served by b (a hedge: a called off)"
+    c_failed = AttemptRecord("c", "HTTP 529 overloaded_error: busy", 5.0, failed=True, hedge=True)
+    assert served_comment("b", [c_failed, a_lost, b_won]) == (
+        "served by b (a hedge: a called off) after c: HTTP 529 overloaded_error: busy")
+    # Without a race, failover reads as before.
+    a_failed = AttemptRecord("a", "HTTP 529 overloaded_error: busy", 5.0, failed=True)
+    assert served_comment("b", [a_failed, AttemptRecord("b", "200", 20.0, failed=False)]) == (
+        "served by b (attempt 2 of 2) after a: HTTP 529 overloaded_error: busy")
