@@ -7,6 +7,9 @@ import asyncio
 import socket
 import ssl
 
+import h2.config
+import h2.connection
+import h2.events
 import httpcore
 import httpx
 import pytest
@@ -142,3 +145,45 @@ def test_https_through_a_connect_proxy(tmp_path) -> None:
         answer, tunnels = asyncio.run(scenario())
     assert answer.status_code == 200 and answer.json()["model"] == "m"
     assert tunnels == [f"CONNECT 127.0.0.1:{fake.port} HTTP/1.1".encode()]
+
+
+def test_http2_over_tls_through_the_backend_multiplexes_on_one_connection(tmp_path) -> None:
+    """What real providers speak (api.anthropic.com negotiates h2 by ALPN): several requests at once, one connection."""
+    server_context = self_signed_server_context(tmp_path)
+    server_context.set_alpn_protocols(["h2"])
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.StreamEnded):
+                        body = b'{"stream": %d}' % event.stream_id
+                        conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/json"),
+                                                            ("content-length", str(len(body)))])
+                        conn.send_data(event.stream_id, body, end_stream=True)
+                writer.write(conn.data_to_send())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def scenario() -> list[tuple[str, int]]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_context)
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/messages"
+        pool = ClientPool(verify=ssl.create_default_context(cafile=str(tmp_path / "cert.pem")))
+        try:
+            client = pool.get(None)
+            await client.post(url, json={"model": "m"})  # the connection, negotiated once
+            answers = await asyncio.gather(*(client.post(url, json={"model": "m"}) for _ in range(5)))
+        finally:
+            await pool.aclose()
+            server.close()
+        return [(answer.http_version, answer.json()["stream"]) for answer in answers]
+
+    answers = asyncio.run(scenario())
+    assert {version for version, _ in answers} == {"HTTP/2"}
+    assert len({stream for _, stream in answers}) == 5 and connections == [1]
