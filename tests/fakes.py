@@ -136,6 +136,20 @@ def wait_for_peer_close(conn: socket.socket, release: threading.Event, limit: fl
 
 
 @dataclass
+class Silent(Behavior):
+    """Reads the request and never answers, for `limit` seconds at most; `peer_closed` is set when the balancer
+    closes the connection (a test's proof that the balancer let the provider go)."""
+
+    limit: float = 90.0
+    peer_closed: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, handler, request, fake):
+        if wait_for_peer_close(handler.connection, threading.Event(), self.limit, fake.stopping):
+            self.peer_closed.set()
+        handler.close_connection = True
+
+
+@dataclass
 class Raw(Behavior):
     """Any body as given (an OpenAI-style stream or JSON), written in `piece`-byte chunks when piece > 0."""
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 import helpers
 from balancer_proc import BalancerProcess
-from fakes import Behavior, FakeProvider, Message, RawStream, Reset, Status, wait_for_peer_close
+from fakes import Behavior, FakeProvider, Message, RawStream, Reset, Silent, Status
 from helpers import FIRST_DELTA, anthropic_provider, free_port, openai_provider, raw_request, stream_events, wait_until
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -22,18 +20,6 @@ BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}
 LONG_TIMEOUT = 60
 # A generous deadline for what the balancer does within a second.
 DEADLINE = 15.0
-
-
-@dataclass
-class Silent(Behavior):
-    """Reads the request and never answers; `peer_closed` is set when the balancer closes the connection."""
-
-    peer_closed: threading.Event = field(default_factory=threading.Event)
-
-    def run(self, handler, request, fake):
-        if wait_for_peer_close(handler.connection, threading.Event(), LONG_TIMEOUT + 30, fake.stopping):
-            self.peer_closed.set()
-        handler.close_connection = True
 
 
 def metric(balancer: BalancerProcess, name: str, **labels: str) -> float:

@@ -17,7 +17,7 @@ import yaml
 
 import helpers
 from balancer_proc import BalancerProcess
-from fakes import Behavior, FakeProvider, Message, RawStream, Status, Stream, openai_json, wait_for_peer_close
+from fakes import Behavior, FakeProvider, Message, RawStream, Silent, Status, Stream, openai_json
 from helpers import (
     FIRST_DELTA,
     anthropic_provider,
@@ -37,18 +37,6 @@ LONG = 60
 DEADLINE = 15.0
 # A stream's opening events, up to (not including) its first content.
 OPENING = stream_events(pieces=["late"])[:FIRST_DELTA]
-
-
-@dataclass
-class Silent(Behavior):
-    """Reads the request and never answers; `peer_closed` is set when the balancer closes the connection."""
-
-    peer_closed: threading.Event = field(default_factory=threading.Event)
-
-    def run(self, handler, request, fake):
-        if wait_for_peer_close(handler.connection, threading.Event(), LONG + 30, fake.stopping):
-            self.peer_closed.set()
-        handler.close_connection = True
 
 
 def slow(stream: bool) -> Silent | RawStream:
