@@ -15,11 +15,15 @@ _decoder = json.JSONDecoder()
 def with_model(body: bytes, parsed: dict[str, Any], model: str, span: tuple[int, int] | None = None) -> bytes:
     """`body` asking for `model`: the original bytes when it names that model already. `span`: where the
     top-level model's value is in `body`, when known (request_body.py); otherwise it is looked for."""
-    if parsed.get("model") == model:
-        return body
     if span is None:
         spans = top_level_value_spans(body, "model")
-        span = spans[-1] if spans else None  # a JSON reader keeps the last of a repeated key
+        if spans is not None and len(spans) > 1:
+            # The balancer maps, routes and bills by the last (as JSON readers keep it); a provider whose reader
+            # kept the first would serve another model than the one charged: it gets one `model` only.
+            return json_codec.dumps({**json_codec.exact(body, parsed), "model": model})
+        span = spans[0] if spans else None
+    if parsed.get("model") == model:
+        return body
     if span is None:  # no model in the body, or not UTF-8 (a JSON reader also takes UTF-16 and -32)
         return json_codec.dumps({**json_codec.exact(body, parsed), "model": model})
     start, end = span
