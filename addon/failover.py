@@ -462,37 +462,55 @@ async def _until_stopped(
 ) -> Success | AttemptRecord | str:
     """The attempt's outcome; or, when the client leaves or `stop` is set first, why it was called off (CLIENT_GONE,
     or the stop's reason): the attempt is then cancelled (which closes its provider connection) at once for `stop`,
-    within CLIENT_CHECK_INTERVAL of the client leaving."""
+    within CLIENT_CHECK_INTERVAL of the client leaving.
+
+    The work runs in the caller's task, cancelled from a timer or the stop's listener (as asyncio.timeout()
+    does), not in a task of its own beside one waiting on the stop: the common attempt makes no task and no
+    wait of its own."""
     if client_gone is None and stop is None:
         return await work
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
-    waiting = {task} if stopped is None else {task, stopped}
-    interval = CLIENT_CHECK_INTERVAL if client_gone is not None else None
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    cancelling = task.cancelling()
+    reason: str | None = None
+    check: asyncio.TimerHandle | None = None
+
+    def call_off(why: str) -> None:
+        nonlocal reason
+        if reason is None:
+            reason = why
+            task.cancel()
+
+    def check_client() -> None:
+        nonlocal check
+        assert client_gone is not None
+        if client_gone():
+            check = None
+            call_off(CLIENT_GONE)
+        else:
+            check = loop.call_later(CLIENT_CHECK_INTERVAL, check_client)
+
+    if client_gone is not None:
+        check = loop.call_later(CLIENT_CHECK_INTERVAL, check_client)
+    if stop is not None:
+        stop.listen(call_off)
     try:
-        while True:
-            done, _ = await asyncio.wait(waiting, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                return task.result()
-            if stopped is not None and stopped in done:
-                reason = stopped.result()
-                break
-            if client_gone is not None and client_gone():
-                reason = CLIENT_GONE
-                break
-    except BaseException:
-        task.cancel()
-        task.add_done_callback(retrieve_exception)
-        raise
-    finally:
-        if stopped is not None:
-            stopped.cancel()
-    task.cancel()
-    try:
-        outcome = await task
+        outcome = await work
     except asyncio.CancelledError:
+        # Ours only when nobody else cancelled the task meanwhile (then theirs goes on).
+        if reason is None or task.uncancel() > cancelling:
+            raise
         return reason
-    if isinstance(outcome, Success):  # it finished just before the cancellation: nobody will read it
+    finally:
+        if check is not None:
+            check.cancel()
+        if stop is not None:
+            stop.forget(call_off)
+    if reason is None:
+        return outcome
+    task.uncancel()  # the work finished despite the cancellation: nobody will read it
+    if isinstance(outcome, Success):
         await outcome.response.aclose()
     return reason
 

@@ -26,17 +26,35 @@ class Stop:
 
     def __init__(self) -> None:
         self.reason: str | None = None
-        self._event = asyncio.Event()
+        self._event: asyncio.Event | None = None  # made only for a waiter
+        self._listeners: list[Callable[[str], None]] = []
 
     def set(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
-            self._event.set()
+            if self._event is not None:
+                self._event.set()
+            for listener in self._listeners:
+                listener(reason)
 
     async def wait(self) -> str:
-        await self._event.wait()
+        if self.reason is None:
+            if self._event is None:
+                self._event = asyncio.Event()
+            await self._event.wait()
         assert self.reason is not None
         return self.reason
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """`listener(reason)` is called when the stop is set (at once when it is already)."""
+        if self.reason is not None:
+            listener(self.reason)
+        else:
+            self._listeners.append(listener)
+
+    def forget(self, listener: Callable[[str], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
 
 class HedgeDue:

@@ -183,6 +183,26 @@ class CommittedStream:
         return sse_error_event(error.kind, message)
 
 
+# After `message_stop`, how long and how much of the provider's body is read to reach its end.
+END_WAIT = 0.05
+END_BYTES = 64 * 1024
+
+
+async def read_to_end(rest: AsyncIterator[bytes], wait: float = END_WAIT, limit: int = END_BYTES) -> None:
+    """What the provider sends after a complete answer, read and dropped when its end comes at once (its
+    terminating chunk, usually in the same read): httpx keeps a connection only when its response was read to the
+    end, so that the next stream skips a new connection. A provider that goes on, or keeps the body open, is
+    closed as before: within `wait` seconds, after `limit` bytes."""
+    try:
+        async with asyncio.timeout(wait):
+            async for chunk in rest:
+                limit -= len(chunk)
+                if limit < 0:
+                    return
+    except (TimeoutError, httpx.HTTPError, OSError):
+        pass
+
+
 async def guarded(
     opening: Opening,
     rest: AsyncIterator[bytes],
@@ -196,6 +216,8 @@ async def guarded(
     stream = CommittedStream(opening.source, on_failure, redact, opening.observers)
     yield opening.held + stream.take(opening.rest)
     if stream.over:
+        if stream.complete:
+            await read_to_end(rest)
         return
     try:
         async for chunk in rest:
@@ -205,6 +227,8 @@ async def guarded(
             if stream.over:
                 # The answer is complete, or it failed: the client's stream ends now, whatever the provider still
                 # does (closing its response stops it generating, or frees a connection it keeps open).
+                if stream.complete:
+                    await read_to_end(rest)
                 return
     except (httpx.HTTPError, OSError) as exc:
         if not stream.complete:  # a connection dropped after the answer was complete is no failure

@@ -249,6 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # Small writes (one SSE event each) go out at once, as a real provider's do.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.server.fake._lock:
+            self.server.fake.connections += 1
 
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
@@ -307,6 +309,7 @@ class FakeProvider:
         self.default = default or Message()
         self.script: deque[Behavior] = deque()
         self.requests: list[Received] = []
+        self.connections = 0  # TCP connections accepted
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)

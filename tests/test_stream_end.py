@@ -203,3 +203,37 @@ def test_no_ping_follows_message_delta_even_without_a_stop_reason(balancer, uniq
     names = [event for event, _ in parse_sse(answer.content)]
     assert names[-2:] == ["message_delta", "message_stop"]
     assert "ping" not in names[names.index("content_block_delta"):]
+
+
+@dataclass
+class EndWithTheLastEvent(Behavior):
+    """The events one write each, the last in the same write as the body's end (as a provider's usually come)."""
+
+    events: list[bytes]
+
+    def run(self, handler, request, fake):
+        handler.start_stream(200)
+        for event in self.events[:-1]:
+            handler.write_chunk(event)
+        last = self.events[-1]
+        handler.wfile.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(last), last))
+        handler.wfile.flush()
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_streams_one_after_another_reuse_the_provider_connection(balancer, unique, kind):
+    # The provider's body is read to its end after message_stop, so httpx keeps the connection for the next one.
+    name = f"reuse-{unique}"
+    with FakeProvider(EndWithTheLastEvent(lingering_stream(kind))) as fake:
+        entry = anthropic_provider(name, fake.url) if kind == "anthropic" else openai_provider(name, fake.url)
+        balancer.use([entry])
+        body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.Client(timeout=30) as client:
+            for _ in range(4):
+                with client.stream("POST", balancer.url + "/v1/messages", json=body) as answer:
+                    assert answer.status_code == 200
+                    names = [event for event, _ in parse_sse(answer.read())]
+                    assert names[-1] == "message_stop"
+        assert len(fake.requests) == 4
+        assert fake.connections == 1

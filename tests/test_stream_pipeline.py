@@ -31,7 +31,7 @@ from addon.openai_stream import StreamTranslator
 from addon.relay_handoff import watched_answer
 from addon.sse import SSESplitter
 from addon.stream_events import Observers
-from addon.stream_guard import CommittedStream, StreamFailure, guarded, hold_until_content
+from addon.stream_guard import CommittedStream, StreamFailure, guarded, hold_until_content, read_to_end
 from addon.usage_watch import UsageWatch
 from fakes import FakeProvider, Raw, RawStream
 from helpers import anthropic_provider, error_event, sse, stream_events
@@ -249,9 +249,9 @@ def test_an_error_type_not_in_anthropics_form_is_api_error_before_the_commit_poi
     (AnthropicAdapter(), ANTHROPIC, STREAM),
     (OpenAIAdapter(), OPENAI, OPENAI_STREAM),
 ], ids=["anthropic", "openai"])
-def test_the_answer_ends_at_message_stop_and_nothing_the_provider_sends_later_is_read(adapter, provider, parts):
-    """The client's stream ends at `message_stop` even while the provider holds its stream open (the relay then
-    closes the provider's response)."""
+def test_the_answer_ends_at_message_stop_and_nothing_the_provider_sends_later_is_passed_on(adapter, provider, parts):
+    """The client's stream ends at `message_stop`; what the provider sends after it, when it comes at once, is read
+    to the body's end and dropped (so that its connection can serve again)."""
     later = [b"data: junk after the end\n\n", error_event()]
     read: list[bytes] = []
 
@@ -265,7 +265,36 @@ def test_the_answer_ends_at_message_stop_and_nothing_the_provider_sends_later_is
     out = asyncio.run(run())
     assert last_event(out).startswith(b"event: message_stop\n")
     assert b"junk" not in out and b"Overloaded" not in out
-    assert read == parts
+    assert read == [*parts, *later]
+
+
+async def endless(read: list[bytes], piece: bytes = b"x" * 1000) -> AsyncIterator[bytes]:
+    while True:
+        read.append(piece)
+        yield piece
+
+
+async def silent(read: list[bytes]) -> AsyncIterator[bytes]:
+    read.append(b"one")
+    yield b"one"
+    await asyncio.Event().wait()
+    yield b"never"
+
+
+def test_what_follows_message_stop_is_read_no_further_than_a_limit() -> None:
+    read: list[bytes] = []
+    asyncio.run(read_to_end(endless(read), wait=60, limit=10_000))
+    assert len(read) == 11  # the piece past the limit ends the reading
+
+
+def test_what_follows_message_stop_is_waited_for_no_longer_than_a_while() -> None:
+    read: list[bytes] = []
+
+    async def run() -> None:
+        await asyncio.wait_for(read_to_end(silent(read), wait=0.05), 30)  # the provider's silence: not an error
+
+    asyncio.run(run())
+    assert read == [b"one"]
 
 
 @pytest.mark.parametrize(("adapter", "provider", "parts"), [
