@@ -27,7 +27,7 @@ from .request_body import parse_json_object
 from .request_traits import traits_of
 from .responses import error_response
 from .route_config import DEFAULT_ROUTE
-from .route_plan import RoutedPlan, RoutePlanner, affinity_on, counted, route_table
+from .route_plan import RoutedPlan, RoutePlanner, affinity_on, counted, preferred_on_routes, route_table
 from .routing import Plan, Router
 from .upstream import ClientPool
 from .validation import request_problem
@@ -112,7 +112,6 @@ class Dispatcher:
             if routed.refusal is not None:
                 return Reply(error_response(400, "invalid_request_error", routed.refusal), routed.refusal)
             plan = routed.plan
-            affinity_key = affinity_on(affinity_key, routed.route)
             if routed.hedge_after is not None:  # the route's own (False: no hedging)
                 settings = settings.model_copy(update={"hedge_after": routed.hedge_after or None})
         else:
@@ -160,7 +159,7 @@ class Dispatcher:
         if isinstance(result, Exhausted) and not result.client_gone and routed is not None:
             again = self.planner.after_failure(
                 routed, self.providers.config, board, self.providers.settings,
-                lambda route: self.affinity.provider_for(affinity_on(affinity_key, route)),
+                preferred_on_routes(self.affinity, affinity_key),
                 {attempt.provider for attempt in result.attempts}, result.summary(routed.route),
             )
             if again is not None:  # the route's providers all failed: the default route's turn (fallback: true)
@@ -185,7 +184,9 @@ class Dispatcher:
             log.warning("model '%s' matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
                         loggable(requested), result.provider.name, choice.model)
         if penalize:
-            self.affinity.remember(affinity_key, result.provider.name)
+            # Kept per route: on the route the request took in the end (the default one after a fallback).
+            self.affinity.remember(affinity_on(affinity_key, routed.route) if routed else affinity_key,
+                                   result.provider.name)
         return Served(result, choice)
 
     async def _route(
@@ -196,7 +197,7 @@ class Dispatcher:
         config, providers = self.providers.config, self.providers
         traits = await counted(traits_of(parsed, client_headers, record.client), parsed, body, route_table(config))
         routed = self.planner.plan(config, providers.board, providers.settings, traits,
-                                   lambda route: self.affinity.provider_for(affinity_on(affinity_key, route)))
+                                   preferred_on_routes(self.affinity, affinity_key))
         if config.routes:
             record.route, record.fell_back = routed.route, routed.fell_back
         record.skipped = routed.not_tried(set())

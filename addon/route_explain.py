@@ -28,7 +28,7 @@ from .model_map import choose_model
 from .providers import Providers
 from .request_traits import RequestTraits, traits_of
 from .responses import error_response, json_response
-from .route_plan import RoutedPlan, RoutePlanner, affinity_on, count_if_needed, counted, route_table
+from .route_plan import RoutedPlan, RoutePlanner, count_if_needed, counted, preferred_on_routes, route_table
 from .validation import request_problem
 
 PATH = "/routes/explain"
@@ -96,7 +96,7 @@ class RouteExplain:
         session = session_key(body, headers) if settings.affinity_in_force == "session" else None
         return self.planner.plan(
             self.providers.config, self.providers.board, settings, traits,
-            lambda route: self.affinity.provider_for(affinity_on(session, route)), dry_run=True,
+            preferred_on_routes(self.affinity, session), dry_run=True,
         )
 
     def explain_now(self, body: dict[str, Any], raw: bytes, headers: list[tuple[str, str]],

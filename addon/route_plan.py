@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .affinity import SessionAffinity
 from .config import PASSTHROUGH, BalancerConfig, ProviderConfig, Settings
 from .health import HealthBoard
 from .provider_fit import FittedPlan, fit_plan
@@ -82,6 +83,11 @@ def affinity_on(key: str | None, route: str) -> str | None:
     if key is None or route == DEFAULT_ROUTE:
         return key
     return f"{key} route:{route}"
+
+
+def preferred_on_routes(affinity: SessionAffinity, key: str | None) -> Callable[[str], str | None]:
+    """The session's provider on each route (by the route's name), for the planner."""
+    return lambda route: affinity.provider_for(affinity_on(key, route))
 
 
 _table: RouteTable | None = None
