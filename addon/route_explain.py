@@ -128,18 +128,16 @@ class RouteExplain:
         raw = flow.request.get_content(strict=False) or b""
         headers = list(client_headers(flow).items(multi=True))
         client = client_of(flow)
-        try:
-            outer = json.loads(raw)
-        except (ValueError, RecursionError):
-            outer = None
-        if isinstance(outer, dict) and "request" in outer:  # a request as another client would send it
+        outer, problem = _json_object(raw)
+        if outer is not None and "request" in outer:  # a request as another client would send it
             names = [key.name for key in self.providers.settings.client_keys]
             wrapped = as_another_client(outer, headers, client, names)
             if isinstance(wrapped, str):
                 flow.response = error_response(400, "invalid_request_error", wrapped)
                 return
-            raw, headers, client = wrapped
-        body, problem = _messages_body(raw)
+            outer, headers, client = wrapped
+            raw = json.dumps(outer).encode()  # what the token bound reads the size of
+        body, problem = (None, problem) if outer is None else _messages_problem(outer)
         if body is None:
             flow.response = error_response(400, "invalid_request_error", problem)
             return
@@ -152,7 +150,7 @@ WRAPPER_KEYS = ("request", "headers", "client")
 
 def as_another_client(
     outer: dict[str, Any], headers: list[tuple[str, str]], client: str | None, client_names: list[str]
-) -> tuple[bytes, list[tuple[str, str]], str | None] | str:
+) -> tuple[dict[str, Any], list[tuple[str, str]], str | None] | str:
     """The request of `{"request": ..., "headers": {...}, "client": "<name>"}`, the headers and the client to judge it
     with (the caller's where the wrapper gives none); or what is wrong with the wrapper. A mistake in it is said,
     not passed over: an explanation for the wrong headers or client would mislead."""
@@ -171,15 +169,24 @@ def as_another_client(
         if client is not None and (not isinstance(client, str) or client not in client_names):
             known = ", ".join(client_names) or "none: settings.client_keys is empty"
             return f"client: {json.dumps(client)[:80]} is not a client key's name (the names: {known})"
-    return json.dumps(outer["request"]).encode(), headers, client
+    return outer["request"], headers, client
 
 
-def _messages_body(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+def _json_object(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         return None, "the body is not valid JSON: send a Messages request, or {\"request\": ..., \"headers\": ...}"
     if not isinstance(body, dict):
         return None, "the body must be a JSON object"
+    return body, ""
+
+
+def _messages_problem(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     problem = request_problem("messages", body)
     return (None, problem) if problem else (body, "")
+
+
+def _messages_body(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    body, problem = _json_object(raw)
+    return (None, problem) if body is None else _messages_problem(body)
