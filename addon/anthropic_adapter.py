@@ -22,7 +22,7 @@ from .model_map import ModelChoice, choose_model
 from .request_fixes import anthropic_body_with, headers_without_betas
 from .stream_events import Observers
 from .stream_guard import StreamFailure, guarded, hold_until_content
-from .translated_thinking import may_hold_translated_thinking, without_translated_thinking
+from .translated_thinking import without_translated_thinking
 from .upstream import answer_headers, parsed_url, to_wire, upstream_headers, upstream_url
 from .usage_watch import UsageWatch
 
@@ -33,7 +33,7 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
     if exchange.parsed is not None and exchange.requested_model is not None:
         choice = choose_model(exchange.requested_model, provider)
         fixes = exchange.fixes_for(provider, choice.model)
-        translated = may_hold_translated_thinking(exchange.body)
+        translated = exchange.may_hold_translated_thinking()
         if fixes or translated:  # rare: the body is written out again
             parsed = json_codec.exact(exchange.body, exchange.parsed)
             parsed = without_translated_thinking(parsed) if translated else parsed

@@ -195,7 +195,9 @@ class Dispatcher:
     ) -> RoutedPlan:
         """The request's route and plan (route_plan.py), noted on its record for the log line and the flow."""
         config, providers = self.providers.config, self.providers
-        traits = await counted(traits_of(parsed, client_headers, record.client), parsed, body, route_table(config))
+        table = route_table(config)
+        traits = traits_of(parsed, client_headers, record.client, images=table.looks_at_images)
+        traits = await counted(traits, parsed, body, table)
         routed = self.planner.plan(config, providers.board, providers.settings, traits,
                                    preferred_on_routes(self.affinity, affinity_key))
         if config.routes:

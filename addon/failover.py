@@ -25,7 +25,7 @@ from .health import (
     HealthBoard,
     cooldown_seconds,
 )
-from .hedging import HedgeDue, Race, Stop, retrieve_exception
+from .hedging import HedgeDue, Race, Solo, Stop, race_for, retrieve_exception
 from .key_book import KeyBook
 from .key_routing import KeyTurn, all_keys_cooling, key_turns, keys_to_try
 from .open_files import LOCAL, is_descriptor_exhaustion
@@ -196,7 +196,7 @@ async def attempt_in_turn(
         yield from soonest_back_first([*plan.later, *deferred], board)
 
     first, rest = iter(usable()), iter(later())
-    race: Race[_Lane, Success | _Failed] = Race(settings.hedge_after)
+    race: Race[_Lane, Success | _Failed] | Solo[_Lane, Success | _Failed] = race_for(settings.hedge_after)
 
     def gone() -> bool:
         return client_gone is not None and client_gone()

@@ -4,7 +4,8 @@ A `Race` runs at most two attempts at a time. When the only attempt in flight ha
 without finishing, the race says a hedge is due (`HEDGE_DUE`); the caller may then start the next provider beside
 it. Which attempt counts, and what happens to the others, is the caller's to decide: it reads each attempt as it
 finishes (`Race.next`) and calls the rest off (`Race.call_off`), which asks each attempt to stop through its
-`Stop` and waits for what it made of that (an attempt stopped this way still returns its outcome).
+`Stop` and waits for what it made of that (an attempt stopped this way still returns its outcome). With hedging off,
+`Solo` does the same for one attempt at a time, in the caller's task.
 """
 
 from __future__ import annotations
@@ -152,6 +153,52 @@ class Race(Generic[L, T]):
         for entrant in entrants:
             entrant.task.cancel()
             entrant.task.add_done_callback(retrieve_exception)
+
+
+class Solo(Generic[L, T]):
+    """The race when hedging is off: one attempt at a time, run in the caller's own task while it reads it (`next`),
+    so an attempt makes no task of its own and no wait on one. A hedge is never due."""
+
+    def __init__(self) -> None:
+        self._waiting: tuple[L, Callable[[Stop], Awaitable[T]]] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self._waiting is None else 1
+
+    def start(self, label: L, attempt: Callable[[Stop], Awaitable[T]]) -> bool:
+        if self._waiting is not None:
+            raise RuntimeError("one attempt at a time without hedging")
+        self._waiting = (label, attempt)
+        return False
+
+    async def next(self) -> Finished[L, T] | HedgeDue:
+        return await self._run(Stop())
+
+    async def call_off(self, reason: str) -> list[Finished[L, T]]:
+        """An attempt started and not yet read runs with its stop already set (it returns why at once)."""
+        if self._waiting is None:
+            return []
+        stop = Stop()
+        stop.set(reason)
+        return [await self._run(stop)]
+
+    def abandon(self) -> None:
+        self._waiting = None  # one under way runs in the caller's task: its cancellation reaches it
+
+    async def _run(self, stop: Stop) -> Finished[L, T]:
+        if self._waiting is None:
+            raise RuntimeError("no attempt in flight")
+        label, attempt = self._waiting
+        try:
+            return Finished(label, False, await attempt(stop))
+        finally:
+            self._waiting = None
+
+
+def race_for(hedge_after: float | None) -> Race[L, T] | Solo[L, T]:
+    """A Race when hedging is on; else the cheaper Solo, which behaves the same without hedges."""
+    return Race(hedge_after) if hedge_after is not None else Solo()
 
 
 def retrieve_exception(task: asyncio.Future[Any]) -> None:

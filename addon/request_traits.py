@@ -33,7 +33,7 @@ class RequestTraits:
     tier: Tier
     thinking: bool
     server_tools: tuple[str, ...]  # the types of the server tools it carries
-    images: bool
+    images: bool | None  # None: not looked for, nothing in the configuration asks (see traits_of)
     subagent: bool
     headers: dict[str, str]  # lower-case name -> value (the first of repeated headers)
     client: str | None
@@ -129,8 +129,11 @@ def input_token_bound(body: bytes) -> int:
     )
 
 
-def traits_of(body: dict[str, Any], headers: Iterable[tuple[str, str]], client: str | None) -> RequestTraits:
-    """Everything but the input tokens (route_plan.py adds what it needs of them)."""
+def traits_of(
+    body: dict[str, Any], headers: Iterable[tuple[str, str]], client: str | None, images: bool = True
+) -> RequestTraits:
+    """Everything but the input tokens (route_plan.py adds what it needs of them). `images` False: the blocks are
+    not walked for images (`RequestTraits.images` is None), for a configuration where nothing asks."""
     model = body.get("model")
     model = model if isinstance(model, str) else ""
     tier, _ = tier_of(model)
@@ -139,5 +142,5 @@ def traits_of(body: dict[str, Any], headers: Iterable[tuple[str, str]], client: 
         seen.setdefault(name.lower(), value)
     return RequestTraits(
         model=model, tier=tier, thinking=thinking_on(body), server_tools=server_tool_types(body),
-        images=has_images(body), subagent=is_subagent(body), headers=seen, client=client,
+        images=has_images(body) if images else None, subagent=is_subagent(body), headers=seen, client=client,
     )

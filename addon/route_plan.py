@@ -52,6 +52,9 @@ class RouteTable:
         thresholds = [r.when.min_input_tokens for r in config.routes if r.when.min_input_tokens is not None]
         thresholds += [p.max_context for p in config.providers if p.enabled and p.max_context is not None]
         self.count_from: int | None = min(thresholds) if thresholds else None
+        # Walking every block for images is worth it only when a route or a provider asks about them.
+        self.looks_at_images = (any(r.when.images is not None for r in config.routes)
+                                or any(not p.images for p in config.providers))
 
     def bounded(self, traits: RequestTraits, raw: bytes) -> tuple[RequestTraits, bool]:
         """`traits` with the bound of its input tokens read off the body's size, when anything looks at tokens; and

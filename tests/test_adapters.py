@@ -66,3 +66,25 @@ async def test_every_call_opens_its_providers_answer_as_the_anthropic_message_th
     assert (answer.status, answer.is_sse) == (200, False)
     assert message["type"] == "message" and message["model"] == REQUESTED
     assert message["content"] == [{"type": "text", "text": "hello"}]
+
+
+def test_the_body_is_searched_for_translated_thinking_once_per_request():
+    """Failover from one Anthropic-type provider to another (or a retry) builds the request again: the search of
+    the whole body for the balancer's signature is not done again."""
+    signed = {"type": "thinking", "thinking": "t", "signature": "openai-translated.abc"}
+    body = {**BODY, "messages": [{"role": "user", "content": "hi"},
+                                 {"role": "assistant", "content": [signed, {"type": "text", "text": "a"}]},
+                                 {"role": "user", "content": "more"}]}
+    ex = Exchange(kind="messages", method="POST", path="/v1/messages", client_headers=[("x-api-key", "client")],
+                  body=json.dumps(body).encode(), parsed=body, requested_model=REQUESTED, stream=False,
+                  idle_timeout=10, on_committed_failure=lambda *a: None)
+    adapter, provider = ADAPTERS["anthropic"]
+    first = json.loads(adapter.prepare(provider, ex).request.content)
+    assert first["messages"][1]["content"] == [{"type": "text", "text": "a"}]
+    ex.body = b"{}"  # what the first search found is what a second build goes by
+    again = json.loads(adapter.prepare(provider.model_copy(update={"name": "other"}), ex).request.content)
+    assert again["messages"][1]["content"] == [{"type": "text", "text": "a"}]
+    plain = Exchange(kind="messages", method="POST", path="/v1/messages", client_headers=[], body=b'{"a": 1}',
+                     parsed=BODY, requested_model=REQUESTED, stream=False, idle_timeout=10,
+                     on_committed_failure=lambda *a: None)
+    assert plain.may_hold_translated_thinking() is False

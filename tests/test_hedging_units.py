@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from addon.failover import AttemptRecord
-from addon.hedging import HEDGE_DUE, MAX_IN_FLIGHT, Finished, Race, Stop
+from addon.failover import CLIENT_GONE, AttemptRecord, _until_stopped
+from addon.hedging import HEDGE_DUE, MAX_IN_FLIGHT, Finished, Race, Solo, Stop, race_for
 from addon.relay_handoff import served_comment
 
 # Short, since nothing here asserts on time: a hedge only ever becomes due after it.
@@ -174,3 +174,118 @@ def test_the_flow_comment_of_a_hedge_win_names_the_attempt_called_off_not_an_att
     a_failed = AttemptRecord("a", "HTTP 529 overloaded_error: busy", 5.0, failed=True)
     assert served_comment("b", [a_failed, AttemptRecord("b", "200", 20.0, failed=False)]) == (
         "served by b (attempt 2 of 2) after a: HTTP 529 overloaded_error: busy")
+
+
+# -- Solo: the race when hedging is off ----------------------------------------------------------------------------
+
+def test_hedging_off_gives_the_solo_race_and_on_the_full_one() -> None:
+    assert isinstance(race_for(None), Solo)
+    assert isinstance(race_for(SOON), Race)
+
+
+def test_solo_runs_the_attempt_in_the_callers_task_and_makes_no_task() -> None:
+    async def run() -> tuple[object, bool, int, int]:
+        tasks: list[asyncio.Task[object] | None] = []
+        counts: list[int] = []
+
+        async def attempt(stop: Stop) -> str:
+            tasks.append(asyncio.current_task())
+            counts.append(len(asyncio.all_tasks()))
+            await asyncio.sleep(0)
+            return "served"
+
+        race: Solo[str, str] = Solo()
+        assert race.start("a", attempt) is False  # never a hedge
+        assert race.in_flight == 1
+        finished = await race.next()
+        return finished, tasks[0] is asyncio.current_task(), counts[0], race.in_flight
+
+    assert asyncio.run(run()) == (Finished("a", False, "served"), True, 1, 0)
+
+
+def test_solo_takes_one_attempt_at_a_time() -> None:
+    race: Solo[str, str] = Solo()
+    race.start("a", at_once("x"))
+    with pytest.raises(RuntimeError):
+        race.start("b", at_once("y"))
+
+
+def test_solo_calls_off_an_attempt_not_yet_read_with_its_stop_set_and_nothing_when_none_is() -> None:
+    async def run() -> tuple[list[Finished[str, str]], list[Finished[str, str]], int]:
+        race: Solo[str, str] = Solo()
+        nothing = await race.call_off("hedge lost to b")
+        race.start("a", held(asyncio.Event()))
+        called_off = await race.call_off("hedge lost to b")
+        return nothing, called_off, race.in_flight
+
+    assert asyncio.run(run()) == ([], [Finished("a", False, "stopped: hedge lost to b")], 0)
+
+
+def test_solo_passes_an_attempts_exception_on_and_is_empty_after() -> None:
+    async def run() -> int:
+        async def broken(stop: Stop) -> str:
+            raise ValueError("a bug")
+
+        race: Solo[str, str] = Solo()
+        race.start("a", broken)
+        with pytest.raises(ValueError):
+            await race.next()
+        return race.in_flight
+
+    assert asyncio.run(run()) == 0
+
+
+def test_solo_client_gone_calls_the_attempt_off_and_leaves_the_callers_task_uncancelled() -> None:
+    """The attempt cancels the task it runs in when the client leaves: with Solo that is the caller's, which must
+    go on afterwards as if nothing had been cancelled."""
+
+    async def run() -> tuple[object, int, str]:
+        started = asyncio.Event()
+
+        async def parked() -> str:
+            started.set()
+            await asyncio.Event().wait()
+            return "never"
+
+        race: Solo[str, object] = Solo()
+        race.start("a", lambda stop: _until_stopped(parked(), started.is_set, stop))
+        finished = await race.next()
+        await asyncio.sleep(0)  # a cancellation left behind would be raised here
+        task = asyncio.current_task()
+        assert task is not None
+        return finished.outcome if isinstance(finished, Finished) else finished, task.cancelling(), "went on"
+
+    assert asyncio.run(run()) == (CLIENT_GONE, 0, "went on")
+
+
+def test_cancelling_the_caller_reaches_the_solo_attempt() -> None:
+    async def run() -> list[str]:
+        seen: list[str] = []
+        started = asyncio.Event()
+
+        async def attempt(stop: Stop) -> str:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            return "never"
+
+        async def caller() -> None:
+            race: Solo[str, str] = Solo()
+            race.start("a", attempt)
+            try:
+                await race.next()
+            except BaseException:
+                race.abandon()
+                raise
+
+        task = asyncio.ensure_future(caller())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return seen
+
+    assert asyncio.run(run()) == ["cancelled"]

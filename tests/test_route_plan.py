@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from addon.config import BalancerConfig, ProviderConfig
 from addon.health import HealthBoard
 from addon.model_map import choose_model
 from addon.provider_fit import fit_plan, unfit_for
-from addon.request_traits import RequestTraits
+from addon.request_traits import RequestTraits, traits_of
 from addon.route_plan import RoutePlanner, affinity_on, route_table
 from addon.routing import Plan, Router
 
@@ -148,3 +149,23 @@ def test_a_routes_hedge_after_goes_with_its_plan_but_not_after_a_fallback():
     board.cool_down("a", 60, "HTTP 529", "overloaded")
     cfg = config([{"name": "r", "providers": ["a"], "hedge_after": 3, "fallback": True}], provider("a"), provider("b"))
     assert plan_for(cfg, request(), board).hedge_after is None
+
+
+# -- images: looked for only when something asks -----------------------------------------------------------------
+
+def test_the_table_looks_at_images_only_when_a_route_or_a_provider_asks():
+    assert route_table(config([], provider("a"), provider("b"))).looks_at_images is False
+    assert route_table(config([], provider("a"), provider("b", images=False))).looks_at_images is True
+    asks = [{"name": "pics", "when": {"images": True}, "providers": ["a"]}]
+    assert route_table(config(asks, provider("a"))).looks_at_images is True
+    other = [{"name": "big", "when": {"model_tier": "big"}, "providers": ["a"]}]
+    assert route_table(config(other, provider("a"))).looks_at_images is False
+
+
+def test_traits_without_the_image_walk_say_not_looked_and_the_rest_is_the_same():
+    body = {"model": "claude-sonnet-4", "messages": [{"role": "user", "content": [IMAGE_BLOCK]}]}
+    looked, skipped = traits_of(body, [], None), traits_of(body, [], None, images=False)
+    assert looked.images is True and skipped.images is None
+    assert replace(looked, images=None) == skipped
+    # Not looked at is never taken for images: no provider is left out for them.
+    assert unfit_for(provider("blind", images=False), skipped) is None
