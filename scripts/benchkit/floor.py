@@ -47,7 +47,7 @@ class FloorMitmdump(Process):
 @dataclass(frozen=True)
 class FloorPlan:
     # per target and row, over all rounds
-    requests: dict[str, int] = field(default_factory=lambda: {"2 KB": 600, "100 KB": 240, "1 MB": 60})
+    requests: dict[str, int] = field(default_factory=lambda: {"2 KB": 600, "100 KB": 240, "1 MB": 150})
     rounds: int = 5
     warm_up: int = 50  # 2 KB requests per target, streamed and not, before the rows
     name: str = "floor"
