@@ -44,7 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttft-study", action="store_true", help="why measurements of the time to first event "
                         "differ: the balancer against bare mitmdump behind fakes that write differently, read by "
                         "different clients (docs/benchmarks.md)")
+    parser.add_argument("--floor", action="store_true", help="what the design itself costs: two minimal addons "
+                        "that own the provider I/O as the balancer does, beside bare mitmdump and the balancer")
     args = parser.parse_args(argv)
+    if args.floor:
+        from benchkit import floor, floor_report
+
+        results = floor.run(floor.FloorPlan.quick() if args.quick else floor.FloorPlan())
+        print(floor_report.render(results))
+        if args.json:
+            Path(args.json).write_text(json.dumps(_jsonable(results), indent=1))
+            print(f"\nresults written to {args.json}")
+        return 0
     if args.ttft_study:
         from benchkit import ttft_study
 
