@@ -1,0 +1,216 @@
+"""The balancer's HTTP/1.1 client (addon/http1_transport.py) against a broken or hostile provider: framing it must
+refuse, connections it must never use again, and error messages that carry nothing the provider chose to send."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import httpx
+import pytest
+
+from addon.upstream import describe_exception
+from test_http1_transport import answer, answering, client, read_request, run, serving
+
+KEY = "sk-ant-api03-ECHOEDSECRETKEY0123456789abcdef"
+
+
+async def first_answer_then(raw: bytes, second: bytes = b"") -> tuple[BaseException | None, bytes, int]:
+    """A request whose answer is `raw`; the error it raised (or None and the body), and the number of connections
+    the server saw after a second request answered `second` (when given)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+        if second:
+            await answering(reader, writer)
+
+    async with serving(handler) as server:
+        c, _ = client()
+        error: BaseException | None = None
+        body = b""
+        try:
+            response = await c.post(f"http://127.0.0.1:{server.port}/", content=b"{}", headers={"x-api-key": KEY})
+            body = response.content
+        except httpx.HTTPError as exc:
+            error = exc
+        await c.aclose()
+        return error, body, server.connections
+
+
+# -- bytes that arrive after an answer ---------------------------------------------------------------------------
+def test_bytes_arriving_after_a_kept_connection_was_released_are_never_read_as_the_next_answer() -> None:
+    """A provider sends more than its content-length said, a moment after the answer: the connection is idle by
+    then, and the next request on it would read the provider's extra bytes as its own answer."""
+
+    async def scenario() -> tuple[bytes, int]:
+        released = asyncio.Event()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if released.is_set():
+                await answering(reader, writer)
+                return
+            await read_request(reader)
+            writer.write(answer(b"one"))
+            await writer.drain()
+            await released.wait()
+            writer.write(answer(b"FORGED"))
+            await writer.drain()
+            await answering(reader, writer)
+
+        async with serving(handler) as server:
+            c, transport = client()
+            url = f"http://127.0.0.1:{server.port}/"
+            await c.post(url, content=b"{}")
+            key = ("127.0.0.1", server.port)
+            idle = transport._idle[key][0]
+            released.set()
+            # The forged answer has reached the client's side of the idle connection.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while not idle.reader._buffer and loop.time() < deadline:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
+            assert idle.reader._buffer  # type: ignore[attr-defined]
+            text = (await c.post(url, content=b"two")).content
+            await c.aclose()
+            return text, server.connections
+
+    assert run(scenario) == (b"got two", 2)
+
+
+# -- framing that is refused -------------------------------------------------------------------------------------
+CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (CHUNKED + b"0x5\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+        (CHUNKED + b"1_0\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", "invalid chunk size"),
+        (CHUNKED + b"5 5\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+         "unsupported transfer-encoding"),
+        (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\nhello", "unsupported transfer-encoding"),
+        (b"HTTP/1.1 200 OK\r\nx-evil: a\nx-injected: 1\r\ncontent-length: 0\r\n\r\n", "malformed response header"),
+        (b"HTTP/1.1 200 OK\r\nx-evil: a\rb\r\ncontent-length: 0\r\n\r\n", "malformed response header"),
+        (b"HTTP/1.1 200 OK\r\nx-evil: a\0b\r\ncontent-length: 0\r\n\r\n", "malformed response header"),
+        (b"HTTP/1.1 200 OK\r\nx(evil): a\r\ncontent-length: 0\r\n\r\n", "malformed response header"),
+        (b"HTTP/1.1 200 OK\r\nx\0evil: a\r\ncontent-length: 0\r\n\r\n", "malformed response header"),
+        (b"HTTP/1.1 200 OK\r\nx\xe9: a\r\ncontent-length: 0\r\n\r\n", "malformed response header"),
+        (b"HTTP/1.1 200 O\nK\r\ncontent-length: 0\r\n\r\n", "not an HTTP/1.1 status line"),
+        (b"HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n", "not an HTTP/1.1 status line"),
+        (b"HTTP/1.1 000\r\ncontent-length: 0\r\n\r\n", "not an HTTP/1.1 status line"),
+    ],
+)
+def test_framing_a_strict_parser_refuses_is_refused(raw: bytes, reason: str) -> None:
+    error, body, _ = run(lambda: first_answer_then(raw))  # type: ignore[misc]
+    assert isinstance(error, httpx.RemoteProtocolError), (error, body)
+    assert reason in describe_exception(error)
+
+
+@pytest.mark.parametrize(
+    ("raw", "body"),
+    [
+        (CHUNKED + b"0005\r\nhello\r\n000\r\n\r\n", b"hello"),  # leading zeros
+        (CHUNKED + b"5 ;ext=\"q\"\r\nhello\r\n0\r\n\r\n", b"hello"),  # white space before an extension
+        (b"HTTP/1.1 200\r\ncontent-length: 2\r\n\r\nok", b"ok"),  # no reason phrase
+        (b"HTTP/1.1 200 \r\ncontent-length: 2\r\n\r\nok", b"ok"),
+        (b"HTTP/1.1 200 OK\r\nx-latin: caf\xe9\r\ncontent-length: 2\r\n\r\nok", b"ok"),  # obs-text in a value
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok"),
+    ],
+)
+def test_framing_a_strict_parser_accepts_is_accepted(raw: bytes, body: bytes) -> None:
+    error, got, _ = run(lambda: first_answer_then(raw))  # type: ignore[misc]
+    assert error is None and got == body
+
+
+def test_a_flood_of_informational_answers_ends_in_an_error() -> None:
+    """Each `100 Continue` comes in time, so no read timeout ever fires: without a bound the request would wait
+    until the balancer's own deadline, with the provider's bytes read in a loop."""
+
+    async def scenario() -> str:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            while True:
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+                await writer.drain()
+                await asyncio.sleep(0)
+
+        async with serving(handler) as server:
+            c, _ = client()
+            with pytest.raises(httpx.RemoteProtocolError) as caught:
+                await c.post(f"http://127.0.0.1:{server.port}/", content=b"{}")
+            await c.aclose()
+            return describe_exception(caught.value)
+
+    assert "informational" in run(scenario)  # type: ignore[operator]
+
+
+# -- what an error message may hold ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "echo",
+    [
+        b"HTTP/1.1 %s\r\n\r\n",
+        b"%s 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n%s\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nx-api-key : %s\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: %s\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%s\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: %s\r\n\r\n",
+    ],
+)
+def test_a_provider_echoing_the_key_in_a_broken_answer_does_not_put_it_in_the_error(echo: bytes) -> None:
+    error, _, _ = run(lambda: first_answer_then(echo % KEY.encode()))  # type: ignore[misc]
+    assert isinstance(error, httpx.RemoteProtocolError)
+    for text in (str(error), describe_exception(error), repr(error)):
+        assert not any(KEY[i : i + 8] in text for i in range(len(KEY) - 7)), text
+
+
+# -- an answer that comes before the request was written ---------------------------------------------------------
+def test_an_early_answer_to_a_large_request_is_the_answer() -> None:
+    """A provider refuses a 10 MB request after its head (413) and closes without reading the body: the balancer
+    gets the 413 (the client's mistake, passed on), not a write error (which would cool the provider down)."""
+
+    async def scenario() -> tuple[int, bytes]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")
+            await writer.drain()
+
+        async with serving(handler) as server:
+            c, _ = client()
+            response = await c.post(f"http://127.0.0.1:{server.port}/", content=b"x" * 10_000_000)
+            await c.aclose()
+            return response.status_code, response.content
+
+    assert run(scenario) == (413, b"too large")
+
+
+# -- descriptors -------------------------------------------------------------------------------------------------
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_an_early_answer_from_a_server_that_stops_reading_is_the_answer_and_its_connection_is_not_kept() -> None:
+    """The server answers after the head and neither reads nor closes: writing the rest would wait for the write
+    timeout; and the connection, with part of the request unsent, is never used again."""
+
+    async def scenario() -> tuple[int, bytes, bytes, int]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if info.connections > 1:
+                await answering(reader, writer)
+                return
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large")
+            await writer.drain()
+            await asyncio.Event().wait()
+
+        async with serving(handler) as info:
+            c, _ = client()
+            url = f"http://127.0.0.1:{info.port}/"
+            response = await c.post(url, content=b"x" * 64_000_000, timeout=httpx.Timeout(600))
+            second = await c.post(url, content=b"small")
+            await c.aclose()
+            return response.status_code, response.content, second.content, info.connections
+
+    assert run(scenario) == (413, b"too large", b"got small", 2)
