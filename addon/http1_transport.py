@@ -249,6 +249,10 @@ async def _read_response_head(
     for _ in range(_MAX_INFORMATIONAL + 1):
         raw = await _read_until(connection, b"\r\n\r\n", request, timeout, "response head")
         status, reason, version, headers = _parse_head(raw, request)
+        if status == 101 and "upgrade" not in request.headers:
+            # RFC 9110 15.2.2: no switch the request did not ask for (the balancer never asks); the relay has
+            # nothing to pass on from a connection speaking another protocol.
+            raise httpx.RemoteProtocolError("101 switching protocols without an upgrade asked for", request=request)
         if not 100 <= status < 200 or status == 101:
             return status, reason, version, headers
     raise httpx.RemoteProtocolError(f"more than {_MAX_INFORMATIONAL} informational answers", request=request)

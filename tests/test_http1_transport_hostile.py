@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import struct
 
 import httpx
 import pytest
@@ -100,6 +102,8 @@ CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
         (b"HTTP/1.1 200 O\nK\r\ncontent-length: 0\r\n\r\n", "not an HTTP/1.1 status line"),
         (b"HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n", "not an HTTP/1.1 status line"),
         (b"HTTP/1.1 000\r\ncontent-length: 0\r\n\r\n", "not an HTTP/1.1 status line"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n{}",
+         "101 switching protocols without an upgrade asked for"),
     ],
 )
 def test_framing_a_strict_parser_refuses_is_refused(raw: bytes, reason: str) -> None:
@@ -214,3 +218,33 @@ def test_an_early_answer_from_a_server_that_stops_reading_is_the_answer_and_its_
             return response.status_code, response.content, second.content, info.connections
 
     assert run(scenario) == (413, b"too large", b"got small", 2)
+
+
+def test_a_body_to_the_connections_end_cut_by_a_reset_is_an_error_not_an_end() -> None:
+    """A reset that comes while the server's bytes are unread ends the reader like a close (so that an early answer
+    is read); a body framed by the connection's end must still not pass for whole then."""
+
+    async def scenario() -> str:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + b"cut here" * 1000)
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # a reset (RST), not a close
+
+        async with serving(handler) as server:
+            c, _ = client()
+            with pytest.raises(httpx.ReadError) as caught:
+                async with c.stream("POST", f"http://127.0.0.1:{server.port}/", content=b"{}") as response:
+                    reader = response.extensions["network_stream"]._reader
+                    loop = asyncio.get_running_loop()
+                    deadline = loop.time() + 20
+                    while not reader.at_eof() and reader.exception() is None and loop.time() < deadline:
+                        await asyncio.sleep(0.01)  # until the reset has reached the reader, the body still unread
+                    async for _ in response.aiter_raw():
+                        pass
+            await c.aclose()
+            return describe_exception(caught.value)
+
+    assert run(scenario) == "connection reset"
