@@ -4,14 +4,19 @@ refuse, connections it must never use again, and error messages that carry nothi
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import struct
+import threading
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from addon.upstream import describe_exception
+from fakes import Behavior, FakeProvider, Message
+from helpers import anthropic_message, anthropic_provider, wait_until
 from test_http1_transport import answer, answering, client, read_request, run, serving
 
 KEY = "sk-ant-api03-ECHOEDSECRETKEY0123456789abcdef"
@@ -248,3 +253,92 @@ def test_a_body_to_the_connections_end_cut_by_a_reset_is_an_error_not_an_end() -
             return describe_exception(caught.value)
 
     assert run(scenario) == "connection reset"
+
+
+# -- through the running balancer --------------------------------------------------------------------------------
+MESSAGES = [{"role": "user", "content": "Hi"}]
+BODY = {"model": "claude-sonnet-4", "max_tokens": 8, "messages": MESSAGES}
+MESSAGE = json.dumps(anthropic_message("claude-sonnet-4", "from a")).encode()
+
+
+@dataclass
+class Bytes(Behavior):
+    """An answer written byte for byte (`{key}`: the request's x-api-key); then, when `later` is given, those
+    bytes once `go` is set, on the same connection."""
+
+    raw: bytes
+    later: bytes = b""
+    go: threading.Event = field(default_factory=threading.Event)
+    written: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, handler, request, fake):
+        handler.wfile.write(self.raw.replace(b"{key}", request.headers.get("x-api-key", "").encode()))
+        handler.wfile.flush()
+        if self.later:
+            self.go.wait(30)
+            handler.wfile.write(self.later)
+            handler.wfile.flush()
+            self.written.set()
+        else:
+            handler.close_connection = True
+
+
+def json_answer(body: bytes, *headers: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%scontent-length: %d\r\n\r\n%s"
+            % (b"".join(h + b"\r\n" for h in headers), len(body), body))
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (json_answer(MESSAGE, b"x-evil: a\nx-injected: 1"), "malformed response header"),
+        (json_answer(MESSAGE, b"x-evil: a\0b"), "malformed response header"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n" + MESSAGE,
+         "101 switching protocols"),
+        (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+         + b"%x\r\n%s\r\n0\r\n\r\n" % (len(MESSAGE), MESSAGE), "unsupported transfer-encoding"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * 40 + json_answer(MESSAGE), "informational"),
+    ],
+    ids=["bare-lf-in-header", "nul-in-header", "unasked-101", "gzip-chunked", "1xx-flood"],
+)
+def test_a_broken_answer_fails_over_and_names_what_broke(balancer, client, unique, raw, words):
+    with FakeProvider(Bytes(raw)) as bad, FakeProvider(Message("from b")) as good:
+        a, b = f"a-{unique}", f"b-{unique}"
+        balancer.use([anthropic_provider(a, bad.url), anthropic_provider(b, good.url)])
+        answer_ = client.messages.with_raw_response.create(**BODY)
+        assert answer_.headers["x-balancer-provider"] == b
+        assert "x-injected" not in answer_.headers
+        assert answer_.parse().content[0].text == "from b"
+        assert words in balancer.provider_status(a)["last_error"]
+
+
+def test_a_passthrough_key_echoed_in_a_broken_head_is_in_no_reason(balancer, unique):
+    """With passthrough the client's own key goes to the provider, and the balancer's redactor knows only the
+    providers' keys: a provider echoing it in a head it cannot parse must not see it land in a reason."""
+    secret = "sk-ant-client-OWNKEY-0123456789abcdef"
+    with FakeProvider(Bytes(b"HTTP/1.1 200 OK\r\nx-api-key : {key}\r\n\r\n")) as bad, \
+            FakeProvider(Message("from b")) as good:
+        a, b = f"a-{unique}", f"b-{unique}"
+        balancer.use([anthropic_provider(a, bad.url, auth_type="passthrough"),
+                      anthropic_provider(b, good.url, auth_type="passthrough")])
+        response = httpx.post(balancer.url + "/v1/messages", json=BODY, headers={"x-api-key": secret}, timeout=30)
+        assert response.headers["x-balancer-provider"] == b
+        status = balancer.provider_status(a)
+        assert "malformed response header" in status["last_error"]
+        wait_until(lambda: any(f"{a} " in line for line in balancer.log_lines), what="the request's log line")
+        pieces = [secret[i : i + 8] for i in range(len(secret) - 7)]
+        assert not any(piece in json.dumps(status) or piece in balancer.log for piece in pieces)
+
+
+def test_bytes_a_provider_sends_after_its_answer_are_never_the_next_clients_answer(balancer, client, unique):
+    """The provider answers, then, once the client has its answer, writes a forged one on the same connection:
+    the balancer's next request must not take it for its answer."""
+    forged = json.dumps(anthropic_message("claude-sonnet-4", "FORGED")).encode()
+    first = Bytes(json_answer(MESSAGE), later=json_answer(forged))
+    with FakeProvider(Message("the real second")).then(first) as fake:
+        balancer.use([anthropic_provider(f"a-{unique}", fake.url)])
+        assert client.messages.create(**BODY).content[0].text == "from a"
+        first.go.set()
+        # Sent on loopback: in the balancer's socket before the next request reaches the balancer.
+        assert first.written.wait(30)
+        assert client.messages.create(**BODY).content[0].text == "the real second"
