@@ -11,7 +11,8 @@ outgoing proxies stay on httpcore.
 It behaves as httpx's own transport does where the balancer can tell: the same httpx exceptions (each caused by
 the operating system's error, which names the reason), the same timeouts (`request.extensions["timeout"]`), a
 connection closed when its response is left unread, and idle connections checked before they are used again.
-What a provider sends is bounded: a head of at most 64 KiB, a chunk-size line of the same, 100 trailer lines.
+What a provider sends is bounded: a head of at most 64 KiB, a chunk-size line of the same, 100 trailer lines, 16
+informational answers; and parsed as strictly as h11 does (the head is passed on to the client).
 """
 
 from __future__ import annotations

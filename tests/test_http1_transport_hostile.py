@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -20,6 +20,17 @@ from helpers import anthropic_message, anthropic_provider, wait_until
 from test_http1_transport import answer, answering, client, read_request, run, serving
 
 KEY = "sk-ant-api03-ECHOEDSECRETKEY0123456789abcdef"
+
+
+async def polled(condition: Callable[[], object], what: str) -> None:
+    """Waits until `condition` holds (generous deadline: machines get busy)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        if condition():
+            return
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 async def first_answer_then(raw: bytes, second: bytes = b"") -> tuple[BaseException | None, bytes, int]:
@@ -72,12 +83,7 @@ def test_bytes_arriving_after_a_kept_connection_was_released_are_never_read_as_t
             key = ("127.0.0.1", server.port)
             idle = transport._idle[key][0]
             released.set()
-            # The forged answer has reached the client's side of the idle connection.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
-            while not idle.reader._buffer and loop.time() < deadline:  # type: ignore[attr-defined]
-                await asyncio.sleep(0.01)
-            assert idle.reader._buffer  # type: ignore[attr-defined]
+            await polled(lambda: idle.reader._buffer, "the forged answer in the idle connection's reader")
             text = (await c.post(url, content=b"two")).content
             await c.aclose()
             return text, server.connections
@@ -195,11 +201,6 @@ def test_an_early_answer_to_a_large_request_is_the_answer() -> None:
     assert run(scenario) == (413, b"too large")
 
 
-# -- descriptors -------------------------------------------------------------------------------------------------
-def open_descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_an_early_answer_from_a_server_that_stops_reading_is_the_answer_and_its_connection_is_not_kept() -> None:
     """The server answers after the head and neither reads nor closes: writing the rest would wait for the write
     timeout; and the connection, with part of the request unsent, is never used again."""
@@ -243,10 +244,8 @@ def test_a_body_to_the_connections_end_cut_by_a_reset_is_an_error_not_an_end() -
             with pytest.raises(httpx.ReadError) as caught:
                 async with c.stream("POST", f"http://127.0.0.1:{server.port}/", content=b"{}") as response:
                     reader = response.extensions["network_stream"]._reader
-                    loop = asyncio.get_running_loop()
-                    deadline = loop.time() + 20
-                    while not reader.at_eof() and reader.exception() is None and loop.time() < deadline:
-                        await asyncio.sleep(0.01)  # until the reset has reached the reader, the body still unread
+                    # The reset has reached the reader, the body still unread.
+                    await polled(lambda: reader.at_eof() or reader.exception() is not None, "the reset")
                     async for _ in response.aiter_raw():
                         pass
             await c.aclose()
