@@ -8,7 +8,8 @@ import json
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -341,3 +342,51 @@ def test_bytes_a_provider_sends_after_its_answer_are_never_the_next_clients_answ
         # Sent on loopback: in the balancer's socket before the next request reaches the balancer.
         assert first.written.wait(30)
         assert client.messages.create(**BODY).content[0].text == "the real second"
+
+
+@contextmanager
+def refusing_large_requests() -> Iterator[str]:
+    """A provider that answers 413 after a request's head and closes without reading its body (a reset follows)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stopping = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(30)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    head += data
+                body = json.dumps({"type": "error", "error": {"type": "request_too_large",
+                                                              "message": "Request exceeds the maximum size"}}).encode()
+                conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join(10)
+        listener.close()
+
+
+def test_a_provider_refusing_a_large_request_at_once_is_not_counted_a_failure(balancer, unique):
+    """The provider's 413 reaches the client; neither provider is cooled down for what was the request's size."""
+    big = {**BODY, "messages": [{"role": "user", "content": "x" * 10_000_000}]}
+    with refusing_large_requests() as first, refusing_large_requests() as second:
+        a, b = f"a-{unique}", f"b-{unique}"
+        balancer.use([anthropic_provider(a, first), anthropic_provider(b, second)])
+        response = httpx.post(balancer.url + "/v1/messages", json=big, timeout=60)
+        assert response.status_code == 413
+        assert response.json()["error"]["type"] == "request_too_large"
+        assert balancer.provider_status(a)["failures"] == 0 and balancer.provider_status(b)["failures"] == 0
