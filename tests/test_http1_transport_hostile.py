@@ -246,7 +246,7 @@ def test_a_body_to_the_connections_end_cut_by_a_reset_is_an_error_not_an_end() -
                 async with c.stream("POST", f"http://127.0.0.1:{server.port}/", content=b"{}") as response:
                     reader = response.extensions["network_stream"]._reader
                     # The reset has reached the reader, the body still unread.
-                    await polled(lambda: reader.at_eof() or reader.exception() is not None, "the reset")
+                    await polled(lambda: reader.reset_after_data or reader.exception() is not None, "the reset")
                     async for _ in response.aiter_raw():
                         pass
             await c.aclose()
