@@ -11,12 +11,14 @@ outgoing proxies stay on httpcore.
 It behaves as httpx's own transport does where the balancer can tell: the same httpx exceptions (each caused by
 the operating system's error, which names the reason), the same timeouts (`request.extensions["timeout"]`), a
 connection closed when its response is left unread, and idle connections checked before they are used again.
-What a provider sends is bounded: a head of at most 64 KiB, a chunk-size line of the same, 100 trailer lines.
+What a provider sends is bounded: a head of at most 64 KiB, a chunk-size line of the same, 100 trailer lines, 16
+informational answers; and parsed as strictly as h11 does (the head is passed on to the client).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -29,15 +31,46 @@ from .network_backend import AsyncioStream
 HEAD_LIMIT = 64 * 1024
 _READ = 64 * 1024
 _MAX_TRAILERS = 100
+_MAX_INFORMATIONAL = 16  # 1xx answers before the final one: each comes in time, so no read timeout would end a flood
 _MAX_CHUNK = 1 << 40  # a chunk size beyond this is not a body, it is an attack on the counter
 _NO_BODY_STATUSES = frozenset({204, 304})
 _FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
+# RFC 9110 5.6.2: a header name is a token; a value or reason phrase holds no control character but tab (a bare CR
+# or LF in it would end the line for the client the answer is passed on to).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")  # int(x, 16) would also take "0x5", "1_0" and " 5"
+
+
+class _Reader(asyncio.StreamReader):
+    """asyncio's reader, except that a reset which comes while the server's bytes are still unread ends the stream
+    like a close: a server that refuses a large request answers at once and closes with the body unread, and
+    asyncio would hide that answer behind the reset. The framing still tells a cut answer from a whole one; for a
+    body that runs to the connection's end, `reset_after_data` tells."""
+
+    reset_after_data = False
+
+    def set_exception(self, exc: Exception) -> None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)) and _unread(self) and not self.at_eof():
+            self.reset_after_data = True
+            self.feed_eof()
+            return
+        super().set_exception(exc)
+
+
+async def _open(host: str, port: int) -> tuple[_Reader, asyncio.StreamWriter]:
+    """asyncio.open_connection with the reader above."""
+    loop = asyncio.get_running_loop()
+    reader = _Reader(limit=HEAD_LIMIT, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class _Connection:
     """One kept connection to a provider."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, reader: _Reader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
         self.stream = AsyncioStream(reader, writer)  # what httpx's `network_stream` extension shows
@@ -46,6 +79,11 @@ class _Connection:
     def usable(self, now: float, expiry: float) -> bool:
         """Fit for the next request: not idle too long, not closed by the server (nor holding data it should not)."""
         if now - self.idle_since > expiry or self.writer.is_closing():
+            return False
+        # asyncio reads as soon as bytes arrive: what the server sent while the connection was idle sits in the
+        # reader, not in the socket, and would be read as the next request's answer.
+        reader = self.reader
+        if _unread(reader) or reader.at_eof() or reader.exception() is not None:
             return False
         return not self.stream.get_extra_info("is_readable")
 
@@ -79,7 +117,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             connection.close()
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, limit=HEAD_LIMIT)
+                reader, writer = await _open(host, port)
         except TimeoutError as exc:
             raise _error(httpx.ConnectTimeout, "connect timeout", request) from exc
         except OSError as exc:
@@ -113,14 +151,20 @@ class Http1Transport(httpx.AsyncBaseTransport):
         port = url.port or 80
         head = _request_head(request)
         connection = await self._connection(host, port, request, timeouts.get("connect"))
+        early = False
         try:
-            await _send_request(connection, request, head, timeouts.get("write"))
-            status, reason, version, headers = await _read_response_head(connection, request, timeouts.get("read"))
+            if isinstance(request.stream, httpx.ByteStream) and len(request.content) > _READ:
+                (status, reason, version, headers), early = await _send_racing_answer(
+                    connection, request, head, timeouts.get("write"), timeouts.get("read"))
+            else:
+                await _send_request(connection, request, head, timeouts.get("write"))
+                status, reason, version, headers = await _read_response_head(
+                    connection, request, timeouts.get("read"))
         except BaseException:
             connection.close()
             raise
         body = _ResponseBody(self, (host, port), connection, request, status, version, headers,
-                             timeouts.get("read"))
+                             timeouts.get("read"), early)
         return httpx.Response(
             status, headers=headers, stream=body,
             extensions={"http_version": version, "reason_phrase": reason, "network_stream": connection.stream},
@@ -166,15 +210,53 @@ async def _send_request(connection: _Connection, request: httpx.Request, head: b
         raise _error(httpx.WriteError, str(exc) or type(exc).__name__, request) from exc
 
 
+async def _send_racing_answer(
+    connection: _Connection, request: httpx.Request, head: bytes, write_timeout: float | None,
+    read_timeout: float | None,
+) -> tuple[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]], bool]:
+    """A large request written while its answer is already awaited: a server may refuse it after its head (413)
+    and stop reading, or close. Its answer is the answer then, not a write error or a write timeout (which would
+    count against the provider). The head, and whether it came before the request was all written."""
+    sending = asyncio.ensure_future(_send_request(connection, request, head, write_timeout))
+    answering = asyncio.ensure_future(_read_response_head(connection, request, read_timeout))
+    try:
+        await asyncio.wait((sending, answering), return_when=asyncio.FIRST_COMPLETED)
+        if not sending.done():
+            return answering.result(), True
+        failure = sending.exception()
+        if failure is None:
+            return await answering, False
+        if isinstance(failure, httpx.WriteTimeout):  # nothing came back either
+            raise failure
+        try:
+            return await answering, True  # the answer sent before the server closed, if there was one
+        except httpx.HTTPError:
+            raise failure from None
+    finally:
+        for task in (sending, answering):
+            task.cancel()
+            task.add_done_callback(_retrieved)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def _read_response_head(
     connection: _Connection, request: httpx.Request, timeout: float | None
 ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
     """Status, reason, version and headers of the final response (informational 1xx ones are passed over)."""
-    while True:
+    for _ in range(_MAX_INFORMATIONAL + 1):
         raw = await _read_until(connection, b"\r\n\r\n", request, timeout, "response head")
         status, reason, version, headers = _parse_head(raw, request)
+        if status == 101 and "upgrade" not in request.headers:
+            # RFC 9110 15.2.2: no switch the request did not ask for (the balancer never asks); the relay has
+            # nothing to pass on from a connection speaking another protocol.
+            raise httpx.RemoteProtocolError("101 switching protocols without an upgrade asked for", request=request)
         if not 100 <= status < 200 or status == 101:
             return status, reason, version, headers
+    raise httpx.RemoteProtocolError(f"more than {_MAX_INFORMATIONAL} informational answers", request=request)
 
 
 async def _read_until(connection: _Connection, separator: bytes, request: httpx.Request, timeout: float | None,
@@ -195,16 +277,19 @@ async def _read_until(connection: _Connection, separator: bytes, request: httpx.
 
 
 def _parse_head(raw: bytes, request: httpx.Request) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+    # The messages never quote the provider's bytes: a provider may echo the request's credential in them, and
+    # these messages become the attempt's reason in logs and flows.
     lines = raw[:-4].split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
     code, _, reason = rest.partition(b" ")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise httpx.RemoteProtocolError(f"not an HTTP/1.1 status line: {lines[0][:60]!r}", request=request)
+    if (version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit() or code[:1] == b"0"
+            or _CONTROL.search(reason)):
+        raise httpx.RemoteProtocolError("not an HTTP/1.1 status line", request=request)
     headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], 1):
         name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or b" " in name or b"\t" in name:
-            raise httpx.RemoteProtocolError(f"malformed response header line: {line[:60]!r}", request=request)
+        if not colon or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+            raise httpx.RemoteProtocolError(f"malformed response header line (header {number})", request=request)
         headers.append((name, value.strip(b" \t")))
     return int(code), reason, version, headers
 
@@ -215,7 +300,7 @@ class _ResponseBody(httpx.AsyncByteStream):
 
     def __init__(self, transport: Http1Transport, key: tuple[str, int], connection: _Connection,
                  request: httpx.Request, status: int, version: bytes, headers: list[tuple[bytes, bytes]],
-                 timeout: float | None):
+                 timeout: float | None, early: bool = False):
         self._transport = transport
         self._key = key
         self._connection: _Connection | None = connection
@@ -224,24 +309,29 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._done = False
         self._length: int | None = None
         self._chunked = False
-        keep = version == b"HTTP/1.1"
+        keep = version == b"HTTP/1.1" and not early  # an early answer: part of the request is still unsent
         lengths: set[bytes] = set()
-        coding = b""
+        codings: list[bytes] = []
         for name, value in headers:
             lname = name.lower()
             if lname == b"content-length":
                 lengths.update(v.strip() for v in value.split(b","))
             elif lname == b"transfer-encoding":
-                coding = value.lower()
+                codings.extend(c.strip().lower() for c in value.split(b",") if c.strip())
             elif lname == b"connection" and b"close" in value.lower():
                 keep = False
         if request.headers.get("connection", "").lower() == "close":
             keep = False
         if request.method == "HEAD" or status in _NO_BODY_STATUSES or 100 <= status < 200:
             self._length = 0
-        elif coding:
-            self._chunked = coding.rsplit(b",", 1)[-1].strip() == b"chunked"
-            keep = keep and self._chunked and not lengths  # both framings at once: never trusted again
+        elif codings:
+            # Only chunked: the answer was asked for uncompressed, and a body in any other coding would be passed
+            # on as it came, undecoded, with nothing to tell the client.
+            if codings != [b"chunked"]:
+                connection.close()
+                raise httpx.RemoteProtocolError("unsupported transfer-encoding in the response", request=request)
+            self._chunked = True
+            keep = keep and not lengths  # both framings at once: never trusted again
         elif lengths:
             if len(lengths) != 1 or not next(iter(lengths)).isdigit():
                 connection.close()
@@ -276,6 +366,9 @@ class _ResponseBody(httpx.AsyncByteStream):
             else:
                 while piece := await self._read(connection, _READ):
                     yield piece
+                if connection.reader.reset_after_data:  # the end was a reset: the body may be cut anywhere
+                    reset = ConnectionResetError("connection reset")
+                    raise httpx.ReadError("connection reset", request=self._request) from reset
         except BaseException:
             self._close()
             raise
@@ -285,13 +378,10 @@ class _ResponseBody(httpx.AsyncByteStream):
     async def _chunks(self, connection: _Connection) -> AsyncIterator[bytes]:
         while True:
             line = await _read_until(connection, b"\r\n", self._request, self._timeout, "chunk size line")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                size = -1
-            if not 0 <= size <= _MAX_CHUNK or not size_text or size_text[:1] in (b"+", b"-"):
-                raise httpx.RemoteProtocolError(f"invalid chunk size {size_text[:20]!r}", request=self._request)
+            size_text = line[:-2].split(b";", 1)[0].rstrip(b" \t")  # white space may come before an extension
+            if not _CHUNK_SIZE.fullmatch(size_text) or int(size_text, 16) > _MAX_CHUNK:
+                raise httpx.RemoteProtocolError("invalid chunk size", request=self._request)
+            size = int(size_text, 16)
             if size == 0:
                 for _ in range(_MAX_TRAILERS):
                     if await _read_until(connection, b"\r\n", self._request, self._timeout, "trailers") == b"\r\n":
