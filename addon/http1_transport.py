@@ -31,6 +31,7 @@ from .network_backend import AsyncioStream
 HEAD_LIMIT = 64 * 1024
 _READ = 64 * 1024
 _MAX_TRAILERS = 100
+SWEEP_EVERY = 5.0  # seconds between looks at every idle connection, made when a connection is put back
 _MAX_INFORMATIONAL = 16  # 1xx answers before the final one: each comes in time, so no read timeout would end a flood
 _MAX_CHUNK = 1 << 40  # a chunk size beyond this is not a body, it is an attack on the counter
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -104,6 +105,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._idle_count = 0
         self._closed = False
+        self._swept = time.monotonic()
 
     # -- connections -------------------------------------------------------------------------------------------
     async def _connection(self, host: str, port: int, request: httpx.Request, timeout: float | None) -> _Connection:
@@ -131,9 +133,26 @@ class Http1Transport(httpx.AsyncBaseTransport):
         if self._closed or self._idle_count >= self.max_idle or connection.writer.is_closing():
             connection.close()
             return
-        connection.idle_since = time.monotonic()
+        now = connection.idle_since = time.monotonic()
         self._idle.setdefault(key, []).append(connection)
         self._idle_count += 1
+        if now - self._swept >= SWEEP_EVERY:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Idle connections the server closed (or that idled too long) are closed now, whichever provider they
+        are for: not left half-closed until that provider is asked again."""
+        self._swept = now
+        for key, connections in list(self._idle.items()):
+            kept = [c for c in connections if c.usable(now, self.keepalive_expiry)]
+            for connection in connections:
+                if connection not in kept:
+                    connection.close()
+            self._idle_count -= len(connections) - len(kept)
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
 
     async def aclose(self) -> None:
         self._closed = True

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from addon import http1_transport
 from addon.http1_transport import HEAD_LIMIT, Http1Transport
 from addon.upstream import ClientPool, describe_exception
 
@@ -71,6 +72,17 @@ async def answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         _, body = await read_request(reader)
         writer.write(answer(b"got " + body))
         await writer.drain()
+
+
+async def polled(condition: Callable[[], object], what: str) -> None:
+    """Waits until `condition` holds (generous deadline: machines get busy)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        if condition():
+            return
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 def client() -> tuple[httpx.AsyncClient, Http1Transport]:
@@ -210,8 +222,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_used() -> None:
             await closed.wait()
             key = ("127.0.0.1", server.port)
             # The server's close has reached the socket once it reads as readable.
-            while not transport._idle[key][0].stream.get_extra_info("is_readable"):
-                await asyncio.sleep(0.01)
+            await polled(lambda: transport._idle[key][0].stream.get_extra_info("is_readable"), "the close")
             text = (await c.post(url, content=b"two")).text
             await c.aclose()
             return text, server.connections
@@ -338,3 +349,34 @@ def test_a_header_with_a_line_break_is_never_written() -> None:
             return server.connections
 
     assert run(scenario) == 0
+
+
+def test_idle_connections_the_server_closed_are_swept_whatever_provider_is_asked(monkeypatch) -> None:
+    """A provider's idle connection that its server closed is closed by the transport when a connection to another
+    provider is put back, not left half-closed until the first provider is asked again."""
+    monkeypatch.setattr(http1_transport, "SWEEP_EVERY", 0.0)
+
+    async def scenario() -> tuple[bool, list[tuple[str, int]], int]:
+        close_now = asyncio.Event()
+
+        async def close_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(answer(b"a"))
+            await writer.drain()
+            await close_now.wait()
+
+        async with serving(close_after_answer) as a, serving(answering) as b:
+            c, transport = client()
+            await c.post(f"http://127.0.0.1:{a.port}/", content=b"{}")
+            idle_a = transport._idle[("127.0.0.1", a.port)][0]
+            close_now.set()
+            await polled(lambda: idle_a.stream.get_extra_info("is_readable"), "a's close")
+            await c.post(f"http://127.0.0.1:{b.port}/", content=b"{}")
+            swept = idle_a.writer.is_closing()
+            keys = sorted(transport._idle)
+            await c.aclose()
+            return swept, keys, b.port
+
+    swept, keys, b_port = run(scenario)  # type: ignore[misc]
+    assert swept
+    assert keys == [("127.0.0.1", b_port)]  # only b's connection is kept

@@ -8,7 +8,7 @@ import json
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -18,20 +18,9 @@ import pytest
 from addon.upstream import describe_exception
 from fakes import Behavior, FakeProvider, Message
 from helpers import anthropic_message, anthropic_provider, wait_until
-from test_http1_transport import answer, answering, client, read_request, run, serving
+from test_http1_transport import answer, answering, client, polled, read_request, run, serving
 
 KEY = "sk-ant-api03-ECHOEDSECRETKEY0123456789abcdef"
-
-
-async def polled(condition: Callable[[], object], what: str) -> None:
-    """Waits until `condition` holds (generous deadline: machines get busy)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while True:
-        if condition():
-            return
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def first_answer_then(raw: bytes, second: bytes = b"") -> tuple[BaseException | None, bytes, int]:
