@@ -32,6 +32,7 @@ from addon.relay_headroom import RelayHeadroom  # noqa: E402
 from addon.request_target import RequestTarget  # noqa: E402
 from addon.route_explain import RouteExplain  # noqa: E402
 from addon.shared_state import SharedState  # noqa: E402
+from addon.stream_log import QuietStreamLines  # noqa: E402
 from addon.usage_api import UsageApi  # noqa: E402
 
 providers = Providers()
@@ -48,6 +49,7 @@ explain = RouteExplain(providers, gateway.dispatcher.planner, gateway.affinity)
 addons = [
     OpenFileLimit(),  # first: the limit is raised before anything opens connections
     ListenBacklog(),
+    QuietStreamLines(),  # no line of mitmproxy's for each relayed stream
     providers,
     # Several instances, one view of the providers (only with settings.shared_state): keeps the health board,
     # the session map and the round-robin turn in step with the other instances', never on a request's path.

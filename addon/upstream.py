@@ -14,6 +14,7 @@ import httpcore
 import httpx
 
 from .config import ProviderConfig
+from .http1_transport import Http1Transport
 from .network_backend import AsyncioBackend
 from .open_files import is_descriptor_exhaustion
 
@@ -207,6 +208,8 @@ class ClientPool:
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
                 follow_redirects=False,
                 trust_env=False,
+                # Plain-HTTP providers get the balancer's own HTTP/1.1 client; through a proxy, httpcore's.
+                mounts=None if proxy else {"http://": Http1Transport(max_idle=200, keepalive_expiry=60)},
             )
             _use_network_backend(client)
             self._clients[proxy] = client

@@ -66,6 +66,14 @@ def test_one_line_per_request_says_what_happened(logged_run):
     assert " 529 " in failed and "gamma HTTP 500" in failed and "beta HTTP 529" in failed
 
 
+def test_a_relayed_stream_gets_no_line_of_mitmproxys(logged_run):
+    """The summary line says it was a stream; mitmproxy's `Streaming response from` line would repeat it."""
+    log, _, _ = logged_run
+    assert len([line for line in request_lines(log) if " stream 200" in line]) == 1
+    assert "Streaming response from" not in log
+    assert "Loading script" in log  # mitmproxy's other lines stay
+
+
 def test_debug_logs_the_payloads_in_the_log_and_the_json_lines(logged_run):
     log, json_lines, _ = logged_run
     for text in (log, json_lines):
