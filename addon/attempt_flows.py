@@ -191,7 +191,7 @@ class AttemptFlows:
     async def _emit(self, client: http.HTTPFlow, record: FlowRecord, attempts: Sequence[AttemptSummary],
                     ended: str | None = None) -> None:
         made: list[http.HTTPFlow] = []
-        redact = self._redact()
+        redact = record.redact or self._redact()
         for position, attempt in enumerate(attempts, start=1):
             wire = record.wires[position - 1] if position <= len(record.wires) else None
             if wire is None or wire.request is None or position in record.attempt_flow_ids:

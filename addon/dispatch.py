@@ -23,6 +23,7 @@ from .log_text import loggable
 from .model_map import ModelChoice
 from .openai_adapter import OpenAIAdapter
 from .providers import Providers
+from .redact import client_secrets, with_secrets
 from .request_body import parse_json_object
 from .request_traits import traits_of
 from .responses import error_response
@@ -104,6 +105,7 @@ class Dispatcher:
         settings = self.providers.settings
         board = self.providers.board
         client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
+        redact = record.redact = self._redactor(client_headers)
         session = session_key(parsed, client_headers)  # also keeps a session on one key of a pool
         affinity_key = session if settings.affinity_in_force == "session" else None
         routed: RoutedPlan | None = None
@@ -131,7 +133,7 @@ class Dispatcher:
             body=body, parsed=parsed, requested_model=requested, stream=stream,
             idle_timeout=settings.stream_idle_timeout, keepalive=settings.stream_keepalive,
             on_committed_failure=self._committed_failure_handler(flow, record, penalize),
-            redact=self.providers.redact, capabilities=self.providers.capabilities, model_span=model_span,
+            redact=redact, capabilities=self.providers.capabilities, model_span=model_span,
         )
         calls: dict[str, ProviderCall] = {}  # per provider: the call its adapter prepared
 
@@ -150,7 +152,7 @@ class Dispatcher:
         def attempts_of(plan: Plan) -> Awaitable[Success | Exhausted]:
             return attempt_in_turn(
                 plan, build, self.pool, board, settings, open_answer, penalize,
-                redact=self.providers.redact, client_gone=lambda: client_gone(flow),
+                redact=redact, client_gone=lambda: client_gone(flow),
                 capture=settings.attempt_body_limit if record.attempt_flows != "none" else None,
                 keys=self.providers.keys, session=session,
             )
@@ -189,6 +191,15 @@ class Dispatcher:
                                    result.provider.name)
         return Served(result, choice)
 
+    def _redactor(self, client_headers: list[tuple[str, str]]) -> Callable[[str], str]:
+        """The providers' redactor; with a passthrough provider configured, one that also knows the client's own
+        credentials, which such a provider receives and may echo in its errors."""
+        base = self.providers.redact
+        if not any(p.auth_type == "passthrough" for p in self.providers.config.providers):
+            return base
+        extra = client_secrets(client_headers)
+        return with_secrets(base, extra) if extra else base
+
     async def _route(
         self, record: FlowRecord, parsed: dict[str, Any], body: bytes, client_headers: list[tuple[str, str]],
         affinity_key: str | None,
@@ -214,7 +225,7 @@ class Dispatcher:
         def on_committed_failure(provider: ProviderConfig, reason: str, failure_kind: str) -> None:
             if flow.error is not None or client_gone(flow):
                 return  # the stream broke because the client left and the balancer closed it: nobody's failure
-            reason = self.providers.redact(reason)
+            reason = (record.redact or self.providers.redact)(reason)
             log.warning("%s failed after its stream was committed: %s", provider.name, loggable(reason))
             record.fail_after_commit(provider.name, reason, failure_kind)
             flow.comment = f"{flow.comment}, then failed: {reason}" if flow.comment else f"failed: {reason}"

@@ -5,7 +5,7 @@ once the flow is over (to the log, to `flow.metadata["balancer"]` for mitmweb an
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -165,6 +165,9 @@ class FlowRecord:
     route: str | None = None  # the route whose providers were tried
     fell_back: str | None = None  # why the matched route gave way to the default route
     skipped: list[tuple[str, str]] = field(default_factory=list)  # providers not tried, with the reason
+    # What keeps credentials out of the texts made from providers' words for this request: the providers' keys,
+    # and the client's own when a passthrough provider may receive it (None: the providers' redactor).
+    redact: Callable[[str], str] | None = None
 
     def fail_after_commit(self, provider: str, reason: str, kind: str) -> None:
         """The serving provider's attempt failed after all, once its stream had reached the client."""

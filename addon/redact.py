@@ -71,6 +71,26 @@ class Redactor:
         return token
 
 
+def client_secrets(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The credentials a client's request carries (its x-api-key, its bearer token): what a passthrough provider
+    receives, and may echo."""
+    found = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "x-api-key":
+            found.append(value.strip())
+        elif lname == "authorization":
+            scheme, _, token = value.strip().partition(" ")
+            found.append(token.strip() if token else scheme)
+    return tuple(s for s in found if len(s) >= MIN_SECRET)
+
+
+@functools.lru_cache(maxsize=64)  # a client sends the same key with every request
+def with_secrets(base: Redactor, extra: tuple[str, ...]) -> Redactor:
+    """`base` that also replaces `extra` (a client's own credentials)."""
+    return Redactor([*base.secrets, *extra])
+
+
 def _parts(token: str) -> list[str]:
     """The token, and its pieces between punctuation that a provider may have put around a key fragment."""
     pieces = [p for p in re.split(r"[.~+/=]+", token) if len(p) >= MIN_SECRET]
