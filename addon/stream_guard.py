@@ -225,6 +225,14 @@ def drain_then_close(leftover: Leftover | None, close: Callable[[], Awaitable[No
     return closing
 
 
+async def stop_draining() -> None:
+    """Shutting down: the bodies still being read are closed now."""
+    tasks = list(_draining)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 # Without a Leftover the client's stream waits for the read: it stays short.
 INLINE_END_WAIT = 0.05
 

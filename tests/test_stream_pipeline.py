@@ -289,6 +289,25 @@ def test_the_answer_ends_at_message_stop_and_nothing_the_provider_sends_later_is
     assert read == [*parts, *later] and closed == [len(read)]  # read to the end, then closed
 
 
+def test_bodies_still_being_read_are_closed_at_shutdown() -> None:
+    closed: list[str] = []
+
+    async def close() -> None:
+        closed.append("closed")
+
+    async def run() -> int:
+        leftover = Leftover()
+        leftover.rest = silent([])  # a provider that holds its body open
+        await drain_then_close(leftover, close)()
+        await asyncio.sleep(0)  # the reading has begun
+        draining = len(stream_guard._draining)
+        await stream_guard.stop_draining()
+        return draining
+
+    assert asyncio.run(run()) == 1
+    assert closed == ["closed"] and not stream_guard._draining
+
+
 def test_an_answer_without_a_complete_stream_is_closed_at_once() -> None:
     closed: list[str] = []
 
