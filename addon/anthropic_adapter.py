@@ -21,7 +21,7 @@ from .model_field import with_model
 from .model_map import ModelChoice, choose_model
 from .request_fixes import anthropic_body_with, headers_without_betas
 from .stream_events import Observers
-from .stream_guard import StreamFailure, guarded, hold_until_content
+from .stream_guard import Leftover, StreamFailure, guarded, hold_until_content
 from .translated_thinking import without_translated_thinking
 from .upstream import answer_headers, parsed_url, to_wire, upstream_headers, upstream_url
 from .usage_watch import UsageWatch
@@ -93,15 +93,17 @@ class AnthropicCall:
             watch = UsageWatch(is_sse, shown_events=True)
             observers = Observers(ModelEcho(echoed), watch) if echoed else Observers(watch)
             opening = await hold_until_content(chunks, deadline, observers=observers)
+            leftover = Leftover()
             guarded_chunks = guarded(
                 opening,
                 chunks,
                 lambda reason, kind: exchange.on_committed_failure(self.provider, reason, kind),
                 exchange.idle_timeout,
                 exchange.redact,
+                leftover,
             )
             return Answer(response.status_code, answer_headers(response, exchange.redact), guarded_chunks, is_sse,
-                          watch, keepalive=exchange.keepalive)
+                          watch, keepalive=exchange.keepalive, leftover=leftover)
         if echoed:
             if is_sse:
                 chunks = echo_model_in_stream(chunks, echoed)

@@ -17,6 +17,7 @@ import httpx
 from .capabilities import Capabilities, Fix
 from .config import ProviderConfig
 from .model_map import ModelChoice
+from .stream_guard import Leftover
 from .translated_thinking import may_hold_translated_thinking
 from .usage_watch import UsageWatch
 
@@ -105,6 +106,8 @@ class Answer:
     dropped_tools: tuple[str, ...] = ()
     # The body was read whole (reading `body` waits for nothing): the client can get it in one piece at once.
     whole: bool = False
+    # A guarded stream's: what its provider sends after a complete answer, read once the client's stream has ended.
+    leftover: Leftover | None = None
 
 
 class RetryWithout(Exception):

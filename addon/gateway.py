@@ -31,6 +31,7 @@ from .relay_handoff import hand_off, receive_answer, show_client_request
 from .request_log import REQUEST_FIELD, summary_line
 from .responses import error_response
 from .routing import Router
+from .stream_guard import stop_draining
 from .token_count import warm_up
 from .upstream import ClientPool
 
@@ -62,6 +63,7 @@ class Gateway:
 
     async def done(self) -> None:
         await self.relay.stop()
+        await stop_draining()
         await self.pool.aclose()
 
     # -- hooks -----------------------------------------------------------------------------------------------

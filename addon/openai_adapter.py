@@ -24,7 +24,7 @@ from .openai_stream import StreamTranslator
 from .request_fixes import openai_body_with
 from .server_tools import dropped_tools
 from .stream_events import Observers
-from .stream_guard import StreamFailure, guarded, hold_until_content
+from .stream_guard import Leftover, StreamFailure, guarded, hold_until_content
 from .upstream import to_wire
 from .usage_watch import UsageWatch
 
@@ -150,12 +150,13 @@ class OpenAICall:
         watch = UsageWatch(is_sse=True, shown_events=True)
         translator = StreamTranslator(requested, names, redact=exchange.redact)
         opening = await hold_until_content(chunks, deadline, translator, Observers(watch))
+        leftover = Leftover()
         events = guarded(
             opening, chunks, lambda reason, kind: exchange.on_committed_failure(self.provider, reason, kind),
-            exchange.idle_timeout, exchange.redact,
+            exchange.idle_timeout, exchange.redact, leftover,
         )
         return Answer(200, _headers(response, "text/event-stream; charset=utf-8", exchange.redact), events, True,
-                      watch, keepalive=exchange.keepalive)
+                      watch, keepalive=exchange.keepalive, leftover=leftover)
 
 
 class OpenAIAdapter:

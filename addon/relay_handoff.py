@@ -23,6 +23,7 @@ from .log_text import loggable
 from .relay import DEFERRED, RELAYED, RelayServer
 from .responses import PROVIDER_HEADER
 from .server_tools import DROPPED_TOOLS_HEADER
+from .stream_guard import drain_then_close
 from .usage_watch import UsageWatch, watched
 
 log = logging.getLogger("balancer")
@@ -81,7 +82,8 @@ async def hand_off(relay: RelayServer, flow: http.HTTPFlow, record: FlowRecord, 
     try:
         record.handoff = await relay.hand_off(
             answer.status, headers,
-            body, result.response.aclose,
+            # A complete stream's provider connection is kept: its body's end is read after the client's.
+            body, drain_then_close(answer.leftover, result.response.aclose),
             is_sse=answer.is_sse, streamed=record.stream, token=deferred, keepalive=answer.keepalive,
             answered=lambda: watch.answered,  # message_delta or message_stop went through
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -183,9 +183,58 @@ class CommittedStream:
         return sse_error_event(error.kind, message)
 
 
-# After `message_stop`, how long and how much of the provider's body is read to reach its end.
-END_WAIT = 0.05
+# After `message_stop`, how long and how much of the provider's body is read to reach its end (after the client's
+# stream has ended: a provider under load may send its last, empty chunk tens of milliseconds later).
+END_WAIT = 2.0
 END_BYTES = 64 * 1024
+
+
+class Leftover:
+    """What a complete stream's provider may still send after `message_stop` (its body's end): handed over by the
+    guard when the client's stream ends, to be read afterwards (`drain_then_close`), so that the provider's
+    connection can be kept without the client's stream waiting for it."""
+
+    def __init__(self) -> None:
+        self.rest: AsyncIterator[bytes] | None = None
+
+
+_draining: set[asyncio.Task[None]] = set()  # referenced until done
+
+
+def drain_then_close(leftover: Leftover | None, close: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """`close`, except for a complete stream's answer: then the rest of the provider's body is read first, in the
+    background (`read_to_end`), and the answer closed after it; the caller does not wait."""
+
+    async def closing() -> None:
+        rest = leftover.rest if leftover is not None else None
+        if leftover is None or rest is None:
+            await close()
+            return
+        leftover.rest = None
+
+        async def drain() -> None:
+            try:
+                await read_to_end(rest)
+            finally:
+                await close()
+
+        task = asyncio.get_running_loop().create_task(drain())
+        _draining.add(task)
+        task.add_done_callback(_draining.discard)
+
+    return closing
+
+
+async def stop_draining() -> None:
+    """Shutting down: the bodies still being read are closed now."""
+    tasks = list(_draining)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# Without a Leftover the client's stream waits for the read: it stays short.
+INLINE_END_WAIT = 0.05
 
 
 async def read_to_end(rest: AsyncIterator[bytes], wait: float = END_WAIT, limit: int = END_BYTES) -> None:
@@ -209,15 +258,24 @@ async def guarded(
     on_failure: Callable[[str, str], None],
     idle_timeout: float,
     redact: Callable[[str], str] = str,
+    leftover: Leftover | None = None,
 ) -> AsyncIterator[bytes]:
     """The held opening, then the rest of the stream as whole, checked events (`CommittedStream`), up to and with
     `message_stop`, where it ends; any failure after the commit point becomes an `event: error` at the end, reported
-    through `on_failure(reason, class)`. Error messages pass through `redact`."""
+    through `on_failure(reason, class)`. Error messages pass through `redact`. What the provider sends after a
+    complete answer is left in `leftover` (read there before this ends when none is given)."""
     stream = CommittedStream(opening.source, on_failure, redact, opening.observers)
+
+    async def after_complete() -> None:
+        if leftover is not None:
+            leftover.rest = rest
+        else:
+            await read_to_end(rest, wait=INLINE_END_WAIT)
+
     yield opening.held + stream.take(opening.rest)
     if stream.over:
         if stream.complete:
-            await read_to_end(rest)
+            await after_complete()
         return
     try:
         async for chunk in rest:
@@ -228,7 +286,7 @@ async def guarded(
                 # The answer is complete, or it failed: the client's stream ends now, whatever the provider still
                 # does (closing its response stops it generating, or frees a connection it keeps open).
                 if stream.complete:
-                    await read_to_end(rest)
+                    await after_complete()
                 return
     except (httpx.HTTPError, OSError) as exc:
         if not stream.complete:  # a connection dropped after the answer was complete is no failure

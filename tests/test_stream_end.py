@@ -237,3 +237,43 @@ def test_streams_one_after_another_reuse_the_provider_connection(balancer, uniqu
                     assert names[-1] == "message_stop"
         assert len(fake.requests) == 4
         assert fake.connections == 1
+
+
+@dataclass
+class HoldTheEnd(Behavior):
+    """The events, then the body's end only once the test says so (a provider under load sends its last, empty
+    chunk some time after message_stop)."""
+
+    events: list[bytes]
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, handler, request, fake):
+        handler.start_stream(200)
+        for event in self.events:
+            handler.write_chunk(event)
+        self.release.wait(30)
+        self.release.clear()
+        handler.end_stream()
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_a_late_end_of_the_providers_body_neither_holds_the_client_nor_costs_the_connection(balancer, unique, kind):
+    """The client's stream ends at message_stop, before the provider has ended its body; the body's end is read
+    afterwards, and the connection serves the next stream."""
+    name = f"late-end-{unique}"
+    behavior = HoldTheEnd(lingering_stream(kind))
+    with FakeProvider(behavior) as fake:
+        entry = anthropic_provider(name, fake.url) if kind == "anthropic" else openai_provider(name, fake.url)
+        balancer.use([entry])
+        body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.Client(timeout=60) as client:
+            for _ in range(4):
+                with client.stream("POST", balancer.url + "/v1/messages", json=body) as answer:
+                    names = [event for event, _ in parse_sse(answer.read())]  # ends while the provider holds on
+                    assert names[-1] == "message_stop"
+                behavior.release.set()
+        assert len(fake.requests) == 4
+        # Without reading the end after the client's stream, each stream closes its connection (4); a machine
+        # busy enough to let the next request overtake the read may cost one more.
+        assert fake.connections <= 2

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from addon import stream_guard
 from addon.anthropic_adapter import AnthropicAdapter
 from addon.anthropic_events import Event
 from addon.config import ProviderConfig
@@ -31,7 +32,15 @@ from addon.openai_stream import StreamTranslator
 from addon.relay_handoff import watched_answer
 from addon.sse import SSESplitter
 from addon.stream_events import Observers
-from addon.stream_guard import CommittedStream, StreamFailure, guarded, hold_until_content, read_to_end
+from addon.stream_guard import (
+    CommittedStream,
+    Leftover,
+    StreamFailure,
+    drain_then_close,
+    guarded,
+    hold_until_content,
+    read_to_end,
+)
 from addon.usage_watch import UsageWatch
 from fakes import FakeProvider, Raw, RawStream
 from helpers import anthropic_provider, error_event, sse, stream_events
@@ -250,22 +259,67 @@ def test_an_error_type_not_in_anthropics_form_is_api_error_before_the_commit_poi
     (OpenAIAdapter(), OPENAI, OPENAI_STREAM),
 ], ids=["anthropic", "openai"])
 def test_the_answer_ends_at_message_stop_and_nothing_the_provider_sends_later_is_passed_on(adapter, provider, parts):
-    """The client's stream ends at `message_stop`; what the provider sends after it, when it comes at once, is read
-    to the body's end and dropped (so that its connection can serve again)."""
+    """The client's stream ends at `message_stop`; what the provider sends after it is left for the answer's close,
+    which reads it to the body's end in the background and drops it (so that its connection can serve again), and
+    closes the response after that."""
     later = [b"data: junk after the end\n\n", error_event()]
     read: list[bytes] = []
+    closed: list[int] = []
 
-    async def run() -> bytes:
+    async def run() -> tuple[bytes, int, int]:
         call = adapter.prepare(provider, exchange())
         response = httpx.Response(200, headers={"content-type": "text/event-stream"},
                                   content=chunks_of([*parts, *later], read=read), request=call.request)
         answer = await call.open_answer(response, time.monotonic() + 10)
-        return b"".join([chunk async for chunk in answer.body])
+        out = b"".join([chunk async for chunk in answer.body])
+        read_by_the_end = len(read)
 
-    out = asyncio.run(run())
+        async def close() -> None:
+            closed.append(len(read))
+
+        await drain_then_close(answer.leftover, close)()  # returns at once: the reading goes on meanwhile
+        read_when_closing = len(read)
+        await asyncio.gather(*stream_guard._draining)
+        return out, read_by_the_end, read_when_closing
+
+    out, read_by_the_end, read_when_closing = asyncio.run(run())
     assert last_event(out).startswith(b"event: message_stop\n")
     assert b"junk" not in out and b"Overloaded" not in out
-    assert read == [*parts, *later]
+    assert read_by_the_end == read_when_closing < len(parts) + len(later)  # the client's stream did not wait
+    assert read == [*parts, *later] and closed == [len(read)]  # read to the end, then closed
+
+
+def test_bodies_still_being_read_are_closed_at_shutdown() -> None:
+    closed: list[str] = []
+
+    async def close() -> None:
+        closed.append("closed")
+
+    async def run() -> int:
+        leftover = Leftover()
+        leftover.rest = silent([])  # a provider that holds its body open
+        await drain_then_close(leftover, close)()
+        await asyncio.sleep(0)  # the reading has begun
+        draining = len(stream_guard._draining)
+        await stream_guard.stop_draining()
+        return draining
+
+    assert asyncio.run(run()) == 1
+    assert closed == ["closed"] and not stream_guard._draining
+
+
+def test_an_answer_without_a_complete_stream_is_closed_at_once() -> None:
+    closed: list[str] = []
+
+    async def close() -> None:
+        closed.append("closed")
+
+    async def run() -> None:
+        await drain_then_close(None, close)()
+        await drain_then_close(Leftover(), close)()  # the stream never completed: nothing to read
+
+    asyncio.run(run())
+    assert closed == ["closed", "closed"]
 
 
 async def endless(read: list[bytes], piece: bytes = b"x" * 1000) -> AsyncIterator[bytes]:
