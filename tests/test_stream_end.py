@@ -205,6 +205,19 @@ def test_no_ping_follows_message_delta_even_without_a_stop_reason(balancer, uniq
     assert "ping" not in names[names.index("content_block_delta"):]
 
 
+def provider_of(kind: str, name: str, url: str) -> dict[str, Any]:
+    return anthropic_provider(name, url) if kind == "anthropic" else openai_provider(name, url)
+
+
+def stream_names(client: httpx.Client, url: str) -> list[str]:
+    """The event names of one streamed request read to its end."""
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
+            "messages": [{"role": "user", "content": "hi"}]}
+    with client.stream("POST", url + "/v1/messages", json=body) as answer:
+        assert answer.status_code == 200
+        return [event for event, _ in parse_sse(answer.read())]
+
+
 @dataclass
 class EndWithTheLastEvent(Behavior):
     """The events one write each, the last in the same write as the body's end (as a provider's usually come)."""
@@ -223,18 +236,11 @@ class EndWithTheLastEvent(Behavior):
 @pytest.mark.parametrize("kind", ["anthropic", "openai"])
 def test_streams_one_after_another_reuse_the_provider_connection(balancer, unique, kind):
     # The provider's body is read to its end after message_stop, so httpx keeps the connection for the next one.
-    name = f"reuse-{unique}"
     with FakeProvider(EndWithTheLastEvent(lingering_stream(kind))) as fake:
-        entry = anthropic_provider(name, fake.url) if kind == "anthropic" else openai_provider(name, fake.url)
-        balancer.use([entry])
-        body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
-                "messages": [{"role": "user", "content": "hi"}]}
+        balancer.use([provider_of(kind, f"reuse-{unique}", fake.url)])
         with httpx.Client(timeout=30) as client:
             for _ in range(4):
-                with client.stream("POST", balancer.url + "/v1/messages", json=body) as answer:
-                    assert answer.status_code == 200
-                    names = [event for event, _ in parse_sse(answer.read())]
-                    assert names[-1] == "message_stop"
+                assert stream_names(client, balancer.url)[-1] == "message_stop"
         assert len(fake.requests) == 4
         assert fake.connections == 1
 
@@ -260,18 +266,13 @@ class HoldTheEnd(Behavior):
 def test_a_late_end_of_the_providers_body_neither_holds_the_client_nor_costs_the_connection(balancer, unique, kind):
     """The client's stream ends at message_stop, before the provider has ended its body; the body's end is read
     afterwards, and the connection serves the next stream."""
-    name = f"late-end-{unique}"
     behavior = HoldTheEnd(lingering_stream(kind))
     with FakeProvider(behavior) as fake:
-        entry = anthropic_provider(name, fake.url) if kind == "anthropic" else openai_provider(name, fake.url)
-        balancer.use([entry])
-        body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True,
-                "messages": [{"role": "user", "content": "hi"}]}
+        balancer.use([provider_of(kind, f"late-end-{unique}", fake.url)])
         with httpx.Client(timeout=60) as client:
             for _ in range(4):
-                with client.stream("POST", balancer.url + "/v1/messages", json=body) as answer:
-                    names = [event for event, _ in parse_sse(answer.read())]  # ends while the provider holds on
-                    assert names[-1] == "message_stop"
+                # The client's stream ends while the provider still holds its body's end.
+                assert stream_names(client, balancer.url)[-1] == "message_stop"
                 behavior.release.set()
         assert len(fake.requests) == 4
         # Without reading the end after the client's stream, each stream closes its connection (4); a machine
