@@ -206,11 +206,10 @@ def drain_then_close(leftover: Leftover | None, close: Callable[[], Awaitable[No
     background (`read_to_end`), and the answer closed after it; the caller does not wait."""
 
     async def closing() -> None:
-        rest = leftover.rest if leftover is not None else None
-        if leftover is None or rest is None:
+        if leftover is None or leftover.rest is None:  # not a complete stream: closed at once
             await close()
             return
-        leftover.rest = None
+        rest, leftover.rest = leftover.rest, None
 
         async def drain() -> None:
             try:
@@ -231,10 +230,6 @@ async def stop_draining() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-# Without a Leftover the client's stream waits for the read: it stays short.
-INLINE_END_WAIT = 0.05
 
 
 async def read_to_end(rest: AsyncIterator[bytes], wait: float = END_WAIT, limit: int = END_BYTES) -> None:
@@ -263,19 +258,12 @@ async def guarded(
     """The held opening, then the rest of the stream as whole, checked events (`CommittedStream`), up to and with
     `message_stop`, where it ends; any failure after the commit point becomes an `event: error` at the end, reported
     through `on_failure(reason, class)`. Error messages pass through `redact`. What the provider sends after a
-    complete answer is left in `leftover` (read there before this ends when none is given)."""
+    complete answer is left in `leftover`, for `drain_then_close`."""
     stream = CommittedStream(opening.source, on_failure, redact, opening.observers)
-
-    async def after_complete() -> None:
-        if leftover is not None:
-            leftover.rest = rest
-        else:
-            await read_to_end(rest, wait=INLINE_END_WAIT)
-
     yield opening.held + stream.take(opening.rest)
     if stream.over:
-        if stream.complete:
-            await after_complete()
+        if stream.complete and leftover is not None:
+            leftover.rest = rest
         return
     try:
         async for chunk in rest:
@@ -285,8 +273,8 @@ async def guarded(
             if stream.over:
                 # The answer is complete, or it failed: the client's stream ends now, whatever the provider still
                 # does (closing its response stops it generating, or frees a connection it keeps open).
-                if stream.complete:
-                    await after_complete()
+                if stream.complete and leftover is not None:
+                    leftover.rest = rest
                 return
     except (httpx.HTTPError, OSError) as exc:
         if not stream.complete:  # a connection dropped after the answer was complete is no failure

@@ -187,6 +187,11 @@ def provider_tls(insecure: bool | None, ca_file: str | None, ca_dir: str | None)
     return context
 
 
+# Idle provider connections kept (all providers together), and for how long, whichever client holds them.
+KEEP_IDLE = 200
+KEEPALIVE_EXPIRY = 60.0
+
+
 class ClientPool:
     """One shared async HTTP client per outgoing proxy setting; connections are pooled across all flows."""
 
@@ -199,17 +204,21 @@ class ClientPool:
     def get(self, proxy: str | None) -> httpx.AsyncClient:
         client = self._clients.get(proxy)
         if client is None:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=KEEP_IDLE,
+                                  keepalive_expiry=KEEPALIVE_EXPIRY)
+            # Plain-HTTP providers get the balancer's own HTTP/1.1 client, with the same limits; through a proxy,
+            # httpcore's.
+            plain = Http1Transport(max_idle=KEEP_IDLE, keepalive_expiry=KEEPALIVE_EXPIRY)
             client = httpx.AsyncClient(
                 http2=True,
                 verify=self._verify,
                 proxy=proxy,
                 # Every provider request carries its own timeouts (request_timeout, stream_idle_timeout).
                 timeout=httpx.Timeout(60.0),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60),
+                limits=limits,
                 follow_redirects=False,
                 trust_env=False,
-                # Plain-HTTP providers get the balancer's own HTTP/1.1 client; through a proxy, httpcore's.
-                mounts=None if proxy else {"http://": Http1Transport(max_idle=200, keepalive_expiry=60)},
+                mounts=None if proxy else {"http://": plain},
             )
             _use_network_backend(client)
             self._clients[proxy] = client
