@@ -15,6 +15,7 @@ from . import exhaustion, flow_hygiene
 from .affinity import SessionAffinity, session_key
 from .anthropic_adapter import AnthropicAdapter
 from .config import ProviderConfig
+from .early_upload import EarlyUpload, ServedBefore, start_early_upload
 from .exchange import Answer, Exchange, ProviderAdapter, ProviderCall
 from .failover import Exhausted, Success, attempt_in_turn, record_failure
 from .flow_record import AttemptSummary, FlowRecord
@@ -85,11 +86,27 @@ class Dispatcher:
         self.router = router
         self.affinity = affinity
         self.planner = RoutePlanner(router)
+        self.served_before = ServedBefore()
 
     async def dispatch(self, flow: http.HTTPFlow, record: FlowRecord) -> Reply | Served:
+        body = flow.request.get_content(strict=False) or b""
+        client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
+        early = None
+        if record.kind == MESSAGES:
+            early = start_early_upload(self.providers, self.pool, self.served_before, record.client,
+                                       flow.request.method, flow.request.path, client_headers, body)
+        try:
+            return await self._dispatch(flow, record, body, client_headers, early)
+        finally:
+            if early is not None:
+                record.early_upload = (early.provider, early.over())
+
+    async def _dispatch(
+        self, flow: http.HTTPFlow, record: FlowRecord, body: bytes, client_headers: list[tuple[str, str]],
+        early: EarlyUpload | None,
+    ) -> Reply | Served:
         kind = record.kind
         parsed: dict[str, Any] | None = None
-        body = flow.request.get_content(strict=False) or b""
         requested: str | None = None
         model_span: tuple[int, int] | None = None
         if kind != OTHER_API:
@@ -104,7 +121,6 @@ class Dispatcher:
 
         settings = self.providers.settings
         board = self.providers.board
-        client_headers = [(k, v) for k, v in flow_hygiene.client_headers(flow).items(multi=True)]
         redact = record.redact = self._redactor(client_headers)
         session = session_key(parsed, client_headers)  # also keeps a session on one key of a pool
         affinity_key = session if settings.affinity_in_force == "session" else None
@@ -139,6 +155,8 @@ class Dispatcher:
 
         def build(provider: ProviderConfig) -> httpx.Request:
             call = calls[provider.name] = ADAPTERS[provider.type].prepare(provider, exchange)
+            if early is not None:
+                early.attach(provider, call.request)
             return call.request
 
         async def open_answer(provider: ProviderConfig, response: httpx.Response, deadline: float) -> Answer:
@@ -185,6 +203,8 @@ class Dispatcher:
         if choice is not None and not choice.tier_known and choice.model != requested:
             log.warning("model '%s' matches no tier (opus/sonnet/haiku); %s's big_model %r was used",
                         loggable(requested), result.provider.name, choice.model)
+        if kind == MESSAGES and requested is not None:
+            self.served_before.remember(record.client, requested, result.provider.name)
         if penalize:
             # Kept per route: on the route the request took in the end (the default one after a fallback).
             self.affinity.remember(affinity_on(affinity_key, routed.route) if routed else affinity_key,

@@ -49,15 +49,15 @@ class Exchange:
     keepalive: float = 0.0
     # Where the top-level model's value is in `body` when the reading found it (request_body.py).
     model_span: tuple[int, int] | None = None
-    # Whether the body may hold thinking blocks the balancer signed, once looked at (a search of all its bytes).
-    _translated: bool | None = field(default=None, init=False, repr=False)
+    # Whether the body may hold thinking blocks the balancer signed (a search of all its bytes): None until looked
+    # at, once however many Anthropic-type attempts (and retries) the request takes.
+    translated: bool | None = field(default=None, repr=False)
 
     def may_hold_translated_thinking(self) -> bool:
-        """translated_thinking.may_hold_translated_thinking of the body, read once however many Anthropic-type
-        attempts (and retries) the request takes."""
-        if self._translated is None:
-            self._translated = may_hold_translated_thinking(self.body)
-        return self._translated
+        """translated_thinking.may_hold_translated_thinking of the body."""
+        if self.translated is None:
+            self.translated = may_hold_translated_thinking(self.body)
+        return self.translated
 
     def redact_body(self, body: bytes) -> bytes:
         return self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")

@@ -76,6 +76,7 @@ class RequestSummary:
     route: str | None = None  # the route whose providers served it (route_plan.py); None: not a routed request
     fell_back: str | None = None  # why its matched route gave way to the default route
     skipped: tuple[tuple[str, str], ...] = ()  # providers not tried, with the reason
+    early_upload: tuple[str, str] | None = None  # the provider written to early, and what came of it (early_upload.py)
 
     @property
     def status(self) -> int | str | None:
@@ -121,6 +122,8 @@ class RequestSummary:
             out["fell_back"] = self.fell_back
         if self.skipped:
             out["skipped"] = [{"provider": name, "reason": reason} for name, reason in self.skipped]
+        if self.early_upload is not None:
+            out["early_upload"] = {"provider": self.early_upload[0], "outcome": self.early_upload[1]}
         return out
 
 
@@ -165,6 +168,7 @@ class FlowRecord:
     route: str | None = None  # the route whose providers were tried
     fell_back: str | None = None  # why the matched route gave way to the default route
     skipped: list[tuple[str, str]] = field(default_factory=list)  # providers not tried, with the reason
+    early_upload: tuple[str, str] | None = None  # the provider written to early, and what came of it
     # What keeps credentials out of the texts made from providers' words for this request: the providers' keys,
     # and the client's own when a passthrough provider may receive it (None: the providers' redactor).
     redact: Callable[[str], str] | None = None
@@ -211,5 +215,6 @@ class FlowRecord:
             route=self.route,
             fell_back=self.fell_back,
             skipped=tuple(self.skipped),
+            early_upload=self.early_upload,
         )
 

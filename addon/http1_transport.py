@@ -79,14 +79,16 @@ class _Connection:
 
     def usable(self, now: float, expiry: float) -> bool:
         """Fit for the next request: not idle too long, not closed by the server (nor holding data it should not)."""
-        if now - self.idle_since > expiry or self.writer.is_closing():
+        if now - self.idle_since > expiry:
             return False
-        # asyncio reads as soon as bytes arrive: what the server sent while the connection was idle sits in the
-        # reader, not in the socket, and would be read as the next request's answer.
+        return self.untouched() and not self.stream.get_extra_info("is_readable")
+
+    def untouched(self) -> bool:
+        """Nothing came from the server, and nothing ended the connection, since the last exchange on it."""
+        # asyncio reads as soon as bytes arrive: what the server sent sits in the reader, not in the socket, and
+        # would be read as the next request's answer.
         reader = self.reader
-        if _unread(reader) or reader.at_eof() or reader.exception() is not None:
-            return False
-        return not self.stream.get_extra_info("is_readable")
+        return not (self.writer.is_closing() or _unread(reader) or reader.at_eof() or reader.exception() is not None)
 
     def close(self) -> None:
         self.writer.close()
@@ -169,14 +171,18 @@ class Http1Transport(httpx.AsyncBaseTransport):
         host = url.host
         port = url.port or 80
         head = _request_head(request)
-        connection = await self._connection(host, port, request, timeouts.get("connect"))
+        ahead = request.extensions.get(EARLY)
+        connection = ahead.claim(self, head, request) if isinstance(ahead, EarlyRequest) else None
+        written = connection is not None
+        if connection is None:
+            connection = await self._connection(host, port, request, timeouts.get("connect"))
         early = False
         try:
             if isinstance(request.stream, httpx.ByteStream) and len(request.content) > _READ:
                 (status, reason, version, headers), early = await _send_racing_answer(
-                    connection, request, head, timeouts.get("write"), timeouts.get("read"))
+                    connection, request, head, timeouts.get("write"), timeouts.get("read"), written)
             else:
-                await _send_request(connection, request, head, timeouts.get("write"))
+                await _send_request(connection, request, head, timeouts.get("write"), written)
                 status, reason, version, headers = await _read_response_head(
                     connection, request, timeouts.get("read"))
         except BaseException:
@@ -188,6 +194,79 @@ class Http1Transport(httpx.AsyncBaseTransport):
             status, headers=headers, stream=body,
             extensions={"http_version": version, "reason_phrase": reason, "network_stream": connection.stream},
         )
+
+
+    # -- a request written before it is sent -----------------------------------------------------------------
+    def write_early(self, request: httpx.Request) -> EarlyRequest | None:
+        """`request` written on an idle connection to its provider but for its last byte, which only
+        `handle_async_request` writes, and only for the very same request (`EarlyRequest`). None when there is no
+        idle connection to take (no connection is opened for a request that may not be sent) or nothing to hold
+        back."""
+        if self._closed or not isinstance(request.stream, httpx.ByteStream) or not request.content:
+            return None
+        url = request.url
+        try:
+            head = _request_head(request)
+        except httpx.LocalProtocolError:
+            return None
+        idle = self._idle.get((url.host, url.port or 80))
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            self._idle_count -= 1
+            if connection.usable(now, self.keepalive_expiry):
+                content = request.content
+                connection.writer.write(head)
+                connection.writer.write(memoryview(content)[:-1])
+                return EarlyRequest(self, connection, head, content)
+            connection.close()
+        return None
+
+
+EARLY = "balancer.early_request"  # the request extension that hands an EarlyRequest to the transport
+
+
+class EarlyRequest:
+    """A request on its way before the balancer has decided to send it: its head and all of its body but the last
+    byte are written to a connection of its own. The provider reads them meanwhile, but cannot act on them: the
+    body is one byte short of its content-length (and of its closing brace). The request sent later with
+    `request.extensions[EARLY]` set to this takes the connection and writes that byte -- if it is exactly the
+    request written (method, target, headers, body); any other request, or a connection the provider wrote to
+    or closed meanwhile, closes the connection and is sent on its own, as if nothing had been written. So is
+    one never claimed, with `abandon()`. `outcome` says which it was: TAKEN, DECLINED or UNUSED."""
+
+    def __init__(self, transport: Http1Transport, connection: _Connection, head: bytes, content: bytes):
+        self._transport = transport
+        self._connection: _Connection | None = connection
+        self._head = head
+        self._content = content
+        self.outcome: str | None = None  # None while pending
+
+    def claim(self, transport: Http1Transport, head: bytes, request: httpx.Request) -> _Connection | None:
+        """The connection, with all of `request` but its last byte written, when `request` is the one written."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return None
+        written, self._head, self._content = (self._head, self._content), b"", b""
+        if (transport is self._transport and written == (head, request.content)
+                and isinstance(request.stream, httpx.ByteStream) and connection.untouched()):
+            self.outcome = TAKEN
+            return connection
+        self.outcome = DECLINED
+        connection.close()
+        return None
+
+    def abandon(self) -> None:
+        connection, self._connection = self._connection, None
+        self._head, self._content = b"", b""
+        if connection is not None:
+            self.outcome = UNUSED
+            connection.close()
+
+
+# What became of an EarlyRequest: its request was sent (its last byte completed it); another request (or the same
+# on a connection the provider had written to or closed) was sent instead, on another connection; none was sent.
+TAKEN, DECLINED, UNUSED = "taken", "declined", "unused"
 
 
 def _request_head(request: httpx.Request) -> bytes:
@@ -202,11 +281,14 @@ def _request_head(request: httpx.Request) -> bytes:
 
 
 async def _send_request(connection: _Connection, request: httpx.Request, head: bytes,
-                        timeout: float | None) -> None:
+                        timeout: float | None, written: bool = False) -> None:
+    """`written`: all of the request but its last byte is on the connection already (EarlyRequest)."""
     writer = connection.writer
     try:
         async with asyncio.timeout(timeout):
-            if isinstance(request.stream, httpx.ByteStream):  # the body is known: one write when it is small
+            if written:
+                writer.write(request.content[-1:])
+            elif isinstance(request.stream, httpx.ByteStream):  # the body is known: one write when it is small
                 body = request.content
                 if len(body) <= _READ:
                     writer.write(head + body)
@@ -231,12 +313,12 @@ async def _send_request(connection: _Connection, request: httpx.Request, head: b
 
 async def _send_racing_answer(
     connection: _Connection, request: httpx.Request, head: bytes, write_timeout: float | None,
-    read_timeout: float | None,
+    read_timeout: float | None, written: bool = False,
 ) -> tuple[tuple[int, bytes, bytes, list[tuple[bytes, bytes]]], bool]:
     """A large request written while its answer is already awaited: a server may refuse it after its head (413)
     and stop reading, or close. Its answer is the answer then, not a write error or a write timeout (which would
     count against the provider). The head, and whether it came before the request was all written."""
-    sending = asyncio.ensure_future(_send_request(connection, request, head, write_timeout))
+    sending = asyncio.ensure_future(_send_request(connection, request, head, write_timeout, written))
     answering = asyncio.ensure_future(_read_response_head(connection, request, read_timeout))
     try:
         await asyncio.wait((sending, answering), return_when=asyncio.FIRST_COMPLETED)

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from . import health
 from .attempt_marker import is_attempt_flow
 from .flow_record import RequestSummary
+from .http1_transport import DECLINED, TAKEN, UNUSED
 from .key_identity import key_label
 from .providers import Providers
 from .responses import asks_to_read
@@ -32,6 +33,7 @@ FAILURE_CLASSES = frozenset({
     health.TRANSPORT, health.TIMEOUT, health.RATE_LIMITED, health.OVERLOADED, health.SERVER_ERROR, health.AUTH,
     health.STREAM_ERROR,
 })
+EARLY_OUTCOMES = (TAKEN, DECLINED, UNUSED)
 NO_PROVIDER = "none"
 OTHER = "other"
 # The status label of a request whose client left before its answer ended (no provider is to blame for it).
@@ -175,6 +177,14 @@ class Metrics:
             ["provider"],
             registry=self.registry,
         )
+        self.early_uploads = Counter(
+            "balancer_early_uploads",
+            "Large requests written to a provider before the balancer had read their body (all but the last byte), "
+            "by provider and outcome: taken (the request sent was that one), declined (another was sent), unused "
+            "(none was sent to that provider).",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "balancer_request_duration_seconds",
             "Time from the request to the end of the answer to the client.",
@@ -239,6 +249,10 @@ class Metrics:
         serving = request.attempts[-1] if request.attempts and request.provider else None
         if serving is not None and serving.hedge and serving.provider == request.provider:
             self.hedge_wins.labels(provider).inc()
+
+        if request.early_upload is not None:
+            written_to, outcome = request.early_upload
+            self.early_uploads.labels(_label(written_to, default=NO_PROVIDER), _label(outcome, EARLY_OUTCOMES)).inc()
 
         total = _seconds(request.total_ms)
         if total is not None:

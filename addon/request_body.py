@@ -56,6 +56,19 @@ async def parse_json_object(flow: http.HTTPFlow) -> RequestBody:
     return RequestBody(parsed, body, None, span)
 
 
+def first_model(body: bytes) -> tuple[str, tuple[int, int]] | None:
+    """The top-level model and where its value lies, when it is the body's first member (as Claude Code writes
+    it), without reading the rest: what the body asks for unless a later `model` says otherwise."""
+    first = _MODEL_FIRST.match(body)
+    if first is None:
+        return None
+    try:
+        value = json_codec.loads(body[first.start(1):first.end(1)])
+    except ValueError:
+        return None
+    return (value, first.span(1)) if isinstance(value, str) and value else None
+
+
 def read_object(body: bytes) -> tuple[Any, tuple[int, int] | None]:
     """What `json.loads(body)` gives (but for integers beyond 64 bits below the top level, see json_codec.exact),
     and the span of the top-level model's value when it is the first member and

@@ -200,6 +200,14 @@ class ClientPool:
         self._tls_options: tuple[Any, ...] | None = None  # mitmproxy's TLS options the clients follow
         self._retired: list[httpx.AsyncClient] = []
         self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._plain: dict[str | None, Http1Transport] = {}
+
+    def plain_transport(self, proxy: str | None) -> Http1Transport | None:
+        """The HTTP/1.1 transport the client for `proxy` sends `http://` requests with (None through a proxy)."""
+        if proxy is not None:
+            return None
+        self.get(proxy)
+        return self._plain.get(proxy)
 
     def get(self, proxy: str | None) -> httpx.AsyncClient:
         client = self._clients.get(proxy)
@@ -222,6 +230,8 @@ class ClientPool:
             )
             _use_network_backend(client)
             self._clients[proxy] = client
+            if not proxy:
+                self._plain[proxy] = plain
         return client
 
     async def follow_tls_options(self, options: Any) -> None:
@@ -237,11 +247,11 @@ class ClientPool:
         on them finish; they are closed with the pool."""
         if verify != self._verify:
             self._retired.extend(self._clients.values())
-            self._clients = {}
+            self._clients, self._plain = {}, {}
             self._verify = verify
 
     async def aclose(self) -> None:
         clients = [*self._clients.values(), *self._retired]
-        self._clients, self._retired = {}, []
+        self._clients, self._retired, self._plain = {}, [], {}
         for client in clients:
             await client.aclose()

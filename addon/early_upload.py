@@ -1,0 +1,129 @@
+"""A large request's bytes on their way to the provider it will most likely go to, while the balancer reads and
+checks its body.
+
+Reading and checking a body of a megabyte takes the balancer one to two milliseconds; sending it to a provider
+takes the provider about as long to read. Done one after the other, the client waits for both. So for a large
+`/v1/messages` body the request is built for the provider that served this client's last request for the same
+model, and written to an idle connection of its (http1_transport.EarlyRequest) before the body is read: all but
+its last byte, which the provider needs before it can do anything with it. When the request the balancer then
+decides on is exactly that one (same provider, headers and bytes), it is sent by writing that byte; otherwise that
+connection is closed and the request is sent as usual.
+
+What the guess may and may not do:
+- it changes nothing the balancer decides (the provider, the key, the body, the verdicts): a wrong guess costs the
+  bytes written and one kept connection;
+- it is made only when any provider may receive any request (no routes: a route may keep requests away from a
+  provider), for a provider the client was served by, that is enabled, not cooling down, of Anthropic type (the
+  request is the client's body with its model mapped), at an `http://` address without a proxy, and without a key
+  pool;
+- the body is not sent before the request passed the access and quota checks (earlier addons), and never
+  completely before it passed the balancer's own.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import httpx
+
+from .anthropic_adapter import build_request
+from .config import ProviderConfig
+from .exchange import Exchange
+from .http1_transport import EARLY, UNUSED, EarlyRequest
+from .providers import Providers
+from .request_body import first_model
+from .upstream import ClientPool
+
+# Bodies from this size on (bytes) are written early: below it, reading the body costs less than the guess.
+EARLY_ABOVE = 256 * 1024
+# (client, requested model) pairs remembered.
+REMEMBERED = 1024
+
+
+class ServedBefore:
+    """Which provider served each client's latest request for each model."""
+
+    def __init__(self, size: int = REMEMBERED):
+        self._size = size
+        self._served: OrderedDict[tuple[str | None, str], str] = OrderedDict()
+
+    def remember(self, client: str | None, model: str, provider: str) -> None:
+        key = (client, model)
+        self._served[key] = provider
+        self._served.move_to_end(key)
+        if len(self._served) > self._size:
+            self._served.popitem(last=False)
+
+    def provider(self, client: str | None, model: str) -> str | None:
+        return self._served.get((client, model))
+
+
+class EarlyUpload:
+    """One request's early bytes, and the provider they went to."""
+
+    def __init__(self, provider: str, written: EarlyRequest):
+        self.provider = provider
+        self._written = written
+        self._decided = False
+
+    def attach(self, provider: ProviderConfig, request: httpx.Request) -> None:
+        """The request's first attempt is built: `request`, to `provider`. The early bytes are for it or for
+        nothing: a first attempt at another provider closes their connection now (and lets go of their copy of the
+        body) rather than when the request is over."""
+        if self._decided:
+            return
+        self._decided = True
+        if provider.name == self.provider:
+            request.extensions[EARLY] = self._written
+        else:
+            self._written.abandon()
+
+    def over(self) -> str:
+        """The request is over: a connection no request took is closed. What became of the bytes
+        (http1_transport.TAKEN, DECLINED or UNUSED)."""
+        self._written.abandon()
+        return self._written.outcome or UNUSED
+
+
+def start_early_upload(
+    providers: Providers, pool: ClientPool, served: ServedBefore, client: str | None, method: str, path: str,
+    client_headers: list[tuple[str, str]], body: bytes,
+) -> EarlyUpload | None:
+    """The early bytes of a /v1/messages request whose body is not read yet on their way, or None when no guess
+    is made."""
+    config = providers.config
+    if len(body) < EARLY_ABOVE or config.routes:
+        return None
+    first = first_model(body)
+    if first is None:
+        return None
+    requested, span = first
+    name = served.provider(client, requested)
+    provider = next((p for p in config.providers if p.name == name), None) if name is not None else None
+    if provider is None or not _fit(provider, providers.board.is_cooling_down):
+        return None
+    transport = pool.plain_transport(provider.proxy)
+    if transport is None:
+        return None
+    # The exchange as far as the unread body tells it: the model it names first (the checks find a second one),
+    # and no thinking blocks of the balancer's to strip (the search is made later, while the provider reads).
+    guess = Exchange(
+        kind="messages", method=method, path=path, client_headers=client_headers, body=body,
+        parsed={"model": requested}, requested_model=requested, stream=False, idle_timeout=0.0,
+        on_committed_failure=_nobody, capabilities=providers.capabilities, model_span=span, translated=False,
+    )
+    request, _ = build_request(provider, guess)
+    if request.url.scheme != "http" or len(request.content) < EARLY_ABOVE:  # re-encoded from what is known: no guess
+        return None
+    written = transport.write_early(request)
+    return EarlyUpload(provider.name, written) if written is not None else None
+
+
+def _nobody(provider: ProviderConfig, reason: str, kind: str) -> None:
+    """A guess never reaches a stream."""
+
+
+def _fit(provider: ProviderConfig, cooling_down: Callable[[str], bool]) -> bool:
+    return (provider.enabled and provider.type == "anthropic" and not provider.is_pool
+            and not cooling_down(provider.name))
