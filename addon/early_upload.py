@@ -31,6 +31,7 @@ from .anthropic_adapter import build_request
 from .config import ProviderConfig
 from .exchange import Exchange
 from .http1_transport import EARLY, UNUSED, EarlyRequest
+from .model_map import choose_model
 from .providers import Providers
 from .request_body import first_model
 from .upstream import ClientPool
@@ -39,6 +40,9 @@ from .upstream import ClientPool
 EARLY_ABOVE = 256 * 1024
 # (client, requested model) pairs remembered.
 REMEMBERED = 1024
+# Longer model names are not remembered (nor could the body's first member give one back, request_body.first_model):
+# a client's name for a model is its own text, and a thousand of them must not cost the balancer megabytes.
+MODEL_CHARACTERS = 1024
 
 
 class ServedBefore:
@@ -49,6 +53,8 @@ class ServedBefore:
         self._served: OrderedDict[tuple[str | None, str], str] = OrderedDict()
 
     def remember(self, client: str | None, model: str, provider: str) -> None:
+        if len(model) > MODEL_CHARACTERS:
+            return
         key = (client, model)
         self._served[key] = provider
         self._served.move_to_end(key)
@@ -113,8 +119,10 @@ def start_early_upload(
         parsed={"model": requested}, requested_model=requested, stream=False, idle_timeout=0.0,
         on_committed_failure=_nobody, capabilities=providers.capabilities, model_span=span, translated=False,
     )
+    if guess.fixes_for(provider, choose_model(requested, provider).model):
+        return None  # the body is written out again for this provider: from the whole of it, once it is read
     request, _ = build_request(provider, guess)
-    if request.url.scheme != "http" or len(request.content) < EARLY_ABOVE:  # re-encoded from what is known: no guess
+    if request.url.scheme != "http":
         return None
     written = transport.write_early(request)
     return EarlyUpload(provider.name, written) if written is not None else None

@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 
 import httpx
 import yaml
+from mitmproxy.test import taddons
 
-from addon.early_upload import EARLY_ABOVE, ServedBefore
+from addon.capabilities import DROP, Fix
+from addon.early_upload import EARLY_ABOVE, MODEL_CHARACTERS, EarlyUpload, ServedBefore, start_early_upload
 from addon.http1_transport import DECLINED, EARLY, TAKEN, UNUSED, Http1Transport
+from addon.providers import Providers
+from addon.upstream import ClientPool
 from fakes import Behavior, FakeProvider, Message, Status
 from helpers import anthropic_message, anthropic_provider, metric, wait_until
 
@@ -229,6 +233,43 @@ def test_served_before_remembers_the_latest_provider_per_client_and_model_within
     served.remember(None, "m", "c")  # the latest wins, and is the freshest
     served.remember(None, "n", "d")  # over the size: the oldest pair goes
     assert (served.provider(None, "m"), served.provider("team", "m"), served.provider(None, "n")) == ("c", None, "d")
+    long_name = "m" * (MODEL_CHARACTERS + 1)  # a client's text: a thousand such names must not cost megabytes
+    served.remember(None, long_name, "a")
+    assert served.provider(None, long_name) is None and served.provider(None, "n") == "d"
+
+
+def test_no_guess_for_a_provider_whose_requests_are_written_out_again(tmp_path) -> None:
+    """A provider that has refused a part of such requests before gets them re-encoded without it: that body comes
+    from the whole parsed one, so nothing is guessed (it would read the body a second time to guess)."""
+    long_integer = body(BIG, metadata={"user_id": "u", "n": 10**25})  # the re-encoding would read it exactly
+    with recording() as provider:
+        file = tmp_path / "providers.yaml"
+        file.write_text(yaml.safe_dump({"providers": [anthropic_provider("a", provider.url)]}))
+        providers = Providers()
+        with taddons.context(providers) as tctx:
+            tctx.configure(providers, providers=str(file))
+
+            async def scenario() -> tuple[bool, bool]:
+                pool = ClientPool()
+                served = ServedBefore()
+                served.remember(None, "claude-sonnet-4", "a")
+                await warm(pool.get(None), provider.url)
+
+                def start() -> EarlyUpload | None:
+                    return start_early_upload(providers, pool, served, None, "POST", "/v1/messages",
+                                              [("content-type", "application/json")], long_integer)
+
+                before = start()
+                assert before is not None
+                before.over()
+                await warm(pool.get(None), provider.url)  # an idle connection again
+                providers.capabilities.learn(providers.config.providers[0], "claude-sonnet-4",
+                                             [Fix(DROP, "context_management")])
+                after = start()
+                await pool.aclose()
+                return before is not None, after is None
+
+            assert asyncio.run(scenario()) == (True, True)
 
 
 # -- through the running balancer ---------------------------------------------------------------------------------
