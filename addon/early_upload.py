@@ -13,9 +13,10 @@ What the guess may and may not do:
 - it changes nothing the balancer decides (the provider, the key, the body, the verdicts): a wrong guess costs the
   bytes written and one kept connection;
 - it is made only when any provider may receive any request (no routes: a route may keep requests away from a
-  provider), for a provider the client was served by, that is enabled, not cooling down, of Anthropic type (the
-  request is the client's body with its model mapped), at an `http://` address without a proxy, and without a key
-  pool;
+  provider), and only with the `priority` strategy without session affinity (the others send the next request
+  elsewhere by design); for a provider the client was served by, that is enabled, not cooling down, of Anthropic
+  type (the request is the client's body with its model mapped), at an `http://` address without a proxy, and
+  without a key pool;
 - the body is not sent before the request passed the access and quota checks (earlier addons), and never
   completely before it passed the balancer's own.
 """
@@ -28,7 +29,7 @@ from collections.abc import Callable
 import httpx
 
 from .anthropic_adapter import build_request
-from .config import ProviderConfig
+from .config import ProviderConfig, Settings
 from .exchange import Exchange
 from .http1_transport import EARLY, UNUSED, EarlyRequest
 from .model_map import choose_model
@@ -99,7 +100,7 @@ def start_early_upload(
     """The early bytes of a /v1/messages request whose body is not read yet on their way, or None when no guess
     is made."""
     config = providers.config
-    if len(body) < EARLY_ABOVE or config.routes:
+    if len(body) < EARLY_ABOVE or config.routes or not _same_first_every_time(providers.settings):
         return None
     first = first_model(body)
     if first is None:
@@ -130,6 +131,13 @@ def start_early_upload(
 
 def _nobody(provider: ProviderConfig, reason: str, kind: str) -> None:
     """A guess never reaches a stream."""
+
+
+def _same_first_every_time(settings: Settings) -> bool:
+    """Whether the provider asked first is the same for every request while the providers stay healthy: so with
+    `priority`, but not when the strategy turns or draws (each request its next provider) nor with session affinity
+    (each session its own)."""
+    return settings.strategy == "priority" and settings.affinity_in_force != "session"
 
 
 def _fit(provider: ProviderConfig, cooling_down: Callable[[str], bool]) -> bool:

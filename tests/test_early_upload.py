@@ -15,6 +15,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import httpx
+import pytest
 import yaml
 from mitmproxy.test import taddons
 
@@ -379,3 +380,19 @@ def test_a_first_attempt_at_another_provider_closes_the_early_connection_at_once
         assert answer.json()["content"][0]["text"] == "cut before this answer"
         assert second.cut == [(1, len(body()) - 1, len(body()))] and len(second.complete) == 1
         assert early_uploads(balancer, a, UNUSED) == 1
+
+
+@pytest.mark.parametrize("settings", [{"strategy": "round_robin"}, {"strategy": "priority", "affinity": "session"}],
+                         ids=["round-robin", "session-affinity"])
+def test_no_bytes_go_early_where_each_request_or_session_has_its_own_provider(balancer, unique, settings):
+    """A turning strategy sends the next request to the next provider, and session affinity each session to its
+    own: the provider that served last is no guess for them."""
+    a, b = f"a-{unique}", f"b-{unique}"
+    with recording() as first, recording() as second:
+        balancer.use([anthropic_provider(a, first.url), anthropic_provider(b, second.url)], **settings)
+        for _ in range(4):
+            assert post(balancer, body()).status_code == 200
+        assert len(first.complete) + len(second.complete) == 4
+        assert first.cut == [] and second.cut == []
+    assert all(early_uploads(balancer, name, outcome) == 0
+               for name in (a, b) for outcome in (TAKEN, DECLINED, UNUSED))
