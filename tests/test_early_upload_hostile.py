@@ -1,0 +1,83 @@
+"""Hostile checks of the early upload (addon/early_upload.py, http1_transport.EarlyRequest): bytes written before
+the balancer decided must never reach a provider the decision rules out, and never form a request a provider can
+act on."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from addon.early_upload import EARLY_ABOVE
+from addon.http1_transport import DECLINED, TAKEN, UNUSED
+from fakes import FakeProvider
+from helpers import anthropic_provider, metric, wait_until
+from test_early_upload import recording
+
+BIG = "x" * (EARLY_ABOVE + 10_000)
+# A 1x1 PNG: enough for the balancer to see an image in the request.
+PIXEL = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+
+
+def body(content: object = BIG, **extra: object) -> bytes:
+    return json.dumps({"model": "claude-sonnet-4", "max_tokens": 8, "messages": [{"role": "user", "content": content}],
+                       **extra}).encode()
+
+
+def post(balancer, payload: bytes) -> httpx.Response:  # type: ignore[no-untyped-def]
+    return httpx.post(balancer.url + "/v1/messages", content=payload, timeout=60,
+                      headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+
+
+def early_uploads(balancer, provider: str) -> float:  # type: ignore[no-untyped-def]
+    return sum(metric(balancer, "balancer_early_uploads_total", provider=provider, outcome=outcome) or 0.0
+               for outcome in (TAKEN, DECLINED, UNUSED))
+
+
+def counted(balancer, provider: str, status: str) -> float:  # type: ignore[no-untyped-def]
+    """Requests the metrics have seen end (the early upload's outcome is counted with them)."""
+    return metric(balancer, "balancer_requests_total", kind="messages", provider=provider, status=status) or 0.0
+
+
+def test_no_bytes_of_a_request_with_images_go_to_a_provider_with_images_false(balancer, unique):
+    """`images: false` is a hard rule of the plan (provider_fit.unfit_for): such a request never goes there. The
+    guess does not look at the body, so the provider that served the client's last (text) request gets the image
+    request but for its last byte."""
+    blind, seeing = f"blind-{unique}", f"seeing-{unique}"
+    with recording() as blind_provider, recording() as seeing_provider:
+        balancer.use([anthropic_provider(blind, blind_provider.url, images=False),
+                      anthropic_provider(seeing, seeing_provider.url)])
+        assert post(balancer, body("hello")).headers["x-balancer-provider"] == blind
+        image = body([{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+                      {"type": "text", "text": BIG}])
+        answer = post(balancer, image)
+        assert answer.headers["x-balancer-provider"] == seeing
+        wait_until(lambda: counted(balancer, seeing, "200") == 1, what="the image request's metrics")
+        assert early_uploads(balancer, blind) == 0, "image bytes were written to the images: false provider"
+        assert blind_provider.cut == [] and len(blind_provider.complete) == 1
+
+
+def test_a_provider_never_holds_a_complete_json_request_the_balancer_refused(balancer, unique):
+    """A body that ends in white space after its closing brace: all of it but the last byte is the whole JSON
+    document. Closing the early connection (a FIN after the buffered bytes are flushed) is not a refusal to a
+    server that reads `content-length` bytes or to the end, as Python's http.server does (rfile.read returns
+    short at the end of the stream): tests/fakes.py's own provider then takes the refused request as a whole one
+    and answers it (a real provider would run, and bill, it)."""
+    name = f"a-{unique}"
+    with FakeProvider() as provider:
+        balancer.use([anthropic_provider(name, provider.url)])
+        assert post(balancer, body()).status_code == 200
+        no_max_tokens = json.dumps({"model": "claude-sonnet-4",
+                                    "messages": [{"role": "user", "content": BIG}]}).encode() + b"\n"
+        answer = post(balancer, no_max_tokens)
+        assert answer.status_code == 400 and "max_tokens" in answer.json()["error"]["message"]
+        wait_until(lambda: counted(balancer, "none", "400") >= 1, what="the refused request's metrics")
+        if early_uploads(balancer, name):  # bytes went early: wait for the provider to see their connection end
+            wait_until(lambda: len(provider.message_requests) >= 2, what="the early connection's end")
+        acted_on = []
+        for received in provider.message_requests[1:]:
+            try:
+                acted_on.append(json.loads(received.body))
+            except ValueError:
+                pass  # an incomplete document: nothing a provider can act on
+        assert acted_on == [], "the provider got the refused request as a complete JSON document"
