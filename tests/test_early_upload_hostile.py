@@ -5,12 +5,14 @@ act on."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 
 from addon.early_upload import EARLY_ABOVE
 from addon.http1_transport import DECLINED, TAKEN, UNUSED
-from fakes import FakeProvider
+from fakes import Behavior, FakeProvider, Hang, Message, Status
 from helpers import anthropic_provider, metric, wait_until
 from test_early_upload import recording
 
@@ -81,3 +83,43 @@ def test_a_provider_never_holds_a_complete_json_request_the_balancer_refused(bal
             except ValueError:
                 pass  # an incomplete document: nothing a provider can act on
         assert acted_on == [], "the provider got the refused request as a complete JSON document"
+
+
+@dataclass
+class Together(Behavior):
+    """Answers once the fake has had `count` requests: so many connections are open to it at once."""
+
+    count: int
+
+    def run(self, handler, request, fake):  # type: ignore[no-untyped-def]
+        wait_until(lambda: len(fake.requests) >= self.count, what=f"{self.count} requests at once")
+        Message().run(handler, request, fake)
+
+
+def test_no_bytes_go_early_to_a_provider_a_probe_is_testing(balancer, unique):
+    """After a cooldown, one probe request tests the provider and the others are planned after every other
+    provider rather than piling onto one that may still be down (health.is_available). The guess checks only
+    `is_cooling_down`: while the probe hangs, a large request goes to the other provider, but its bytes went to
+    the probed one first."""
+    p, q = f"p-{unique}", f"q-{unique}"
+    probe_hangs = Hang()
+    with FakeProvider() as first, FakeProvider() as second:
+        first.then(Together(2), Together(2), Status(500), probe_hangs)
+        balancer.use([anthropic_provider(p, first.url), anthropic_provider(q, second.url)],
+                     failure_cooldown=0, failure_rate=0.1)
+        with ThreadPoolExecutor(2) as pool:  # two kept connections to p, and p served this client's model
+            served = list(pool.map(lambda _: post(balancer, body("hello")).headers["x-balancer-provider"], (1, 2)))
+        assert served == [p, p]
+        other_model = json.dumps({"model": "claude-haiku-4", "max_tokens": 8,
+                                  "messages": [{"role": "user", "content": "hi"}]}).encode()
+        assert post(balancer, other_model).headers["x-balancer-provider"] == q  # p failed: a cooldown of 0 s
+        with ThreadPoolExecutor(1) as pool:
+            probe = pool.submit(post, balancer, other_model)
+            try:
+                wait_until(lambda: len(first.requests) == 4, what="the probe at p")
+                assert post(balancer, body()).headers["x-balancer-provider"] == q
+                wait_until(lambda: counted(balancer, q, "200") >= 2, what="the large request's metrics")
+                assert early_uploads(balancer, p) == 0, "bytes went early to the provider under probe"
+            finally:
+                probe_hangs.release.set()
+                probe.result(60)
