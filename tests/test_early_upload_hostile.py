@@ -14,6 +14,7 @@ from addon.early_upload import EARLY_ABOVE
 from addon.http1_transport import DECLINED, TAKEN, UNUSED
 from fakes import Behavior, FakeProvider, Hang, Message, Status
 from helpers import anthropic_provider, metric, wait_until
+from strict_fakes import StrictRelay
 from test_early_upload import recording
 
 BIG = "x" * (EARLY_ABOVE + 10_000)
@@ -123,3 +124,22 @@ def test_no_bytes_go_early_to_a_provider_a_probe_is_testing(balancer, unique):
             finally:
                 probe_hangs.release.set()
                 probe.result(60)
+
+
+def test_a_body_that_is_not_json_gets_its_400_when_the_provider_has_learned_a_fix(balancer, unique):
+    """With a fix learned for the guessed provider (here: without a beta value), the guess writes the body out
+    again through json_codec.exact, which reads the whole unchecked body with the standard library when it holds
+    a run of 20 digits. A body that is not JSON then raises there, before the balancer's own checks: the client
+    gets a 500 "internal error" (which Claude Code retries) instead of its 400."""
+    name = f"relay-{unique}"
+    refused = "refused-beta-2099-01-01"
+    with FakeProvider(StrictRelay(betas_refused=frozenset({refused}))) as provider:
+        balancer.use([anthropic_provider(name, provider.url)])
+        learn = httpx.post(balancer.url + "/v1/messages", content=body("hello"), timeout=60,
+                           headers={"content-type": "application/json", "anthropic-version": "2023-06-01",
+                                    "anthropic-beta": refused})
+        assert learn.status_code == 200
+        assert balancer.provider_status(name)["learned"] == {"claude-sonnet-4": [f"without beta {refused}"]}
+        broken = body(BIG, n=123456789012345678901)[:-1]  # no closing brace: not JSON
+        answer = post(balancer, broken)
+        assert (answer.status_code, answer.json()["error"]["type"]) == (400, "invalid_request_error"), answer.text
