@@ -143,3 +143,30 @@ def test_a_body_that_is_not_json_gets_its_400_when_the_provider_has_learned_a_fi
         broken = body(BIG, n=123456789012345678901)[:-1]  # no closing brace: not JSON
         answer = post(balancer, broken)
         assert (answer.status_code, answer.json()["error"]["type"]) == (400, "invalid_request_error"), answer.text
+
+
+def test_a_clients_own_key_goes_to_a_passthrough_provider_only_when_its_request_does(balancer, unique):
+    """Without client keys every client is the same `client` to ServedBefore. Alice's request failed over to the
+    passthrough provider; Bob's large request is served by the first provider, which recovered, and never needed
+    the passthrough one: Bob's own key must not reach it (the early head carries it)."""
+    first, relay = f"first-{unique}", f"relay-{unique}"
+    alice, bob = f"sk-ant-alice-{unique}", f"sk-ant-bob-{unique}"
+    with FakeProvider() as own_key, FakeProvider() as passthrough:
+        own_key.then(Status(500))
+        balancer.use([anthropic_provider(first, own_key.url),
+                      anthropic_provider(relay, passthrough.url, auth_type="passthrough")],
+                     failure_cooldown=0, failure_rate=0.1)
+
+        def post_as(key: str, payload: bytes) -> httpx.Response:
+            return httpx.post(balancer.url + "/v1/messages", content=payload, timeout=60,
+                              headers={"content-type": "application/json", "anthropic-version": "2023-06-01",
+                                       "x-api-key": key})
+
+        assert post_as(alice, body("hello")).headers["x-balancer-provider"] == relay
+        assert post_as(bob, body()).headers["x-balancer-provider"] == first
+        wait_until(lambda: counted(balancer, first, "200") == 1, what="Bob's request's metrics")
+        if early_uploads(balancer, relay):
+            wait_until(lambda: len(passthrough.requests) >= 2, what="the early connection's end")
+        keys = [received.headers.get("x-api-key") for received in passthrough.requests]
+        assert bob not in keys, "Bob's key reached a provider his request never went to"
+        assert keys == [alice]
