@@ -4,14 +4,19 @@ act on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import httpx
 
 from addon.early_upload import EARLY_ABOVE
-from addon.http1_transport import DECLINED, TAKEN, UNUSED
+from addon.http1_transport import DECLINED, TAKEN, UNUSED, Http1Transport
 from fakes import Behavior, FakeProvider, Hang, Message, Status
 from helpers import anthropic_provider, metric, wait_until
 from strict_fakes import StrictRelay
@@ -170,3 +175,60 @@ def test_a_clients_own_key_goes_to_a_passthrough_provider_only_when_its_request_
         keys = [received.headers.get("x-api-key") for received in passthrough.requests]
         assert bob not in keys, "Bob's key reached a provider his request never went to"
         assert keys == [alice]
+
+
+@contextmanager
+def stops_reading() -> Iterator[str]:
+    """A raw HTTP/1.1 provider that answers its first request, then reads nothing more on that connection (busy,
+    or hung) until the test ends; its address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stopping = threading.Event()
+
+    def serve() -> None:
+        with suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    received += conn.recv(65536)
+                head, rest = received.split(b"\r\n\r\n", 1)
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                stopping.wait(120)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        listener.close()
+        thread.join(10)
+
+
+def test_an_early_connection_no_request_takes_is_let_go_even_when_the_provider_reads_no_more() -> None:
+    """`abandon` closes the connection with asyncio's close(), which first writes out what is still buffered: to a
+    provider that reads nothing more, never. The descriptor and the unsent part of the body (megabytes) stay held
+    with no deadline, once per large request guessed for that provider."""
+    large = body("y" * (8 * 1024 * 1024))
+    with stops_reading() as url:
+        async def scenario() -> None:
+            transport = Http1Transport()
+            async with httpx.AsyncClient(transport=transport) as client:
+                assert (await client.post(url, content=body("warm"))).status_code == 200
+                written = transport.write_early(client.build_request("POST", url + "/v1/messages", content=large))
+                assert written is not None
+                connection = written._connection
+                assert connection is not None
+                written.abandon()
+                assert written.outcome == UNUSED
+                try:
+                    await asyncio.wait_for(connection.writer.wait_closed(), 20)
+                except TimeoutError:
+                    held = connection.writer.transport.get_write_buffer_size()
+                    connection.writer.transport.abort()
+                    raise AssertionError(f"the abandoned connection is still open, {held} bytes buffered") from None
+
+        asyncio.run(scenario())
