@@ -17,6 +17,7 @@ import httpx
 
 from addon.early_upload import EARLY_ABOVE
 from addon.http1_transport import DECLINED, TAKEN, UNUSED, Http1Transport
+from balancer_proc import BalancerProcess
 from fakes import Behavior, FakeProvider, Hang, Message, Status
 from helpers import anthropic_provider, metric, wait_until
 from strict_fakes import StrictRelay
@@ -32,22 +33,33 @@ def body(content: object = BIG, **extra: object) -> bytes:
                        **extra}).encode()
 
 
-def post(balancer, payload: bytes) -> httpx.Response:  # type: ignore[no-untyped-def]
+def is_json(data: bytes) -> bool:
+    """Whether `data` is a whole JSON document (an incomplete one is nothing a provider can act on)."""
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+def post(balancer: BalancerProcess, payload: bytes) -> httpx.Response:
     return httpx.post(balancer.url + "/v1/messages", content=payload, timeout=60,
                       headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
 
 
-def early_uploads(balancer, provider: str) -> float:  # type: ignore[no-untyped-def]
+def early_uploads(balancer: BalancerProcess, provider: str) -> float:
     return sum(metric(balancer, "balancer_early_uploads_total", provider=provider, outcome=outcome) or 0.0
                for outcome in (TAKEN, DECLINED, UNUSED))
 
 
-def counted(balancer, provider: str, status: str) -> float:  # type: ignore[no-untyped-def]
+def counted(balancer: BalancerProcess, provider: str, status: str) -> float:
     """Requests the metrics have seen end (the early upload's outcome is counted with them)."""
     return metric(balancer, "balancer_requests_total", kind="messages", provider=provider, status=status) or 0.0
 
 
-def test_no_bytes_of_a_request_with_images_go_to_a_provider_with_images_false(balancer, unique):
+def test_no_bytes_of_a_request_with_images_go_to_a_provider_with_images_false(
+    balancer: BalancerProcess, unique: str
+) -> None:
     """`images: false` is a hard rule of the plan (provider_fit.unfit_for): such a request never goes there. The
     guess does not look at the body, so the provider that served the client's last (text) request gets the image
     request but for its last byte."""
@@ -65,7 +77,9 @@ def test_no_bytes_of_a_request_with_images_go_to_a_provider_with_images_false(ba
         assert blind_provider.cut == [] and len(blind_provider.complete) == 1
 
 
-def test_a_provider_never_holds_a_complete_json_request_the_balancer_refused(balancer, unique):
+def test_a_provider_never_holds_a_complete_json_request_the_balancer_refused(
+    balancer: BalancerProcess, unique: str
+) -> None:
     """A body that ends in white space after its closing brace: all of it but the last byte is the whole JSON
     document. Closing the early connection (a FIN after the buffered bytes are flushed) is not a refusal to a
     server that reads `content-length` bytes or to the end, as Python's http.server does (rfile.read returns
@@ -82,12 +96,7 @@ def test_a_provider_never_holds_a_complete_json_request_the_balancer_refused(bal
         wait_until(lambda: counted(balancer, "none", "400") >= 1, what="the refused request's metrics")
         if early_uploads(balancer, name):  # bytes went early: wait for the provider to see their connection end
             wait_until(lambda: len(provider.message_requests) >= 2, what="the early connection's end")
-        acted_on = []
-        for received in provider.message_requests[1:]:
-            try:
-                acted_on.append(json.loads(received.body))
-            except ValueError:
-                pass  # an incomplete document: nothing a provider can act on
+        acted_on = [received.body for received in provider.message_requests[1:] if is_json(received.body)]
         assert acted_on == [], "the provider got the refused request as a complete JSON document"
 
 
@@ -102,7 +111,9 @@ class Together(Behavior):
         Message().run(handler, request, fake)
 
 
-def test_no_bytes_go_early_to_a_provider_a_probe_is_testing(balancer, unique):
+def test_no_bytes_go_early_to_a_provider_a_probe_is_testing(
+    balancer: BalancerProcess, unique: str
+) -> None:
     """After a cooldown, one probe request tests the provider and the others are planned after every other
     provider rather than piling onto one that may still be down (health.is_available). The guess checks only
     `is_cooling_down`: while the probe hangs, a large request goes to the other provider, but its bytes went to
@@ -131,7 +142,9 @@ def test_no_bytes_go_early_to_a_provider_a_probe_is_testing(balancer, unique):
                 probe.result(60)
 
 
-def test_a_body_that_is_not_json_gets_its_400_when_the_provider_has_learned_a_fix(balancer, unique):
+def test_a_body_that_is_not_json_gets_its_400_when_the_provider_has_learned_a_fix(
+    balancer: BalancerProcess, unique: str
+) -> None:
     """With a fix learned for the guessed provider (here: without a beta value), the guess writes the body out
     again through json_codec.exact, which reads the whole unchecked body with the standard library when it holds
     a run of 20 digits. A body that is not JSON then raises there, before the balancer's own checks: the client
@@ -150,7 +163,9 @@ def test_a_body_that_is_not_json_gets_its_400_when_the_provider_has_learned_a_fi
         assert (answer.status_code, answer.json()["error"]["type"]) == (400, "invalid_request_error"), answer.text
 
 
-def test_a_clients_own_key_goes_to_a_passthrough_provider_only_when_its_request_does(balancer, unique):
+def test_a_clients_own_key_goes_to_a_passthrough_provider_only_when_its_request_does(
+    balancer: BalancerProcess, unique: str
+) -> None:
     """Without client keys every client is the same `client` to ServedBefore. Alice's request failed over to the
     passthrough provider; Bob's large request is served by the first provider, which recovered, and never needed
     the passthrough one: Bob's own key must not reach it (the early head carries it)."""
