@@ -14,28 +14,33 @@ What the guess may and may not do:
   bytes written and one kept connection;
 - it is made only when any provider may receive any request (no routes: a route may keep requests away from a
   provider), and only with the `priority` strategy without session affinity (the others send the next request
-  elsewhere by design); for a provider the client was served by, that is enabled, not cooling down, of Anthropic
-  type (the request is the client's body with its model mapped), at an `http://` address without a proxy, and
-  without a key pool;
+  elsewhere by design); for a provider the client was served by, that the plan would ask whatever the body holds
+  (`_fit`), at an `http://` address without a proxy;
+- only for a body whose last byte is its closing brace, and what is held back is that byte: the provider holds no
+  JSON document, and no request either (one byte short of its content-length). A connection not taken is reset,
+  not closed: nothing still buffered is written, and the provider is told plainly;
 - the body is not sent before the request passed the access and quota checks (earlier addons), and never
   completely before it passed the balancer's own.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import Callable
 
 import httpx
 
 from .anthropic_adapter import build_request
 from .config import ProviderConfig, Settings
 from .exchange import Exchange
+from .health import HealthBoard
 from .http1_transport import EARLY, UNUSED, EarlyRequest
 from .model_map import choose_model
 from .providers import Providers
 from .request_body import first_model
 from .upstream import ClientPool
+
+log = logging.getLogger("balancer")
 
 # Bodies from this size on (bytes) are written early: below it, reading the body costs less than the guess.
 EARLY_ABOVE = 256 * 1024
@@ -98,17 +103,32 @@ def start_early_upload(
     client_headers: list[tuple[str, str]], body: bytes,
 ) -> EarlyUpload | None:
     """The early bytes of a /v1/messages request whose body is not read yet on their way, or None when no guess
-    is made."""
+    is made (whatever goes wrong making one: the request must never depend on it)."""
     config = providers.config
-    if len(body) < EARLY_ABOVE or config.routes or not _same_first_every_time(providers.settings):
+    # Only a body whose last byte closes it: without that byte, what the provider holds is no JSON document.
+    if len(body) < EARLY_ABOVE or not body.endswith(b"}") or config.routes:
         return None
+    if not _same_first_every_time(providers.settings):
+        return None
+    try:
+        return _guess(providers, pool, served, client, method, path, client_headers, body)
+    except Exception:  # a bug in the guess must cost the guess only
+        log.exception("the early upload of a request failed; it is sent as usual")
+        return None
+
+
+def _guess(
+    providers: Providers, pool: ClientPool, served: ServedBefore, client: str | None, method: str, path: str,
+    client_headers: list[tuple[str, str]], body: bytes,
+) -> EarlyUpload | None:
+    config = providers.config
     first = first_model(body)
     if first is None:
         return None
     requested, span = first
     name = served.provider(client, requested)
     provider = next((p for p in config.providers if p.name == name), None) if name is not None else None
-    if provider is None or not _fit(provider, providers.board.is_cooling_down):
+    if provider is None or not _fit(provider, providers.board):
         return None
     transport = pool.plain_transport(provider.proxy)
     if transport is None:
@@ -140,6 +160,12 @@ def _same_first_every_time(settings: Settings) -> bool:
     return settings.strategy == "priority" and settings.affinity_in_force != "session"
 
 
-def _fit(provider: ProviderConfig, cooling_down: Callable[[str], bool]) -> bool:
+def _fit(provider: ProviderConfig, board: HealthBoard) -> bool:
+    """A provider the request may go to whatever its body holds, and that the plan would ask now: enabled, not
+    cooling down nor being probed (the plan keeps other requests off it meanwhile); not one that refuses some
+    requests by their content (`images: false`, `max_context`); not a passthrough one (the early head would carry
+    the client's own key to a provider its request may never go to); of Anthropic type (its request is the body
+    with its model mapped) and without a key pool (which key serves is decided per request)."""
     return (provider.enabled and provider.type == "anthropic" and not provider.is_pool
-            and not cooling_down(provider.name))
+            and provider.auth_type != "passthrough" and provider.images and provider.max_context is None
+            and not board.is_cooling_down(provider.name) and not board.is_probing(provider.name))

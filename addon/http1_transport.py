@@ -18,8 +18,10 @@ informational answers; and parsed as strictly as h11 does (the head is passed on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +37,7 @@ SWEEP_EVERY = 5.0  # seconds between looks at every idle connection, made when a
 _MAX_INFORMATIONAL = 16  # 1xx answers before the final one: each comes in time, so no read timeout would end a flood
 _MAX_CHUNK = 1 << 40  # a chunk size beyond this is not a body, it is an attack on the counter
 _NO_BODY_STATUSES = frozenset({204, 304})
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\0")
 # RFC 9110 5.6.2: a header name is a token; a value or reason phrase holds no control character but tab (a bare CR
 # or LF in it would end the line for the client the answer is passed on to).
@@ -92,6 +95,16 @@ class _Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+    def reset(self) -> None:
+        """Ended with a reset, at once: what is still buffered, here and in the kernel, is dropped. For a
+        connection holding part of a request that must never be completed, to a provider that may have stopped
+        reading; the provider is told plainly that nothing more comes."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.writer.transport.abort()
 
 
 def _error(kind: type[httpx.TransportError], message: str, request: httpx.Request) -> httpx.TransportError:
@@ -233,7 +246,8 @@ class EarlyRequest:
     `request.extensions[EARLY]` set to this takes the connection and writes that byte -- if it is exactly the
     request written (method, target, headers, body); any other request, or a connection the provider wrote to
     or closed meanwhile, closes the connection and is sent on its own, as if nothing had been written. So is
-    one never claimed, with `abandon()`. `outcome` says which it was: TAKEN, DECLINED or UNUSED."""
+    one never claimed, with `abandon()`. Such a connection is reset, not closed: nothing still buffered is written
+    after all. `outcome` says which it was: TAKEN, DECLINED or UNUSED."""
 
     def __init__(self, transport: Http1Transport, connection: _Connection, head: bytes, content: bytes):
         self._transport = transport
@@ -253,7 +267,7 @@ class EarlyRequest:
             self.outcome = TAKEN
             return connection
         self.outcome = DECLINED
-        connection.close()
+        connection.reset()
         return None
 
     def abandon(self) -> None:
@@ -261,7 +275,7 @@ class EarlyRequest:
         self._head, self._content = b"", b""
         if connection is not None:
             self.outcome = UNUSED
-            connection.close()
+            connection.reset()
 
 
 # What became of an EarlyRequest: its request was sent (its last byte completed it); another request (or the same
