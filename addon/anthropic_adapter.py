@@ -17,7 +17,6 @@ from .errors import bounded_error_body
 from .exchange import Answer, Exchange, RetryWithout
 from .message_shape import message_problem
 from .model_echo import ModelEcho, echo_model_in_body, echo_model_in_stream
-from .model_field import with_model
 from .model_map import ModelChoice, choose_model
 from .request_fixes import anthropic_body_with, headers_without_betas
 from .stream_events import Observers
@@ -39,7 +38,7 @@ def build_request(provider: ProviderConfig, exchange: Exchange) -> tuple[httpx.R
             parsed = without_translated_thinking(parsed) if translated else parsed
             content = json_codec.dumps({**anthropic_body_with(parsed, fixes), "model": choice.model})
         else:
-            content = with_model(exchange.body, exchange.parsed, choice.model, exchange.model_span)
+            content = exchange.body_for(choice.model)
     header_list = upstream_headers(exchange.client_headers, provider, exchange.stream)
     headers = to_wire(headers_without_betas(header_list, fixes) if fixes else header_list)
     request = httpx.Request(

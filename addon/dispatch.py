@@ -151,6 +151,8 @@ class Dispatcher:
             on_committed_failure=self._committed_failure_handler(flow, record, penalize),
             redact=redact, capabilities=self.providers.capabilities, model_span=model_span,
         )
+        if early is not None:
+            early.lend(exchange)
         calls: dict[str, ProviderCall] = {}  # per provider: the call its adapter prepared
 
         def build(provider: ProviderConfig) -> httpx.Request:

@@ -74,10 +74,17 @@ class ServedBefore:
 class EarlyUpload:
     """One request's early bytes, and the provider they went to."""
 
-    def __init__(self, provider: str, written: EarlyRequest):
+    def __init__(self, provider: str, written: EarlyRequest, guess: Exchange):
         self.provider = provider
         self._written = written
+        self._guess = guess
         self._decided = False
+
+    def lend(self, exchange: Exchange) -> None:
+        """What the guess built from the same body holds for `exchange` too (where it was built from the same model
+        span): the request built for the provider guessed is then the very bytes written, not a copy of them."""
+        if exchange.body is self._guess.body:
+            exchange.mapped.update(self._guess.mapped)
 
     def attach(self, provider: ProviderConfig, request: httpx.Request) -> None:
         """The request's first attempt is built: `request`, to `provider`. The early bytes are for it or for
@@ -146,7 +153,7 @@ def _guess(
     if request.url.scheme != "http":
         return None
     written = transport.write_early(request)
-    return EarlyUpload(provider.name, written) if written is not None else None
+    return EarlyUpload(provider.name, written, guess) if written is not None else None
 
 
 def _nobody(provider: ProviderConfig, reason: str, kind: str) -> None:

@@ -16,6 +16,7 @@ import httpx
 
 from .capabilities import Capabilities, Fix
 from .config import ProviderConfig
+from .model_field import with_model
 from .model_map import ModelChoice
 from .stream_guard import Leftover
 from .translated_thinking import may_hold_translated_thinking
@@ -52,12 +53,24 @@ class Exchange:
     # Whether the body may hold thinking blocks the balancer signed (a search of all its bytes): None until looked
     # at, once however many Anthropic-type attempts (and retries) the request takes.
     translated: bool | None = field(default=None, repr=False)
+    # The body asking for each model it was built for (with the model span it was built from): once per request.
+    mapped: dict[tuple[str, tuple[int, int] | None], bytes] = field(default_factory=dict, repr=False)
 
     def may_hold_translated_thinking(self) -> bool:
         """translated_thinking.may_hold_translated_thinking of the body."""
         if self.translated is None:
             self.translated = may_hold_translated_thinking(self.body)
         return self.translated
+
+    def body_for(self, model: str) -> bytes:
+        """model_field.with_model of the body (read as `parsed`), made once per model however many attempts (and
+        retries) the request takes."""
+        key = (model, self.model_span)
+        body = self.mapped.get(key)
+        if body is None:
+            assert self.parsed is not None
+            body = self.mapped[key] = with_model(self.body, self.parsed, model, self.model_span)
+        return body
 
     def redact_body(self, body: bytes) -> bytes:
         return self.redact(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")

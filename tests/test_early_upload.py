@@ -21,8 +21,10 @@ from mitmproxy.test import taddons
 
 from addon.capabilities import DROP, Fix
 from addon.early_upload import EARLY_ABOVE, MODEL_CHARACTERS, EarlyUpload, ServedBefore, start_early_upload
-from addon.http1_transport import DECLINED, EARLY, TAKEN, UNUSED, Http1Transport
+from addon.exchange import Exchange
+from addon.http1_transport import DECLINED, EARLY, TAKEN, UNUSED, EarlyRequest, Http1Transport
 from addon.providers import Providers
+from addon.request_body import first_model
 from addon.upstream import ClientPool
 from fakes import Behavior, FakeProvider, Message, Status
 from helpers import anthropic_message, anthropic_provider, metric, wait_until
@@ -407,3 +409,25 @@ def test_no_bytes_go_early_where_each_request_or_session_has_its_own_provider(ba
         assert first.cut == [] and second.cut == []
     assert all(early_uploads(balancer, name, outcome) == 0
                for name in (a, b) for outcome in (TAKEN, DECLINED, UNUSED))
+
+
+def test_the_request_built_for_the_guessed_provider_is_the_very_body_written_early() -> None:
+    """The body with its model mapped is made once per request and model (and model span): the attempt at the
+    provider guessed sends the bytes written early, not a copy (no second megabyte, and the check that it is the
+    same request compares two names for one object); a body read with another span is built anew."""
+    payload = body()
+    model, span = first_model(payload) or ("", (0, 0))
+
+    def exchange(model_span: tuple[int, int] | None) -> Exchange:
+        return Exchange(kind="messages", method="POST", path="/v1/messages", client_headers=[], body=payload,
+                        parsed={"model": model}, requested_model=model, stream=False, idle_timeout=0.0,
+                        on_committed_failure=lambda *_: None, model_span=model_span)
+
+    guess, real, duplicate = exchange(span), exchange(span), exchange(None)
+    written = guess.body_for("mapped")
+    assert guess.body_for("mapped") is written and json.loads(written)["model"] == "mapped"
+    early = EarlyUpload("a", EarlyRequest(Http1Transport(), None, b"", written), guess)  # type: ignore[arg-type]
+    early.lend(real)
+    early.lend(duplicate)
+    assert real.body_for("mapped") is written
+    assert duplicate.body_for("mapped") == written and duplicate.body_for("mapped") is not written
