@@ -1,0 +1,92 @@
+"""Second hostile review of the early upload (addon/early_upload.py): the guess's `_fit` must agree with what the
+plan does with the provider it writes to. Where the plan puts that provider behind another one, a large body is
+uploaded to it for nothing (and reset), once per request, while the plan keeps traffic off it on purpose."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from addon.early_upload import EARLY_ABOVE
+from addon.http1_transport import DECLINED, TAKEN, UNUSED
+from balancer_proc import BalancerProcess
+from benchkit.kv_server import KeyValueServer, server_binary
+from fakes import FakeProvider, Message, Status
+from helpers import anthropic_provider, metric, wait_until
+
+BIG = "x" * (EARLY_ABOVE + 10_000)
+
+
+def body(content: object = BIG, model: str = "claude-sonnet-4") -> bytes:
+    return json.dumps({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": content}]}).encode()
+
+
+def post(balancer: BalancerProcess, payload: bytes) -> httpx.Response:
+    return httpx.post(balancer.url + "/v1/messages", content=payload, timeout=60,
+                      headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+
+
+def early_uploads(balancer: BalancerProcess, provider: str) -> float:
+    return sum(metric(balancer, "balancer_early_uploads_total", provider=provider, outcome=outcome) or 0.0
+               for outcome in (TAKEN, DECLINED, UNUSED))
+
+
+def counted(balancer: BalancerProcess, provider: str, status: str) -> float:
+    return metric(balancer, "balancer_requests_total", kind="messages", provider=provider, status=status) or 0.0
+
+
+def test_no_bytes_go_early_to_a_provider_whose_only_key_is_short_of_headroom(
+    balancer: BalancerProcess, unique: str
+) -> None:
+    """A key whose rate-limit headers left it under `settings.headroom` is passed over, and a provider with no
+    other key is planned after the providers that have one (routing.plan_attempts, `ready`): the plan keeps
+    traffic off it until its reset, before it answers 429. `_fit` does not look at the keys: the provider that
+    served the client's last request gets every large request uploaded but for one byte, then reset."""
+    near, other = f"near-{unique}", f"other-{unique}"
+    reset = (datetime.now(timezone.utc) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    limits = {"anthropic-ratelimit-requests-limit": "100", "anthropic-ratelimit-requests-remaining": "1",
+              "anthropic-ratelimit-requests-reset": reset}
+    with FakeProvider() as first, FakeProvider() as second:
+        first.then(Message(headers=limits))
+        balancer.use([anthropic_provider(near, first.url), anthropic_provider(other, second.url)])
+        assert post(balancer, body("hello")).headers["x-balancer-provider"] == near  # now 1% left: set aside
+        wait_until(lambda: counted(balancer, near, "200") == 1, what="the first request's metrics")
+        assert post(balancer, body()).headers["x-balancer-provider"] == other
+        wait_until(lambda: counted(balancer, other, "200") == 1, what="the large request's metrics")
+        assert early_uploads(balancer, near) == 0, "a whole body went early to the provider the plan set aside"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(server_binary() is None, reason="no Redis-compatible server here")
+def test_no_bytes_go_early_to_a_provider_whose_probe_claim_is_being_asked_for(tmp_path: Path, unique: str) -> None:
+    """With shared state, a provider whose cooldown ended is probed by the instance holding its claim: the first
+    request that would use it asks for the claim in the background and plans the provider last meanwhile
+    (probe_gate.ProbeGate.allow: "asking" counts as being probed). The guess asks `board.is_probing`, which sees
+    only a claim held by another instance (ProbeGate.elsewhere): a claim being asked for, or not asked for yet,
+    lets the whole body go to the provider the plan then passes over."""
+    p, q = f"p-{unique}", f"q-{unique}"
+    with KeyValueServer() as kv, FakeProvider() as first, FakeProvider() as second:
+        instance = BalancerProcess(tmp_path / "instance")
+        instance.workdir.mkdir(parents=True, exist_ok=True)
+        instance.write_providers([{"name": "placeholder", "base_url": "http://127.0.0.1:9", "auth_value": "x"}])
+        with instance:
+            instance.use([anthropic_provider(p, first.url), anthropic_provider(q, second.url)],
+                         failure_cooldown=0, failure_rate=0.1, shared_state=kv.url,
+                         shared_state_namespace=f"early-{unique}")
+            wait_until(lambda: httpx.get(instance.url + "/providers", timeout=10).json()["shared_state"]["connected"]
+                       is True, what="the instance connected to the server")
+            assert post(instance, body("hello")).headers["x-balancer-provider"] == p  # p served this model
+            first.then(Status(500))
+            # Another model fails at p (a cooldown of 0 s) and goes to q: p is to be probed by whoever holds its claim.
+            assert post(instance, body("hi", model="claude-haiku-4")).headers["x-balancer-provider"] == q
+            wait_until(lambda: instance.provider_status(p)["consecutive_failures"] == 1, what="p's failure")
+            assert post(instance, body()).headers["x-balancer-provider"] == q  # p is planned last: no claim yet
+            wait_until(lambda: counted(instance, q, "200") >= 2, what="the large request's metrics")
+            assert len(first.message_requests) == 2  # the plan kept the request off p
+            assert early_uploads(instance, p) == 0, "a whole body went early to a provider awaiting its probe claim"
