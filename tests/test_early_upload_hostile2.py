@@ -4,10 +4,9 @@ uploaded to it for nothing (and reset), once per request, while the plan keeps t
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 
 from addon.early_upload import EARLY_ABOVE
 from addon.http1_transport import DECLINED, TAKEN, UNUSED
+from addon.request_body import SLICED_ABOVE, read_object, read_object_in_slices
 from balancer_proc import BalancerProcess
 from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import FakeProvider, Message, Status
@@ -49,7 +49,7 @@ def test_no_bytes_go_early_to_a_provider_whose_only_key_is_short_of_headroom(
     traffic off it until its reset, before it answers 429. `_fit` does not look at the keys: the provider that
     served the client's last request gets every large request uploaded but for one byte, then reset."""
     near, other = f"near-{unique}", f"other-{unique}"
-    reset = (datetime.now(timezone.utc) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reset = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     limits = {"anthropic-ratelimit-requests-limit": "100", "anthropic-ratelimit-requests-remaining": "1",
               "anthropic-ratelimit-requests-reset": reset}
     with FakeProvider() as first, FakeProvider() as second:
@@ -90,3 +90,43 @@ def test_no_bytes_go_early_to_a_provider_whose_probe_claim_is_being_asked_for(tm
             wait_until(lambda: counted(instance, q, "200") >= 2, what="the large request's metrics")
             assert len(first.message_requests) == 2  # the plan kept the request off p
             assert early_uploads(instance, p) == 0, "a whole body went early to a provider awaiting its probe claim"
+
+
+def one_model_member(sent: bytes) -> list[str]:
+    """The values of every top-level `model` member of a JSON object, in order."""
+    models: list[str] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        models.extend(str(v) for k, v in items if k == "model" and isinstance(v, str) and v.startswith("claude"))
+        return dict(items)
+
+    json.loads(sent, object_pairs_hook=pairs)
+    return models
+
+
+def test_a_body_read_in_slices_names_the_model_it_repeats_only_once_as_one_read_whole_does() -> None:
+    """request_body.read_object gives no span when `model` comes twice (with_model then writes the body out with one
+    `model`); read_object_in_slices, for bodies over 2 MB, gives the span of the last one. Exchange.body_for then
+    changes the last value only and the provider gets both members: one that keeps the first serves another model
+    than the one the balancer routed, mapped and counted by (model_field.with_model's own warning)."""
+    repeated = b'{"model": "claude-opus-4", "max_tokens": 8, "model": "claude-sonnet-4", "messages": []}'
+    parsed, span = read_object(repeated)
+    assert span is None
+    sliced = asyncio.run(read_object_in_slices(repeated))
+    assert sliced == (parsed, None)
+
+
+def test_a_provider_gets_one_model_member_for_a_large_body_that_repeats_it(
+    balancer: BalancerProcess, unique: str
+) -> None:
+    """The same through the balancer: a body over request_body.SLICED_ABOVE whose `model` comes twice reaches the
+    provider with both (the early upload's guess shares this span: Exchange.body_for keys on it)."""
+    large = ("x" * (SLICED_ABOVE + 10_000))
+    sent = (b'{"model": "claude-opus-4", "max_tokens": 8, "model": "claude-sonnet-4", "messages": [{"role": "user", '
+            b'"content": "' + large.encode() + b'"}]}')
+    with FakeProvider() as fake:
+        balancer.use([anthropic_provider(f"a-{unique}", fake.url)])
+        answer = post(balancer, sent)
+        assert answer.status_code == 200, answer.text
+        received = fake.message_requests[0].body
+    assert one_model_member(received) == ["claude-sonnet-4"], "the provider got the body with two `model` members"
