@@ -13,12 +13,13 @@ import httpx
 import pytest
 
 from addon.early_upload import EARLY_ABOVE
-from addon.http1_transport import DECLINED, TAKEN, UNUSED
+from addon.http1_transport import DECLINED, EARLY, TAKEN, UNUSED, Http1Transport
 from addon.request_body import SLICED_ABOVE, read_object, read_object_in_slices
 from balancer_proc import BalancerProcess
 from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import FakeProvider, Message, Status
 from helpers import anthropic_provider, metric, wait_until
+from test_early_upload_hostile import stops_reading
 
 BIG = "x" * (EARLY_ABOVE + 10_000)
 
@@ -130,3 +131,35 @@ def test_a_provider_gets_one_model_member_for_a_large_body_that_repeats_it(
         assert answer.status_code == 200, answer.text
         received = fake.message_requests[0].body
     assert one_model_member(received) == ["claude-sonnet-4"], "the provider got the body with two `model` members"
+
+
+def test_a_taken_connection_whose_last_byte_times_out_is_let_go_even_when_the_provider_reads_no_more() -> None:
+    """The request taking the early connection writes its last byte behind megabytes that `write_early` handed to
+    asyncio at once (no drain). To a provider that stopped reading, that write times out, and the failure path
+    closes the connection with asyncio's close(), which first writes out what is still buffered: never, here. The
+    descriptor and the megabytes stay held with no deadline (abandon and decline reset instead), and the provider
+    would get the complete request if it ever read again, after the request failed over elsewhere."""
+    large = body("y" * (8 * 1024 * 1024))
+    with stops_reading() as url:
+        async def scenario() -> None:
+            transport = Http1Transport()
+            async with httpx.AsyncClient(transport=transport) as client:
+                assert (await client.post(url, content=body("warm"))).status_code == 200
+                request = client.build_request("POST", url + "/v1/messages", content=large,
+                                               timeout=httpx.Timeout(60, write=1.0))
+                written = transport.write_early(request)
+                assert written is not None
+                connection = written._connection
+                assert connection is not None
+                request.extensions[EARLY] = written
+                with pytest.raises(httpx.WriteTimeout):
+                    await client.send(request)
+                assert written.outcome == TAKEN
+                try:
+                    await asyncio.wait_for(connection.writer.wait_closed(), 20)
+                except TimeoutError:
+                    held = connection.writer.transport.get_write_buffer_size()
+                    connection.writer.transport.abort()
+                    raise AssertionError(f"the failed connection is still open, {held} bytes buffered") from None
+
+        asyncio.run(scenario())
