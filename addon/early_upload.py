@@ -137,6 +137,8 @@ def _guess(
     provider = next((p for p in config.providers if p.name == name), None) if name is not None else None
     if provider is None or not _fit(provider, providers.board):
         return None
+    if any(providers.keys.set_aside(subject) is not None for subject in provider.key_subjects):
+        return None  # its key is short of headroom or at a limit: the plan asks the others first
     transport = pool.plain_transport(provider.proxy)
     if transport is None:
         return None
@@ -169,10 +171,12 @@ def _same_first_every_time(settings: Settings) -> bool:
 
 def _fit(provider: ProviderConfig, board: HealthBoard) -> bool:
     """A provider the request may go to whatever its body holds, and that the plan would ask now: enabled, not
-    cooling down nor being probed (the plan keeps other requests off it meanwhile); not one that refuses some
+    cooling down nor recovering from a cooldown (until a probe has served, the plan asks it only for the probe, and
+    with shared state only once its claim to probe was granted); not one that refuses some
     requests by their content (`images: false`, `max_context`); not a passthrough one (the early head would carry
     the client's own key to a provider its request may never go to); of Anthropic type (its request is the body
     with its model mapped) and without a key pool (which key serves is decided per request)."""
     return (provider.enabled and provider.type == "anthropic" and not provider.is_pool
             and provider.auth_type != "passthrough" and provider.images and provider.max_context is None
-            and not board.is_cooling_down(provider.name) and not board.is_probing(provider.name))
+            and board.get(provider.name).cooldowns == 0 and not board.is_cooling_down(provider.name)
+            and not board.is_probing(provider.name))

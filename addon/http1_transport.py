@@ -96,6 +96,15 @@ class _Connection:
     def close(self) -> None:
         self.writer.close()
 
+    def give_up(self) -> None:
+        """Ended after an exchange that failed or was called off: reset when part of the request is still buffered
+        (to a provider that stopped reading, it would stay held; to one that reads again, it would arrive whole after
+        the balancer moved on), else closed as usual."""
+        if self.writer.transport.get_write_buffer_size():
+            self.reset()
+        else:
+            self.close()
+
     def reset(self) -> None:
         """Ended with a reset, at once: what is still buffered, here and in the kernel, is dropped. For a
         connection holding part of a request that must never be completed, to a provider that may have stopped
@@ -199,7 +208,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 status, reason, version, headers = await _read_response_head(
                     connection, request, timeouts.get("read"))
         except BaseException:
-            connection.close()
+            connection.give_up()
             raise
         body = _ResponseBody(self, (host, port), connection, request, status, version, headers,
                              timeouts.get("read"), early)

@@ -134,9 +134,11 @@ async def read_object_in_slices(
                 value, i = await _array_in_slices(text, start, slice_characters)
             else:
                 value, i = json_codec.standard_value_at(text, start)
-            parsed[key] = value  # a repeated key keeps its first place and its last value, as in json.loads
             if key == "model":
-                span = (start, i)
+                # Only the one `model`'s place: a repeated one is written out again whole (model_field.with_model),
+                # as when the body is read in one piece.
+                span = (start, i) if "model" not in parsed else None
+            parsed[key] = value  # a repeated key keeps its first place and its last value, as in json.loads
             i = skip_whitespace(text, i)
             if text[i:i + 1] == "}":
                 i = skip_whitespace(text, i + 1)

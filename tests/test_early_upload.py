@@ -28,6 +28,7 @@ from addon.request_body import first_model
 from addon.upstream import ClientPool
 from fakes import Behavior, FakeProvider, Message, Status
 from helpers import anthropic_message, anthropic_provider, metric, wait_until
+from test_http1_transport import polled
 
 BIG = "x" * (EARLY_ABOVE + 10_000)
 ANSWER = json.dumps(anthropic_message("claude-sonnet-4", "hello")).encode()
@@ -221,8 +222,9 @@ def test_a_connection_the_provider_answered_on_meanwhile_is_not_taken() -> None:
             written = transport.write_early(request)
             assert written is not None
             await one_short(provider)
-            reader = written._connection.reader  # type: ignore[union-attr]
-            await asyncio.wait_for(reader._wait_for_data("test"), 30)  # type: ignore[attr-defined]
+            connection = written._connection
+            assert connection is not None
+            await polled(lambda: not connection.untouched(), "the answer in the connection's reader")
             request.extensions[EARLY] = written
             response = await client.send(request)
             return response.status_code, written.outcome
