@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -223,6 +224,16 @@ def stops_reading() -> Iterator[str]:
         thread.join(10)
 
 
+async def let_go(connection: Any, what: str) -> None:
+    """Fails unless `connection` (an http1_transport connection) is closed within 20 s; stops it either way."""
+    try:
+        await asyncio.wait_for(connection.writer.wait_closed(), 20)
+    except TimeoutError:
+        held = connection.writer.transport.get_write_buffer_size()
+        connection.writer.transport.abort()
+        raise AssertionError(f"{what} is still open, {held} bytes buffered") from None
+
+
 def test_an_early_connection_no_request_takes_is_let_go_even_when_the_provider_reads_no_more() -> None:
     """`abandon` closes the connection with asyncio's close(), which first writes out what is still buffered: to a
     provider that reads nothing more, never. The descriptor and the unsent part of the body (megabytes) stay held
@@ -239,11 +250,6 @@ def test_an_early_connection_no_request_takes_is_let_go_even_when_the_provider_r
                 assert connection is not None
                 written.abandon()
                 assert written.outcome == UNUSED
-                try:
-                    await asyncio.wait_for(connection.writer.wait_closed(), 20)
-                except TimeoutError:
-                    held = connection.writer.transport.get_write_buffer_size()
-                    connection.writer.transport.abort()
-                    raise AssertionError(f"the abandoned connection is still open, {held} bytes buffered") from None
+                await let_go(connection, "the abandoned connection")
 
         asyncio.run(scenario())

@@ -13,33 +13,19 @@ import httpx
 import pytest
 
 from addon.early_upload import EARLY_ABOVE
-from addon.http1_transport import DECLINED, EARLY, TAKEN, UNUSED, Http1Transport
+from addon.http1_transport import EARLY, TAKEN, Http1Transport
 from addon.request_body import SLICED_ABOVE, read_object, read_object_in_slices
 from balancer_proc import BalancerProcess
 from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import FakeProvider, Message, Status
-from helpers import anthropic_provider, metric, wait_until
-from test_early_upload_hostile import stops_reading
+from helpers import anthropic_provider, wait_until
+from test_early_upload_hostile import counted, early_uploads, let_go, post, stops_reading
 
 BIG = "x" * (EARLY_ABOVE + 10_000)
 
 
 def body(content: object = BIG, model: str = "claude-sonnet-4") -> bytes:
     return json.dumps({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": content}]}).encode()
-
-
-def post(balancer: BalancerProcess, payload: bytes) -> httpx.Response:
-    return httpx.post(balancer.url + "/v1/messages", content=payload, timeout=60,
-                      headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
-
-
-def early_uploads(balancer: BalancerProcess, provider: str) -> float:
-    return sum(metric(balancer, "balancer_early_uploads_total", provider=provider, outcome=outcome) or 0.0
-               for outcome in (TAKEN, DECLINED, UNUSED))
-
-
-def counted(balancer: BalancerProcess, provider: str, status: str) -> float:
-    return metric(balancer, "balancer_requests_total", kind="messages", provider=provider, status=status) or 0.0
 
 
 def test_no_bytes_go_early_to_a_provider_whose_only_key_is_short_of_headroom(
@@ -155,11 +141,6 @@ def test_a_taken_connection_whose_last_byte_times_out_is_let_go_even_when_the_pr
                 with pytest.raises(httpx.WriteTimeout):
                     await client.send(request)
                 assert written.outcome == TAKEN
-                try:
-                    await asyncio.wait_for(connection.writer.wait_closed(), 20)
-                except TimeoutError:
-                    held = connection.writer.transport.get_write_buffer_size()
-                    connection.writer.transport.abort()
-                    raise AssertionError(f"the failed connection is still open, {held} bytes buffered") from None
+                await let_go(connection, "the failed connection")
 
         asyncio.run(scenario())
