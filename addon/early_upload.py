@@ -7,7 +7,7 @@ takes the provider about as long to read. Done one after the other, the client w
 model, and written to an idle connection of its (http1_transport.EarlyRequest) before the body is read: all but
 its last byte, which the provider needs before it can do anything with it. When the request the balancer then
 decides on is exactly that one (same provider, headers and bytes), it is sent by writing that byte; otherwise that
-connection is closed and the request is sent as usual.
+connection is reset and the request is sent as usual.
 
 What the guess may and may not do:
 - it changes nothing the balancer decides (the provider, the key, the body, the verdicts): a wrong guess costs the

@@ -132,8 +132,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._swept = time.monotonic()
 
     # -- connections -------------------------------------------------------------------------------------------
-    async def _connection(self, host: str, port: int, request: httpx.Request, timeout: float | None) -> _Connection:
-        idle = self._idle.get((host, port))
+    def _idle_connection(self, key: tuple[str, int]) -> _Connection | None:
+        """A kept connection to `key` fit for the next request, taken from the idle ones (the unfit are closed)."""
+        idle = self._idle.get(key)
         now = time.monotonic()
         while idle:
             connection = idle.pop()
@@ -141,6 +142,12 @@ class Http1Transport(httpx.AsyncBaseTransport):
             if connection.usable(now, self.keepalive_expiry):
                 return connection
             connection.close()
+        return None
+
+    async def _connection(self, host: str, port: int, request: httpx.Request, timeout: float | None) -> _Connection:
+        connection = self._idle_connection((host, port))
+        if connection is not None:
+            return connection
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await _open(host, port)
@@ -217,7 +224,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
             extensions={"http_version": version, "reason_phrase": reason, "network_stream": connection.stream},
         )
 
-
     # -- a request written before it is sent -----------------------------------------------------------------
     def write_early(self, request: httpx.Request) -> EarlyRequest | None:
         """`request` written on an idle connection to its provider but for its last byte, which only
@@ -231,18 +237,13 @@ class Http1Transport(httpx.AsyncBaseTransport):
             head = _request_head(request)
         except httpx.LocalProtocolError:
             return None
-        idle = self._idle.get((url.host, url.port or 80))
-        now = time.monotonic()
-        while idle:
-            connection = idle.pop()
-            self._idle_count -= 1
-            if connection.usable(now, self.keepalive_expiry):
-                content = request.content
-                connection.writer.write(head)
-                connection.writer.write(memoryview(content)[:-1])
-                return EarlyRequest(self, connection, head, content)
-            connection.close()
-        return None
+        connection = self._idle_connection((url.host, url.port or 80))
+        if connection is None:
+            return None
+        content = request.content
+        connection.writer.write(head)
+        connection.writer.write(memoryview(content)[:-1])
+        return EarlyRequest(self, connection, head, content)
 
 
 EARLY = "balancer.early_request"  # the request extension that hands an EarlyRequest to the transport
@@ -254,9 +255,9 @@ class EarlyRequest:
     body is one byte short of its content-length (and of its closing brace). The request sent later with
     `request.extensions[EARLY]` set to this takes the connection and writes that byte -- if it is exactly the
     request written (method, target, headers, body); any other request, or a connection the provider wrote to
-    or closed meanwhile, closes the connection and is sent on its own, as if nothing had been written. So is
-    one never claimed, with `abandon()`. Such a connection is reset, not closed: nothing still buffered is written
-    after all. `outcome` says which it was: TAKEN, DECLINED or UNUSED."""
+    or closed meanwhile, resets the connection and is sent on its own, as if nothing had been written. So does
+    `abandon()` for one never claimed. A reset, not a close: nothing still buffered is written after all.
+    `outcome` says which it was: TAKEN, DECLINED or UNUSED."""
 
     def __init__(self, transport: Http1Transport, connection: _Connection, head: bytes, content: bytes):
         self._transport = transport
