@@ -22,7 +22,7 @@ from balancer_proc import BalancerProcess
 from fakes import Behavior, FakeProvider, Hang, Message, Status
 from helpers import anthropic_provider, metric, wait_until
 from strict_fakes import StrictRelay
-from test_early_upload import recording
+from test_early_upload import recording, transported, warm
 
 BIG = "x" * (EARLY_ABOVE + 10_000)
 # A 1x1 PNG: enough for the balancer to see an image in the request.
@@ -240,16 +240,14 @@ def test_an_early_connection_no_request_takes_is_let_go_even_when_the_provider_r
     with no deadline, once per large request guessed for that provider."""
     large = body("y" * (8 * 1024 * 1024))
     with stops_reading() as url:
-        async def scenario() -> None:
-            transport = Http1Transport()
-            async with httpx.AsyncClient(transport=transport) as client:
-                assert (await client.post(url, content=body("warm"))).status_code == 200
-                written = transport.write_early(client.build_request("POST", url + "/v1/messages", content=large))
-                assert written is not None
-                connection = written._connection
-                assert connection is not None
-                written.abandon()
-                assert written.outcome == UNUSED
-                await let_go(connection, "the abandoned connection")
+        async def scenario(client: httpx.AsyncClient, transport: Http1Transport) -> None:
+            await warm(client, url)
+            written = transport.write_early(client.build_request("POST", url + "/v1/messages", content=large))
+            assert written is not None
+            connection = written._connection
+            assert connection is not None
+            written.abandon()
+            assert written.outcome == UNUSED
+            await let_go(connection, "the abandoned connection")
 
-        asyncio.run(scenario())
+        transported(scenario)

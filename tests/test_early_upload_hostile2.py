@@ -19,6 +19,7 @@ from balancer_proc import BalancerProcess
 from benchkit.kv_server import KeyValueServer, server_binary
 from fakes import FakeProvider, Message, Status
 from helpers import anthropic_provider, wait_until
+from test_early_upload import transported, warm
 from test_early_upload_hostile import counted, early_uploads, let_go, post, stops_reading
 
 BIG = "x" * (EARLY_ABOVE + 10_000)
@@ -127,20 +128,18 @@ def test_a_taken_connection_whose_last_byte_times_out_is_let_go_even_when_the_pr
     would get the complete request if it ever read again, after the request failed over elsewhere."""
     large = body("y" * (8 * 1024 * 1024))
     with stops_reading() as url:
-        async def scenario() -> None:
-            transport = Http1Transport()
-            async with httpx.AsyncClient(transport=transport) as client:
-                assert (await client.post(url, content=body("warm"))).status_code == 200
-                request = client.build_request("POST", url + "/v1/messages", content=large,
-                                               timeout=httpx.Timeout(60, write=1.0))
-                written = transport.write_early(request)
-                assert written is not None
-                connection = written._connection
-                assert connection is not None
-                request.extensions[EARLY] = written
-                with pytest.raises(httpx.WriteTimeout):
-                    await client.send(request)
-                assert written.outcome == TAKEN
-                await let_go(connection, "the failed connection")
+        async def scenario(client: httpx.AsyncClient, transport: Http1Transport) -> None:
+            await warm(client, url)
+            request = client.build_request("POST", url + "/v1/messages", content=large,
+                                           timeout=httpx.Timeout(60, write=1.0))
+            written = transport.write_early(request)
+            assert written is not None
+            connection = written._connection
+            assert connection is not None
+            request.extensions[EARLY] = written
+            with pytest.raises(httpx.WriteTimeout):
+                await client.send(request)
+            assert written.outcome == TAKEN
+            await let_go(connection, "the failed connection")
 
-        asyncio.run(scenario())
+        transported(scenario)
